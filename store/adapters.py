@@ -1,0 +1,191 @@
+"""Adapter versions of one persona: ``adapters/vN/`` folders, their metadata and the live pointer.
+
+A version folder is written once and never edited. Publishing renames a fully written staging folder
+to ``vN`` and then swaps the ``LIVE`` pointer file by rename, so a reader sees either the old live
+version or the new one, never half of either.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tempfile
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from .errors import StoreError, VersionNotFound
+from .names import check_version
+
+ADAPTERS_DIR = "adapters"
+LIVE_FILE = "LIVE"
+METADATA_FILE = "metadata.json"
+ADAPTER_CONFIG = "adapter_config.json"
+ADAPTER_WEIGHTS = "adapter_model.safetensors"
+STAGING_PREFIX = ".staging-"
+
+
+class LoraShape(BaseModel):
+    """What the server needs to know to load an adapter within its LoRA limits."""
+
+    r: int
+    alpha: float
+    target_modules: list[str]
+
+
+class AdapterMetadata(BaseModel):
+    """``metadata.json`` of a version: where it came from and how good it is."""
+
+    model_config = ConfigDict(extra="allow")
+
+    base_model: str
+    base_hash: str
+    data_hash: str = ""
+    created_at: str = Field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    lora: LoraShape | None = None
+    settings: dict[str, Any] = Field(default_factory=dict)
+    train_loss: float | None = None
+    eval_loss_before: float | None = None
+    eval_loss_after: float | None = None
+    tokens: dict[str, int] = Field(default_factory=dict)
+    duration_s: float | None = None
+
+
+def version_name(number: int) -> str:
+    return f"v{number}"
+
+
+def adapters_root(persona_path: Path) -> Path:
+    return persona_path / ADAPTERS_DIR
+
+
+def list_versions(persona_path: Path) -> list[int]:
+    """Complete version numbers, ascending (staging folders and strays are ignored)."""
+    root = adapters_root(persona_path)
+    if not root.is_dir():
+        return []
+    found = []
+    for child in root.iterdir():
+        if re.fullmatch(r"v[1-9][0-9]{0,8}", child.name) and (child / METADATA_FILE).is_file():
+            found.append(int(child.name[1:]))
+    return sorted(found)
+
+
+def version_dir(persona_path: Path, version: int | str) -> Path:
+    number = check_version(version) if isinstance(version, str) else version
+    path = adapters_root(persona_path) / version_name(number)
+    if not (path / METADATA_FILE).is_file():
+        raise VersionNotFound(f"persona '{persona_path.name}' has no adapter version v{number}")
+    return path
+
+
+def read_live(persona_path: Path) -> int | None:
+    """The live version number, or ``None`` when nothing was published (or the pointer is stale)."""
+    pointer = adapters_root(persona_path) / LIVE_FILE
+    try:
+        text = pointer.read_text(encoding="utf-8").strip()
+    except FileNotFoundError:
+        return None
+    try:
+        number = check_version(text)
+    except StoreError:
+        return None
+    return number if (adapters_root(persona_path) / text / METADATA_FILE).is_file() else None
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def set_live(persona_path: Path, version: int) -> None:
+    """Make ``version`` the live one (publishing and rollback both come here)."""
+    version_dir(persona_path, version)
+    _write_atomic(adapters_root(persona_path) / LIVE_FILE, version_name(version) + "\n")
+
+
+def read_metadata(path: Path) -> AdapterMetadata:
+    meta_path = path / METADATA_FILE
+    try:
+        return AdapterMetadata.model_validate_json(meta_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise StoreError(f"{meta_path}: cannot be read: {exc}") from exc
+
+
+def read_lora_shape(path: Path) -> LoraShape:
+    """Rank, alpha and target modules from a PEFT ``adapter_config.json``."""
+    config_path = path / ADAPTER_CONFIG
+    try:
+        config = json.loads(config_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise StoreError(f"{config_path}: cannot be read: {exc}") from exc
+    targets = config.get("target_modules") or []
+    if isinstance(targets, str):
+        targets = [targets]
+    return LoraShape(r=int(config.get("r", 0)), alpha=float(config.get("lora_alpha", 0)), target_modules=sorted(targets))
+
+
+def check_servable(path: Path, max_lora_rank: int, allowed_modules: set[str] | None = None) -> LoraShape:
+    """Refuse an adapter the server could not load: too high a rank, unknown modules, extra weights."""
+    config_path = path / ADAPTER_CONFIG
+    if not (path / ADAPTER_WEIGHTS).is_file():
+        raise StoreError(f"{path}: no {ADAPTER_WEIGHTS}")
+    shape = read_lora_shape(path)
+    config = json.loads(config_path.read_text(encoding="utf-8"))
+    if config.get("peft_type", "LORA") != "LORA":
+        raise StoreError(f"{config_path}: field 'peft_type' is {config.get('peft_type')!r}; only LORA is served")
+    if not 1 <= shape.r <= max_lora_rank:
+        raise StoreError(f"{config_path}: field 'r' is {shape.r}; the server allows ranks 1 to {max_lora_rank}")
+    if config.get("modules_to_save"):
+        raise StoreError(f"{config_path}: field 'modules_to_save' must be empty for serving, got {config['modules_to_save']}")
+    if allowed_modules is not None:
+        unknown = sorted(set(shape.target_modules) - allowed_modules)
+        if unknown:
+            raise StoreError(f"{config_path}: field 'target_modules' has modules the server cannot adapt: {unknown}")
+    return shape
+
+
+def new_staging_dir(persona_path: Path) -> Path:
+    """An empty folder beside the versions, to write a new version into before publishing."""
+    root = adapters_root(persona_path)
+    root.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=root))
+
+
+def publish(persona_path: Path, staged: Path, make_live: bool = True) -> int:
+    """Turn a fully written staging folder into the next version and (by default) make it live.
+
+    The rename is atomic; if another publisher took the number first, the next one is tried.
+    """
+    if not (staged / METADATA_FILE).is_file():
+        raise StoreError(f"{staged}: no {METADATA_FILE}; refusing to publish an incomplete adapter")
+    root = adapters_root(persona_path)
+    while True:
+        existing = [int(p.name[1:]) for p in root.iterdir() if re.fullmatch(r"v[1-9][0-9]{0,8}", p.name)]
+        number = max(existing, default=0) + 1
+        try:
+            os.rename(staged, root / version_name(number))
+            break
+        except OSError:
+            if not (root / version_name(number)).exists():
+                raise
+    if make_live:
+        set_live(persona_path, number)
+    return number
+
+
+def adapter_fingerprint(path: Path) -> str:
+    """Changes whenever the weights file changes; the server keys its LoRA ids on it."""
+    stat = (path / ADAPTER_WEIGHTS).stat()
+    return f"{stat.st_ino}-{stat.st_size}-{stat.st_mtime_ns}"

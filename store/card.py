@@ -1,0 +1,112 @@
+"""The persona card, ``persona.yaml``: who the character is and how to talk to it.
+
+Every field is optional; a folder with only ``logs/`` is a valid persona whose character is the
+speaker named like the folder.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from .errors import CardError
+
+CARD_FILE = "persona.yaml"
+PICTURE_NAMES = ("avatar.png", "avatar.jpg", "avatar.jpeg", "avatar.webp", "picture.png", "picture.jpg")
+
+
+class SamplingDefaults(BaseModel):
+    """Sampling used when a request does not set its own."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    temperature: float | None = Field(default=None, ge=0.0, le=2.0)
+    top_p: float | None = Field(default=None, gt=0.0, le=1.0)
+    max_tokens: int | None = Field(default=None, ge=1)
+    presence_penalty: float | None = Field(default=None, ge=-2.0, le=2.0)
+    frequency_penalty: float | None = Field(default=None, ge=-2.0, le=2.0)
+
+
+class PersonaCard(BaseModel):
+    """The validated contents of ``persona.yaml``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    display_name: str | None = None
+    description: str = ""
+    speakers: list[str] = Field(default_factory=list)
+    system_prompt: str | None = None
+    greeting: str | None = None
+    example_questions: list[str] = Field(default_factory=list)
+    voice_markers: list[str] = Field(default_factory=list)
+    sampling: SamplingDefaults = Field(default_factory=SamplingDefaults)
+    picture: str | None = None
+    training: dict[str, Any] = Field(default_factory=dict)
+    """Overrides of the training settings; the training side validates them."""
+
+    def title(self, name: str) -> str:
+        return self.display_name or name.replace("-", " ").replace("_", " ").title()
+
+    def effective_system_prompt(self, name: str) -> str:
+        """The short system prompt added to requests that carry none."""
+        if self.system_prompt:
+            return self.system_prompt.strip()
+        text = f"You are {self.title(name)}."
+        if self.description:
+            text += " " + self.description.strip()
+        return text
+
+
+def _field_path(loc: tuple[Any, ...]) -> str:
+    return ".".join(str(part) for part in loc) or "(top level)"
+
+
+def load_card(folder: Path) -> PersonaCard:
+    """Read ``folder/persona.yaml``; a missing file gives the defaults.
+
+    Raises :class:`CardError` naming the file and every offending field.
+    """
+    path = folder / CARD_FILE
+    if not path.exists():
+        return PersonaCard()
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise CardError(f"{path}: cannot be read as YAML: {exc}") from exc
+    if raw is None:
+        return PersonaCard()
+    if not isinstance(raw, dict):
+        raise CardError(f"{path}: expected a mapping of fields, got {type(raw).__name__}")
+    try:
+        card = PersonaCard.model_validate(raw)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"field '{_field_path(err['loc'])}': {err['msg']}" for err in exc.errors()
+        )
+        raise CardError(f"{path}: {problems}") from exc
+    if card.picture and (Path(card.picture).name != card.picture or not (folder / card.picture).is_file()):
+        raise CardError(f"{path}: field 'picture': {card.picture!r} is not a file in {folder}")
+    return card
+
+
+def find_picture(folder: Path, card: PersonaCard) -> Path | None:
+    """The persona's picture: the card's ``picture`` or a conventionally named file."""
+    if card.picture:
+        return folder / card.picture
+    for candidate in PICTURE_NAMES:
+        if (folder / candidate).is_file():
+            return folder / candidate
+    return None
+
+
+def write_card(folder: Path, card: PersonaCard) -> Path:
+    """Write ``persona.yaml`` atomically (used when importing a character card)."""
+    path = folder / CARD_FILE
+    data = card.model_dump(exclude_defaults=True)
+    tmp = path.with_suffix(".yaml.tmp")
+    tmp.write_text(yaml.safe_dump(data, sort_keys=False, allow_unicode=True), encoding="utf-8")
+    tmp.replace(path)
+    return path
