@@ -1,0 +1,1 @@
+"""The ``persona`` command: serve, ingest, train, list and roll back personas."""

@@ -1,0 +1,71 @@
+"""The FastAPI application: API, status, metrics and the chat page, over one engine."""
+
+from __future__ import annotations
+
+import logging
+from contextlib import asynccontextmanager
+from typing import AsyncIterator, Callable
+
+from fastapi import FastAPI
+from fastapi.responses import RedirectResponse
+
+from store.base_model import BaseModel, resolve_base_model
+from store.registry import PersonaStore
+
+from .chat import ChatService
+from .engine import Engine, VllmEngine
+from .errors import install_handlers
+from .metrics import Metrics
+from .resolver import ModelResolver
+from .routes import api, ops
+from .settings import ServeSettings
+
+log = logging.getLogger("persona.service")
+
+EngineFactory = Callable[[ServeSettings, BaseModel], Engine]
+
+
+def vllm_engine(settings: ServeSettings, base: BaseModel) -> Engine:
+    return VllmEngine(settings, base.path, base.id)
+
+
+def create_app(settings: ServeSettings, engine_factory: EngineFactory = vllm_engine) -> FastAPI:
+    """Build the app; the base model and engine load in its start-up, never at import."""
+    metrics = Metrics()
+    store = PersonaStore(settings.personas_dir)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        from transformers import AutoTokenizer
+
+        base = resolve_base_model(settings.base_model, settings.cache_dir, settings.allow_download)
+        tokenizer = AutoTokenizer.from_pretrained(base.path)
+        engine = engine_factory(settings, base)
+        await engine.start()
+        resolver = ModelResolver(store, base, settings.max_lora_rank)
+        app.state.chat = ChatService(engine, resolver, tokenizer, metrics)
+        log.info("serving %s with personas from %s", base.id, settings.personas_dir)
+        try:
+            yield
+        finally:
+            app.state.chat = None
+            await engine.stop()
+
+    app = FastAPI(title="Persona service", version="0.1.0", lifespan=lifespan)
+    app.state.settings = settings
+    app.state.metrics = metrics
+    app.state.store = store
+    app.state.chat = None
+    install_handlers(app, metrics)
+    app.include_router(api)
+    app.include_router(ops)
+    if settings.ui:
+        from .ui import mount_ui
+
+        mount_ui(app)
+
+        @app.get("/", include_in_schema=False)
+        async def root() -> RedirectResponse:
+            return RedirectResponse("/ui")
+
+    return app

@@ -1,0 +1,128 @@
+"""The serving logic shared by the API and the chat page: resolve, render, sample, stream.
+
+The page and the API go through this one class, so they answer alike.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, AsyncIterator
+
+from .engine import Chunk, Engine, GenerationParams
+from .errors import bad_request
+from .metrics import Metrics
+from .protocol import ChatCompletionRequest, ChatMessage
+from .resolver import ModelResolver, Target
+
+DEFAULT_TEMPERATURE = 1.0
+DEFAULT_TOP_P = 1.0
+
+
+@dataclass
+class PreparedChat:
+    """A request ready for the engine."""
+
+    request_id: str
+    target: Target
+    prompt_ids: list[int]
+    params: GenerationParams
+    created: int = field(default_factory=lambda: int(time.time()))
+
+
+def to_chat_messages(messages: list[ChatMessage], system_prompt: str | None) -> list[dict[str, str]]:
+    """Plain role/content dicts; the persona's system prompt goes first when the request has none."""
+    rendered = [
+        {"role": "system" if m.role == "developer" else m.role, "content": m.text()} for m in messages
+    ]
+    if system_prompt and not any(m["role"] == "system" for m in rendered):
+        rendered.insert(0, {"role": "system", "content": system_prompt})
+    return rendered
+
+
+def sampling_params(request: ChatCompletionRequest, target: Target, prompt_len: int, max_model_len: int) -> GenerationParams:
+    """Request values win, then the persona card's defaults, then OpenAI's defaults."""
+    room = max_model_len - prompt_len
+    if room <= 0:
+        raise bad_request(
+            f"This model's maximum context length is {max_model_len} tokens, but the messages take "
+            f"{prompt_len} tokens. Shorten the messages.",
+            "messages",
+            "context_length_exceeded",
+        )
+    asked = request.max_completion_tokens or request.max_tokens
+    if asked is not None and asked > room:
+        param = "max_completion_tokens" if request.max_completion_tokens else "max_tokens"
+        raise bad_request(
+            f"This model's maximum context length is {max_model_len} tokens; the messages take {prompt_len} "
+            f"and {param} asks for {asked}. Lower {param} to at most {room} or shorten the messages.",
+            param,
+            "context_length_exceeded",
+        )
+    defaults = target.sampling
+    max_tokens = asked or min(defaults.max_tokens or room, room)
+    stop = request.stop if isinstance(request.stop, list) else ([request.stop] if request.stop else [])
+
+    def pick(value: float | None, default: float | None, fallback: float) -> float:
+        return value if value is not None else (default if default is not None else fallback)
+
+    return GenerationParams(
+        max_tokens=max_tokens,
+        n=request.n,
+        temperature=pick(request.temperature, defaults.temperature, DEFAULT_TEMPERATURE),
+        top_p=pick(request.top_p, defaults.top_p, DEFAULT_TOP_P),
+        stop=tuple(s for s in stop if s),
+        seed=request.seed,
+        presence_penalty=pick(request.presence_penalty, defaults.presence_penalty, 0.0),
+        frequency_penalty=pick(request.frequency_penalty, defaults.frequency_penalty, 0.0),
+    )
+
+
+class ChatService:
+    def __init__(self, engine: Engine, resolver: ModelResolver, tokenizer: Any, metrics: Metrics) -> None:
+        self.engine = engine
+        self.resolver = resolver
+        self.tokenizer = tokenizer
+        self.metrics = metrics
+
+    def render(self, messages: list[dict[str, str]]) -> list[int]:
+        """Token ids of the prompt, with the base tokenizer's chat template (the one training used)."""
+        encoded = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, return_dict=True)
+        return list(encoded["input_ids"])
+
+    def prepare(self, request: ChatCompletionRequest) -> PreparedChat:
+        if request.logprobs:
+            raise bad_request("logprobs are not supported by this server", "logprobs", "unsupported_parameter")
+        if request.tools:
+            raise bad_request("tools are not supported by this server", "tools", "unsupported_parameter")
+        target = self.resolver.resolve(request.model)
+        messages = to_chat_messages(request.messages, target.system_prompt)
+        prompt_ids = self.render(messages)
+        params = sampling_params(request, target, len(prompt_ids), self.engine.max_model_len)
+        return PreparedChat(request_id=f"chatcmpl-{uuid.uuid4().hex}", target=target, prompt_ids=prompt_ids, params=params)
+
+    async def stream(self, prepared: PreparedChat) -> AsyncIterator[Chunk]:
+        """Chunks from the engine, with the metrics kept."""
+        started = time.perf_counter()
+        first = True
+        kind = prepared.target.version_label
+        status = "error"
+        try:
+            async for chunk in self.engine.generate(
+                prepared.prompt_ids, prepared.params, prepared.request_id, prepared.target.adapter
+            ):
+                if first and chunk.text:
+                    self.metrics.time_to_first_token.observe(time.perf_counter() - started)
+                    first = False
+                self.metrics.completion_tokens.labels(kind=_kind(kind)).inc(chunk.new_tokens)
+                yield chunk
+            status = "ok"
+        finally:
+            self.metrics.prompt_tokens.labels(kind=_kind(kind)).inc(len(prepared.prompt_ids))
+            self.metrics.requests.labels(kind=_kind(kind), status=status).inc()
+            self.metrics.request_seconds.observe(time.perf_counter() - started)
+
+
+def _kind(label: str) -> str:
+    return label if label in ("base", "card") else "adapter"

@@ -1,0 +1,31 @@
+"""Server settings, from ``persona serve`` flags or ``PERSONA_*`` environment variables."""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
+
+from store.settings import StoreSettings
+
+
+class ServeSettings(StoreSettings):
+    """Everything the server needs; built once at start-up and passed to :func:`service.app.create_app`."""
+
+    model_config = SettingsConfigDict(env_prefix="PERSONA_", extra="ignore")
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=1, le=65535)
+    api_keys: list[str] = Field(default_factory=list, description="If set, requests need 'Authorization: Bearer <key>'.")
+    ui: bool = Field(default=True, description="Mount the Gradio chat page at /ui.")
+
+    # vLLM engine
+    max_loras: int = Field(default=8, ge=1, description="Adapters active in one batch.")
+    max_cpu_loras: int = Field(default=32, ge=1, description="Adapters kept loaded in memory.")
+    max_lora_rank: int = Field(default=16, ge=1, description="Highest LoRA rank served; training refuses to publish above it.")
+    max_model_len: int = Field(default=2048, ge=64, description="Context length (prompt + reply) in tokens.")
+    dtype: str = Field(default="auto", description="'auto' picks float32 on CPU (fastest here) and bfloat16 on GPU.")
+    kv_cache_gb: float = Field(default=2.0, gt=0, description="KV cache size on CPU (VLLM_CPU_KVCACHE_SPACE).")
+    gpu_memory_utilization: float = Field(default=0.85, gt=0, le=1)
+    cpu_threads: int = Field(default=0, ge=0, description="Threads for the CPU engine; 0 = every core.")
+    tensor_parallel_size: int = Field(default=1, ge=1)
+    max_num_seqs: int = Field(default=64, ge=1)
