@@ -51,6 +51,12 @@ def install_handlers(app: FastAPI, metrics: Metrics) -> None:
         metrics.errors.labels(status="400").inc()
         return JSONResponse(body.model_dump(), status_code=400)
 
+    @app.exception_handler(Exception)
+    async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
+        metrics.errors.labels(status="500").inc()
+        body = ErrorResponse(error=ErrorDetail(message=f"internal error: {type(exc).__name__}: {exc}", type="server_error"))
+        return JSONResponse(body.model_dump(), status_code=500)
+
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
         kind = "invalid_request_error" if exc.status_code < 500 else "server_error"
