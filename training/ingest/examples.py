@@ -1,0 +1,427 @@
+"""From parsed logs to training examples: who the character is, sessions, windows, the held-out split.
+
+Each example is one of the character's turns with a bounded window of the turns before it::
+
+    {"messages": [{"role": "system" | "user" | "assistant", "content": str, "weight": float}, ...],
+     "session": str}
+
+The first message is the persona's system prompt, the last is the target (weight 1.0, or its weight in
+the log); every message before the target has weight 0.0. The training side depends on this shape.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any, Literal
+
+from datasets import Dataset, Features, List, Value
+
+from store.card import CARD_FILE, PersonaCard
+
+from .messages import LoadResult, Message
+
+ROW_FEATURES = Features(
+    {
+        "messages": List({"role": Value("string"), "content": Value("string"), "weight": Value("float64")}),
+        "session": Value("string"),
+    }
+)
+"""The ``datasets`` schema of every row, also of an empty split."""
+
+DROP_REASONS = {
+    "system": "system lines",
+    "media": "media placeholders",
+    "deleted": "deleted messages",
+    "empty": "empty messages",
+    "duplicate": "duplicates",
+}
+"""Why messages are left out, as counted in :attr:`ExampleSet.dropped`."""
+
+
+class IngestError(ValueError):
+    """The logs cannot give a training set; the message says what to do."""
+
+
+class NoCharacterSpeaker(IngestError):
+    """No speaker in the name-based logs is the character."""
+
+    def __init__(self, message: str, speakers: dict[str, int]) -> None:
+        super().__init__(message)
+        self.speakers = speakers
+
+
+class TooFewExamples(IngestError):
+    """Fewer training examples than :attr:`ExampleSettings.min_examples`; ``examples`` has the counts."""
+
+    def __init__(self, message: str, examples: ExampleSet) -> None:
+        super().__init__(message)
+        self.examples = examples
+
+
+@dataclass(frozen=True)
+class ExampleSettings:
+    """How logs become examples. Every field has a default that suits a persona of a few hundred lines."""
+
+    window: int = 6
+    """Most prior messages (after merging) an example carries before its target."""
+    session_gap: timedelta = timedelta(hours=6)
+    """A longer silence between two timestamped messages starts a new session."""
+    heldout_fraction: float = 0.1
+    """Share of sessions kept out of training for evaluation (at least one when there are 3 or more)."""
+    min_examples: int = 20
+    """Fewer training examples than this is an error: too little to learn a voice from."""
+    name_prefixes: bool = True
+    """In a session with several other speakers, start their messages with ``Name: ``."""
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.window, int) or isinstance(self.window, bool) or self.window < 1:
+            raise ValueError(f"window must be a whole number of at least 1, got {self.window!r}")
+        if not isinstance(self.session_gap, timedelta) or self.session_gap <= timedelta(0):
+            raise ValueError(f"session_gap must be a positive duration, got {self.session_gap!r}")
+        if (
+            not isinstance(self.heldout_fraction, (int, float))
+            or isinstance(self.heldout_fraction, bool)
+            or not 0.0 <= self.heldout_fraction < 1.0
+        ):
+            raise ValueError(f"heldout_fraction must be at least 0 and below 1, got {self.heldout_fraction!r}")
+        if not isinstance(self.min_examples, int) or isinstance(self.min_examples, bool) or self.min_examples < 0:
+            raise ValueError(f"min_examples must be a whole number of at least 0, got {self.min_examples!r}")
+        if not isinstance(self.name_prefixes, bool):
+            raise ValueError(f"name_prefixes must be true or false, got {self.name_prefixes!r}")
+
+    @classmethod
+    def from_overrides(cls, overrides: Mapping[str, Any]) -> ExampleSettings:
+        """Settings from a card's ``training:`` mapping.
+
+        Reads only ``window``, ``session_gap_hours``, ``heldout_fraction``, ``min_examples`` and
+        ``name_prefixes``; other keys belong to the trainer. Raises ``ValueError`` naming a bad value.
+        """
+        values: dict[str, Any] = {}
+        for key in ("window", "heldout_fraction", "min_examples", "name_prefixes"):
+            if key in overrides:
+                values[key] = overrides[key]
+        if "session_gap_hours" in overrides:
+            hours = overrides["session_gap_hours"]
+            if not isinstance(hours, (int, float)) or isinstance(hours, bool) or hours <= 0:
+                raise ValueError(f"session_gap_hours must be a positive number, got {hours!r}")
+            values["session_gap"] = timedelta(hours=hours)
+        return cls(**values)
+
+
+@dataclass
+class FileCounts:
+    """What one file gave."""
+
+    format: str
+    messages: int
+    sessions: int = 0
+    character_turns: int = 0
+    examples: int = 0
+
+
+@dataclass
+class ExampleSet:
+    """The examples of one persona, split by session, with the counts the report shows."""
+
+    train: Dataset
+    heldout: Dataset
+    data_hash: str
+    """sha256 over the normalised rows of both splits: the same logs give the same hash."""
+    character: list[str]
+    """Speaker names taken as the character in name-based logs (role-based logs use the assistant role)."""
+    files: int
+    messages: int
+    """Messages read, before anything was dropped."""
+    sessions: int
+    """Sessions that give at least one example."""
+    heldout_sessions: list[str]
+    character_turns: int
+    """The character's turns after merging, trained or not."""
+    untrained_turns: int
+    """Character turns with weight 0 in the log: context only, never a target."""
+    dropped: dict[str, int]
+    """Messages left out, by reason (keys of :data:`DROP_REASONS`)."""
+    per_file: dict[str, FileCounts] = field(default_factory=dict)
+    """Counts per file, keyed by the path relative to the logs folder."""
+    settings: ExampleSettings = field(default_factory=ExampleSettings)
+
+    @property
+    def train_examples(self) -> int:
+        return len(self.train)
+
+    @property
+    def heldout_examples(self) -> int:
+        return len(self.heldout)
+
+    @property
+    def examples(self) -> int:
+        return len(self.train) + len(self.heldout)
+
+
+@dataclass
+class _Turn:
+    role: Literal["user", "assistant"]
+    content: str
+    weight: float
+
+
+def _normal(name: str) -> str:
+    return " ".join(name.split()).casefold()
+
+
+def _folder_form(name: str) -> str:
+    return re.sub(r"[\s_-]+", " ", name).strip().casefold()
+
+
+def _name_based_counts(result: LoadResult) -> Counter[str]:
+    counts: Counter[str] = Counter()
+    for parsed in result.files:
+        for message in parsed.messages:
+            if message.role is None and message.kind == "text" and message.speaker:
+                counts[message.speaker] += 1
+    return counts
+
+
+def character_matcher(result: LoadResult, persona_name: str, card: PersonaCard) -> Callable[[Message], bool]:
+    """Which messages are the character's; raises :class:`NoCharacterSpeaker` when no speaker matches."""
+    if card.speakers:
+        wanted = {_normal(name) for name in card.speakers if name.strip()}
+
+        def matches(message: Message) -> bool:
+            return any(_normal(name) in wanted for name in message.names())
+    else:
+        folder = _folder_form(persona_name)
+
+        def matches(message: Message) -> bool:
+            return any(_folder_form(name) == folder for name in message.names())
+
+    counts = _name_based_counts(result)
+    if counts and not any(
+        matches(message) for parsed in result.files for message in parsed.messages if message.role is None
+    ):
+        listed = ", ".join(f"{name} ({count})" for name, count in counts.most_common(12))
+        if len(counts) > 12:
+            listed += f" and {len(counts) - 12} more"
+        card_path = result.root.parent / CARD_FILE
+        if card.speakers:
+            why = f"none of the speakers named in {card_path} ({', '.join(card.speakers)}) is in the logs"
+        else:
+            why = f"no speaker in the logs is named '{persona_name}'"
+        raise NoCharacterSpeaker(
+            f"{why}; speakers found, with message counts: {listed}. "
+            f"Set `speakers:` in {card_path} to the name(s) the character has in the logs.",
+            dict(counts),
+        )
+
+    def is_character(message: Message) -> bool:
+        if message.role is not None:
+            return message.role == "character"
+        return matches(message)
+
+    return is_character
+
+
+def _drop_reason(message: Message) -> str | None:
+    if message.kind != "text":
+        return message.kind
+    if message.role == "system":
+        return "system"
+    if not message.text.strip():
+        return "empty"
+    return None
+
+
+def _split_on_gaps(messages: list[Message], gap: timedelta) -> list[list[Message]]:
+    parts: list[list[Message]] = []
+    previous = None
+    for message in messages:
+        new = not parts
+        if not new and previous is not None and message.time is not None:
+            try:
+                new = message.time - previous > gap
+            except TypeError:  # a timestamp with a zone next to one without
+                new = False
+        if new:
+            parts.append([])
+        parts[-1].append(message)
+        if message.time is not None:
+            previous = message.time
+    return parts
+
+
+def _turns(messages: list[Message], sides: list[bool], prefixes: bool) -> list[_Turn]:
+    """Messages to alternating turns: ``sides[i]`` says whether message ``i`` is the character's."""
+    others = {_normal(m.speaker) for m, mine in zip(messages, sides) if not mine and m.role is None}
+    prefix = prefixes and len(others) > 1
+    turns: list[_Turn] = []
+    last_speaker: str | None = None
+    for message, mine in zip(messages, sides):
+        role: Literal["user", "assistant"] = "assistant" if mine else "user"
+        weight = message.weight if mine else 0.0
+        text = message.text.strip()
+        if prefix and not mine and message.speaker != last_speaker:
+            text = f"{message.speaker}: {text}"
+        if turns and turns[-1].role == role and (role == "user" or turns[-1].weight == weight):
+            turns[-1].content += "\n" + text
+        else:
+            turns.append(_Turn(role=role, content=text, weight=weight))
+        last_speaker = message.speaker
+    return turns
+
+
+def _window_start(turns: list[_Turn], target: int, window: int, first_user: int | None) -> int:
+    """Where the target's window begins: at most ``window`` turns back, never on a character turn that
+    has a user turn before it (the example would then open with the character out of context)."""
+    start = max(0, target - window)
+    while start < target and turns[start].role == "assistant" and first_user is not None and first_user < start:
+        start += 1
+    if start == target and first_user is not None and first_user < target:
+        # Only when differing weights kept two character turns apart: reach back to the last user turn.
+        start = next(index for index in range(target - 1, -1, -1) if turns[index].role == "user")
+    return start
+
+
+def _rows(turns: list[_Turn], system_prompt: str, session: str, window: int) -> list[dict[str, Any]]:
+    rows = []
+    first_user = next((index for index, turn in enumerate(turns) if turn.role == "user"), None)
+    for index, turn in enumerate(turns):
+        if turn.role != "assistant" or turn.weight <= 0:
+            continue
+        start = _window_start(turns, index, window, first_user)
+        messages = [{"role": "system", "content": system_prompt, "weight": 0.0}]
+        messages += [{"role": t.role, "content": t.content, "weight": 0.0} for t in turns[start:index]]
+        messages.append({"role": "assistant", "content": turn.content, "weight": float(turn.weight)})
+        rows.append({"messages": messages, "session": session})
+    return rows
+
+
+def session_rank(session: str) -> str:
+    """A stable pseudo-random key of a session id (sha1, the same in every process)."""
+    return hashlib.sha1(session.encode("utf-8")).hexdigest()
+
+
+def split_sessions(sessions: Iterable[str], fraction: float) -> set[str]:
+    """The held-out sessions: the ``fraction`` of sessions with the smallest hash, at least one of 3 or more."""
+    ordered = sorted(set(sessions), key=lambda s: (session_rank(s), s))
+    if fraction <= 0 or len(ordered) < 2:
+        return set()
+    count = round(len(ordered) * fraction)
+    if len(ordered) >= 3:
+        count = max(count, 1)
+    return set(ordered[: min(count, len(ordered) - 1)])
+
+
+def _canonical(row: dict[str, Any]) -> str:
+    return json.dumps(row, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+
+
+def data_hash(train: list[dict[str, Any]], heldout: list[dict[str, Any]]) -> str:
+    lines = sorted([f"train\t{_canonical(r)}" for r in train] + [f"heldout\t{_canonical(r)}" for r in heldout])
+    digest = hashlib.sha256()
+    for line in lines:
+        digest.update(line.encode("utf-8"))
+        digest.update(b"\n")
+    return digest.hexdigest()
+
+
+def _dataset(rows: list[dict[str, Any]]) -> Dataset:
+    if not rows:
+        return Dataset.from_dict({"messages": [], "session": []}, features=ROW_FEATURES)
+    return Dataset.from_list(rows, features=ROW_FEATURES)
+
+
+def build_examples(
+    result: LoadResult,
+    persona_name: str,
+    card: PersonaCard,
+    settings: ExampleSettings | None = None,
+) -> ExampleSet:
+    """Turn loaded logs into training and held-out examples.
+
+    Raises :class:`NoCharacterSpeaker` when no speaker in name-based logs is the character and
+    :class:`TooFewExamples` when fewer than ``settings.min_examples`` training examples result.
+    """
+    settings = settings or ExampleSettings()
+    system_prompt = card.effective_system_prompt(persona_name)
+    is_character = character_matcher(result, persona_name, card)
+
+    dropped: Counter[str] = Counter({reason: 0 for reason in DROP_REASONS})
+    seen_messages: set[tuple[str, str, Any]] = set()
+    seen_conversations: set[tuple[Any, ...]] = set()
+    per_file: dict[str, FileCounts] = {}
+    rows_by_session: dict[str, list[dict[str, Any]]] = {}
+    matched_names: set[str] = set()
+    character_turns = untrained = total_messages = 0
+
+    for parsed in sorted(result.files, key=lambda p: result.relative(p.path)):
+        counts = FileCounts(format=parsed.format, messages=len(parsed.messages))
+        per_file[result.relative(parsed.path)] = counts
+        total_messages += counts.messages
+        for conversation in parsed.conversations:
+            kept: list[Message] = []
+            for message in conversation.messages:
+                reason = _drop_reason(message)
+                if reason is None and message.time is not None:
+                    key = (message.speaker, message.text, message.time)
+                    reason = "duplicate" if key in seen_messages else None
+                    seen_messages.add(key)
+                elif reason is None and kept and kept[-1].time is None:
+                    if (kept[-1].speaker, kept[-1].text) == (message.speaker, message.text):
+                        reason = "duplicate"
+                if reason:
+                    dropped[reason] += 1
+                else:
+                    kept.append(message)
+            fingerprint = tuple((m.speaker, m.role, m.text, m.time, m.weight) for m in kept)
+            if fingerprint in seen_conversations:
+                dropped["duplicate"] += len(kept)
+                continue
+            seen_conversations.add(fingerprint)
+            parts = _split_on_gaps(kept, settings.session_gap)
+            for number, part in enumerate(parts, start=1):
+                session = conversation.source if len(parts) == 1 else f"{conversation.source}/{number}"
+                sides = [is_character(message) for message in part]
+                turns = _turns(part, sides, settings.name_prefixes)
+                matched_names.update(m.speaker for m, mine in zip(part, sides) if mine and m.role is None)
+                assistant = [turn for turn in turns if turn.role == "assistant"]
+                character_turns += len(assistant)
+                counts.character_turns += len(assistant)
+                untrained += sum(1 for turn in assistant if turn.weight <= 0)
+                rows = _rows(turns, system_prompt, session, settings.window)
+                if rows:
+                    rows_by_session.setdefault(session, []).extend(rows)
+                    counts.sessions += 1
+                    counts.examples += len(rows)
+
+    heldout_ids = split_sessions(rows_by_session, settings.heldout_fraction)
+    train = [row for session, rows in rows_by_session.items() if session not in heldout_ids for row in rows]
+    heldout = [row for session, rows in rows_by_session.items() if session in heldout_ids for row in rows]
+    examples = ExampleSet(
+        train=_dataset(train),
+        heldout=_dataset(heldout),
+        data_hash=data_hash(train, heldout),
+        character=sorted(matched_names, key=str.casefold),
+        files=len(result.files),
+        messages=total_messages,
+        sessions=len(rows_by_session),
+        heldout_sessions=sorted(heldout_ids),
+        character_turns=character_turns,
+        untrained_turns=untrained,
+        dropped=dict(dropped),
+        per_file=per_file,
+        settings=settings,
+    )
+    if len(train) < settings.min_examples:
+        raise TooFewExamples(
+            f"only {len(train)} training examples ({len(heldout)} more held out) from "
+            f"{len(rows_by_session)} sessions in {result.root}; at least {settings.min_examples} are needed. "
+            "Add more of the character's logs.",
+            examples,
+        )
+    return examples
