@@ -11,7 +11,7 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from store.adapters import adapter_fingerprint, check_servable, read_metadata, version_name
+from store.adapters import SERVABLE_MODULES, adapter_fingerprint, check_servable, read_metadata, version_name
 from store.base_model import BaseModel
 from store.card import PersonaCard, SamplingDefaults
 from store.errors import StoreError
@@ -19,8 +19,6 @@ from store.registry import Persona, PersonaStore, check_same_base
 
 from .engine import AdapterRef
 from .errors import APIError, model_not_found
-
-SERVABLE_MODULES = {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}
 
 
 @dataclass(frozen=True)
@@ -103,7 +101,7 @@ class ModelResolver:
         if (path, fingerprint) not in self._checked:
             try:
                 check_same_base(read_metadata(path), self.base.hash, self.base.id, path)
-                check_servable(path, self.max_lora_rank, SERVABLE_MODULES)
+                check_servable(path, self.max_lora_rank, set(SERVABLE_MODULES))
             except StoreError as exc:
                 raise APIError(409, str(exc), "invalid_request_error", "model", "adapter_not_servable") from exc
             self._checked[(path, fingerprint)] = None

@@ -21,7 +21,6 @@ class ServeSettings(StoreSettings):
     # vLLM engine
     max_loras: int = Field(default=8, ge=1, description="Adapters active in one batch.")
     max_cpu_loras: int = Field(default=32, ge=1, description="Adapters kept loaded in memory.")
-    max_lora_rank: int = Field(default=16, ge=1, description="Highest LoRA rank served; training refuses to publish above it.")
     max_model_len: int = Field(default=2048, ge=64, description="Context length (prompt + reply) in tokens.")
     dtype: str = Field(default="auto", description="'auto' picks float32 on CPU (fastest here) and bfloat16 on GPU.")
     kv_cache_gb: float = Field(default=2.0, gt=0, description="KV cache size on CPU (VLLM_CPU_KVCACHE_SPACE).")

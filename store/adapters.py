@@ -26,6 +26,8 @@ METADATA_FILE = "metadata.json"
 ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
 STAGING_PREFIX = ".staging-"
+SERVABLE_MODULES = frozenset({"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"})
+"""Modules an adapter may target: the linear layers of a Llama-style block, which vLLM adapts."""
 
 
 class LoraShape(BaseModel):

@@ -29,3 +29,6 @@ class StoreSettings(BaseSettings):
     )
     cache_dir: Path = Field(default_factory=_default_cache, description="Converted base model and hashes.")
     allow_download: bool = Field(default=False, description="Let a Hugging Face id be downloaded if not cached.")
+    max_lora_rank: int = Field(
+        default=16, ge=1, description="Highest LoRA rank the server loads; training refuses to publish above it."
+    )
