@@ -1,0 +1,389 @@
+"""The chat page: a Gradio Blocks app over the server's own :class:`~service.chat.ChatService`.
+
+Nothing here loads a model. Every reply goes through ``app.state.chat`` at request time, with the same
+``ChatCompletionRequest`` an API client would send, so the page and ``/v1/chat/completions`` answer alike.
+"""
+
+from __future__ import annotations
+
+from contextlib import aclosing
+from typing import Any, AsyncIterator
+
+import gradio as gr
+from fastapi import FastAPI
+
+from store.errors import StoreError
+from store.registry import Persona, PersonaStore
+
+from ..chat import ChatService
+from ..errors import APIError
+from ..persona_status import PersonaStatus, persona_status
+from .session import (
+    LIVE,
+    Turn,
+    assistant_turn,
+    build_request,
+    caption,
+    card_markdown,
+    error_text,
+    for_retry,
+    new_session,
+    persona_choices,
+    sampling_defaults,
+    to_chatbot,
+    undo,
+    user_turn,
+    version_choices,
+)
+
+NOT_READY = "The model is still loading; try again shortly."
+REFRESH_SECONDS = 4.0
+EMPTY_STORE = "No personas yet. Drop chat logs into `personas/<name>/logs/` and the persona appears here."
+
+Updates = dict[Any, Any]
+
+
+def chat_service(app: FastAPI) -> ChatService:
+    """The server's chat service, or the API's 503 while the engine is still starting."""
+    chat = getattr(app.state, "chat", None)
+    if chat is None:
+        raise APIError(503, NOT_READY, "server_error", None, "not_ready")
+    return chat
+
+
+def load_picture(persona: Persona) -> Any:
+    """The persona's picture as an image Gradio can serve (the personas folder itself is never exposed)."""
+    path = persona.picture
+    if path is None or not path.is_file():
+        return None
+    try:
+        from PIL import Image
+
+        with Image.open(path) as image:
+            image.load()
+            return image.copy()
+    except (OSError, ValueError):
+        return None
+
+
+class ChatPage:
+    """The page's components and handlers; :meth:`build` lays them out inside a ``gr.Blocks``."""
+
+    def __init__(self, app: FastAPI) -> None:
+        self.app = app
+        self.store: PersonaStore = app.state.store
+        self.max_len: int = app.state.settings.max_model_len
+        self.stopping: set[str] = set()  # sessions whose reply should end at its next piece
+
+    # ------------------------------------------------------------------ layout
+
+    def build(self) -> gr.Blocks:
+        with gr.Blocks(title="Persona chat", analytics_enabled=False) as blocks:
+            self.chats = gr.State({})  # persona name -> its conversation (list of turns)
+            self.seen = gr.State("")  # what the side panel shows, to skip refreshes that change nothing
+            self.shown = gr.State(None)  # the persona on show (picking it again changes nothing)
+            with gr.Row(equal_height=False, elem_id="layout"):
+                with gr.Column(scale=2, min_width=260, elem_id="persona-panel"):
+                    self.persona = gr.Dropdown(
+                        label="Persona", choices=[], allow_custom_value=True, elem_id="persona-picker"
+                    )
+                    with gr.Row(elem_id="persona-card-row"):
+                        self.picture = gr.Image(
+                            type="pil", format="png", show_label=False, interactive=False, visible=False,
+                            buttons=[], container=False, height=112, width=112, min_width=112, scale=0,
+                            elem_id="persona-picture",
+                        )
+                        self.card = gr.Markdown(elem_id="persona-card")
+                    self.description = gr.Markdown(elem_id="persona-description")
+                    self.problems = gr.Markdown(visible=False, elem_id="persona-problems")
+                    self.version = gr.Dropdown(
+                        label="Version", choices=[("live", LIVE)], value=LIVE, allow_custom_value=True,
+                        elem_id="version-picker",
+                    )
+                    with gr.Accordion("Sampling", open=False, elem_id="sampling"):
+                        self.temperature = gr.Slider(0, 2, value=1.0, step=0.05, label="Temperature", elem_id="temperature")
+                        self.top_p = gr.Slider(0.05, 1, value=1.0, step=0.05, label="Top-p", elem_id="top-p")
+                        self.max_tokens = gr.Slider(
+                            1, self.max_len, value=min(256, self.max_len), step=1, label="Reply length (tokens)",
+                            elem_id="max-tokens",
+                        )
+                with gr.Column(scale=5, min_width=300, elem_id="chat-panel"):
+                    self.chatbot = gr.Chatbot(
+                        show_label=False, height=520, elem_id="chat", buttons=["copy"], feedback_options=None,
+                        placeholder="Pick a persona to start.",
+                    )
+                    self.error = gr.Markdown(visible=False, elem_id="chat-error")
+                    with gr.Row(elem_id="composer", equal_height=True):
+                        self.message = gr.Textbox(
+                            show_label=False, placeholder="Message", lines=1, max_lines=6, scale=5, min_width=120,
+                            container=False, elem_id="message",
+                        )
+                        self.send_btn = gr.Button("Send", variant="primary", scale=1, min_width=72, elem_id="send")
+                        self.stop_btn = gr.Button("Stop", variant="stop", scale=1, min_width=72, visible=False, elem_id="stop")
+                    with gr.Row(elem_id="chat-actions"):
+                        self.retry_btn = gr.Button("Retry", size="sm", min_width=60, elem_id="retry")
+                        self.undo_btn = gr.Button("Undo", size="sm", min_width=60, elem_id="undo")
+                        self.new_btn = gr.Button("New session", size="sm", min_width=60, elem_id="new-session")
+                    self.examples = gr.Dataset(
+                        label="Try asking", components=["textbox"], samples=[], visible=False, elem_id="examples"
+                    )
+            self.timer = gr.Timer(REFRESH_SECONDS)
+            self._wire(blocks)
+        return blocks
+
+    def _wire(self, blocks: gr.Blocks) -> None:
+        private: dict[str, Any] = {"api_visibility": "private"}
+        sampling = [self.temperature, self.top_p, self.max_tokens]
+        side = [self.persona, self.version, self.card, self.description, self.picture, self.problems, self.seen, self.shown]
+        conversation = [self.chatbot, self.chats, self.error, self.examples, *sampling]
+        controls = [self.send_btn, self.stop_btn, self.retry_btn, self.undo_btn, self.new_btn, self.persona, self.version]
+
+        quiet: dict[str, Any] = {"show_progress": "hidden", **private}
+        blocks.load(self.load, [self.chats], side + conversation, **private)
+        self.persona.select(self.pick, [self.persona, self.shown, self.chats], side + conversation, **quiet)
+        self.timer.tick(self.refresh, [self.persona, self.seen], side, concurrency_limit=None, **quiet)
+        replying = dict(concurrency_limit=None, show_progress="hidden", **private)
+        gr.on(
+            [self.send_btn.click, self.message.submit], self.send,
+            [self.message, self.persona, self.version, *sampling, self.chats],
+            [self.message, self.chatbot, self.chats, self.error, *controls], **replying,
+        )
+        self.retry_btn.click(
+            self.retry, [self.persona, self.version, *sampling, self.chats],
+            [self.message, self.chatbot, self.chats, self.error, *controls], **replying,
+        )
+        # Stop ends the reply from inside (the engine request is aborted and the page keeps what came);
+        # cancelling the event from outside would leave the chat in Gradio's error state.
+        self.stop_btn.click(self.stop, None, [self.stop_btn], queue=False, **private)
+        self.undo_btn.click(self.undo, [self.persona, self.chats], [self.message, self.chatbot, self.chats, self.error], **quiet)
+        self.chatbot.clear(self.new_session, [self.persona, self.chats], [self.chatbot, self.chats, self.error], **quiet)
+        self.new_btn.click(self.new_session, [self.persona, self.chats], [self.chatbot, self.chats, self.error], **quiet)
+        self.examples.click(lambda sample: sample[0] if sample else "", [self.examples], [self.message], **quiet)
+
+    def _unchanged(self, component: Any = None) -> Updates:
+        """An update that changes nothing (Gradio reads an empty dict as one value, not as no updates)."""
+        return {component if component is not None else self.chats: gr.skip()}
+
+    # ------------------------------------------------------------------ side panel
+
+    def _statuses(self) -> tuple[list[PersonaStatus], dict[str, str]]:
+        personas, problems = self.store.scan()
+        return [persona_status(p) for p in personas], problems
+
+    def _problems(self, problems: dict[str, str]) -> Any:
+        if not problems:
+            return gr.Markdown(visible=False)
+        text = "\n".join(f"- **{name}** is not loaded: {reason}" for name, reason in sorted(problems.items()))
+        return gr.Markdown(value=text, visible=True)
+
+    def load(self, chats: dict[str, list[Turn]]) -> Updates:
+        """First paint: the persona list, and the first persona picked."""
+        statuses, problems = self._statuses()
+        choices = persona_choices(statuses)
+        if not statuses:
+            return {
+                self.persona: gr.Dropdown(choices=choices, value=None), self.card: EMPTY_STORE,
+                self.problems: self._problems(problems),
+            }
+        name = statuses[0].name
+        updates = self.select(name, chats)
+        updates[self.persona] = gr.Dropdown(choices=choices, value=name)
+        return updates
+
+    def pick(self, name: str | None, shown: str | None, chats: dict[str, list[Turn]]) -> Updates:
+        """The user picked from the list: show that persona, unless it is the one on show already."""
+        if name == shown:
+            return self._unchanged()
+        return self.select(name, chats)
+
+    def select(self, name: str | None, chats: dict[str, list[Turn]]) -> Updates:
+        """Show a persona: card, picture, versions, its conversation (the greeting when new), its sampling."""
+        if not name:
+            return self._unchanged()
+        try:
+            persona = self.store.get(name)
+        except StoreError as exc:
+            message = f"The persona '{name}' cannot be shown: {exc}"
+            gr.Warning(message)
+            return {self.error: gr.Markdown(value=f"⚠️ {message}", visible=True)}
+        status = persona_status(persona)
+        history = chats.get(name)
+        if history is None:
+            history = chats[name] = new_session(persona.card.greeting)
+        temperature, top_p, max_tokens = sampling_defaults(persona.card.sampling, self.max_len)
+        picture = load_picture(persona)
+        questions = status.example_questions
+        statuses, problems = self._statuses()
+        return {
+            self.shown: name,
+            self.persona: gr.Dropdown(choices=persona_choices(statuses)),
+            self.problems: self._problems(problems),
+            self.seen: self._signature(name, statuses, problems),
+            self.card: card_markdown(status),
+            self.description: status.description.strip(),
+            self.picture: gr.Image(value=picture, visible=picture is not None),
+            self.version: gr.Dropdown(choices=version_choices(status), value=LIVE),
+            self.chatbot: gr.Chatbot(value=to_chatbot(history), placeholder=f"Say hello to {status.display_name}."),
+            self.chats: chats,
+            self.error: gr.Markdown(value="", visible=False),
+            self.examples: gr.Dataset(samples=[[q] for q in questions], visible=bool(questions)),
+            self.temperature: temperature,
+            self.top_p: top_p,
+            self.max_tokens: max_tokens,
+        }
+
+    @staticmethod
+    def _signature(name: str | None, statuses: list[PersonaStatus], problems: dict[str, str]) -> str:
+        """What the side panel shows for ``name``; a refresh that would show the same sends nothing."""
+        current = next((s for s in statuses if s.name == name), None)
+        shown = current.model_dump(exclude={"training"}) if current else None
+        return repr((persona_choices(statuses), shown, current.label if current else None, sorted(problems.items())))
+
+    def refresh(self, name: str | None, seen: str) -> Updates:
+        """Timer tick: new, changed or removed personas show up without a reload; the selection stays."""
+        statuses, problems = self._statuses()
+        choices = persona_choices(statuses)
+        current = next((s for s in statuses if s.name == name), None)
+        signature = self._signature(name, statuses, problems)
+        if signature == seen:
+            return self._unchanged(self.seen)
+        updates: Updates = {
+            self.persona: gr.Dropdown(choices=choices),
+            self.problems: self._problems(problems),
+            self.seen: signature,
+        }
+        if current is not None:
+            updates[self.card] = card_markdown(current)
+            updates[self.description] = current.description.strip()
+            updates[self.version] = gr.Dropdown(choices=version_choices(current))
+        elif name:
+            updates[self.card] = f"### {name}\n*no longer in the personas folder*"
+            updates[self.description] = ""
+        elif statuses:
+            updates[self.card] = "Pick a persona."
+        else:
+            updates[self.card] = EMPTY_STORE
+        return updates
+
+    # ------------------------------------------------------------------ chatting
+
+    def _controls(self, busy: bool) -> Updates:
+        return {
+            self.send_btn: gr.Button(visible=not busy),
+            self.stop_btn: gr.Button(visible=busy, interactive=True),
+            self.retry_btn: gr.Button(interactive=not busy),
+            self.undo_btn: gr.Button(interactive=not busy),
+            self.new_btn: gr.Button(interactive=not busy),
+            self.persona: gr.Dropdown(interactive=not busy),
+            self.version: gr.Dropdown(interactive=not busy),
+        }
+
+    def _failed(self, message: str) -> Updates:
+        gr.Warning(message)
+        return {self.error: gr.Markdown(value=f"⚠️ {message}", visible=True), **self._controls(False)}
+
+    def _greeting(self, name: str) -> str | None:
+        try:
+            return self.store.get(name).card.greeting
+        except StoreError:
+            return None
+
+    async def send(
+        self, text: str, name: str | None, version: str | None, temperature: float, top_p: float, max_tokens: float,
+        chats: dict[str, list[Turn]], request: gr.Request | None = None,
+    ) -> AsyncIterator[Updates]:
+        text = (text or "").strip()
+        if not name:
+            yield self._failed("Pick a persona first.")
+            return
+        if not text:
+            yield self._unchanged()
+            return
+        self.stopping.discard(_session(request))
+        before = list(chats.get(name) or new_session(self._greeting(name)))
+        history = before + [user_turn(text)]
+        chats[name] = history
+        yield {
+            self.message: "", self.chatbot: to_chatbot(history), self.chats: chats,
+            self.error: gr.Markdown(visible=False), **self._controls(True),
+        }
+        async for update in self._reply(name, version, temperature, top_p, max_tokens, chats, history, before, text, request):
+            yield update
+
+    async def retry(
+        self, name: str | None, version: str | None, temperature: float, top_p: float, max_tokens: float,
+        chats: dict[str, list[Turn]], request: gr.Request | None = None,
+    ) -> AsyncIterator[Updates]:
+        before = list(chats.get(name) or []) if name else []
+        history = for_retry(before)
+        if not name or history is None:
+            gr.Info("Nothing to retry yet: send a message first.")
+            yield self._unchanged()
+            return
+        chats[name] = history
+        self.stopping.discard(_session(request))
+        yield {
+            self.chatbot: to_chatbot(history), self.chats: chats, self.error: gr.Markdown(visible=False),
+            **self._controls(True),
+        }
+        async for update in self._reply(name, version, temperature, top_p, max_tokens, chats, history, before, None, request):
+            yield update
+
+    async def _reply(
+        self, name: str, version: str | None, temperature: float, top_p: float, max_tokens: float,
+        chats: dict[str, list[Turn]], history: list[Turn], before: list[Turn], text: str | None,
+        request: gr.Request | None,
+    ) -> AsyncIterator[Updates]:
+        """Stream one reply into ``history``; on an error, put the conversation (and the typed text) back."""
+        session = _session(request)
+        try:
+            chat = chat_service(self.app)
+            prepared = chat.prepare(build_request(name, version, history, temperature, top_p, max_tokens))
+        except Exception as exc:  # the API's 400/404/409/503, or a value it would refuse
+            chats[name] = before
+            updates = {self.chatbot: to_chatbot(before), self.chats: chats, **self._failed(error_text(exc))}
+            if text is not None:
+                updates[self.message] = text
+            yield updates
+            return
+        reply = assistant_turn("", caption(name, prepared.target.version_label))
+        history.append(reply)
+        yield {self.chatbot: to_chatbot(history), self.chats: chats}
+        try:
+            # Closing the stream early (Stop) aborts the engine request at once.
+            async with aclosing(chat.stream(prepared)) as chunks:
+                async for chunk in chunks:
+                    if session in self.stopping:
+                        break
+                    if chunk.index == 0 and chunk.text:
+                        reply["content"] += chunk.text
+                        yield {self.chatbot: to_chatbot(history), self.chats: chats}
+        except Exception as exc:  # the engine failed mid-reply: keep what came, say so
+            yield {self.chatbot: to_chatbot(history), self.chats: chats, **self._failed(error_text(exc))}
+            return
+        finally:
+            self.stopping.discard(session)
+        yield {self.chatbot: to_chatbot(history), self.chats: chats, **self._controls(False)}
+
+    def stop(self, request: gr.Request | None = None) -> Updates:
+        """Stop: the reply of this session ends at its next piece, keeping what came."""
+        self.stopping.add(_session(request))
+        return {self.stop_btn: gr.Button(interactive=False)}
+
+    def undo(self, name: str | None, chats: dict[str, list[Turn]]) -> Updates:
+        if not name:
+            return self._unchanged()
+        history, text = undo(chats.get(name) or [])
+        chats[name] = history
+        return {self.message: text, self.chatbot: to_chatbot(history), self.chats: chats, self.error: gr.Markdown(visible=False)}
+
+    def new_session(self, name: str | None, chats: dict[str, list[Turn]]) -> Updates:
+        if not name:
+            return self._unchanged()
+        history = chats[name] = new_session(self._greeting(name))
+        return {self.chatbot: to_chatbot(history), self.chats: chats, self.error: gr.Markdown(visible=False)}
+
+
+def _session(request: gr.Request | None) -> str:
+    """Which browser session an event comes from (one reply at a time runs in each)."""
+    return getattr(request, "session_hash", None) or ""
