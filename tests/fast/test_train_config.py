@@ -1,0 +1,124 @@
+"""Training settings: defaults, persona.yaml and flag overrides, validation messages, automatic epochs."""
+
+from __future__ import annotations
+
+import pytest
+
+from training.config import LINEAR_MODULES, ConfigError, TrainConfig
+
+
+def test_defaults_are_a_rank_16_lora_on_every_linear_layer():
+    config = TrainConfig()
+    assert (config.lora_r, config.lora_alpha) == (16, 32.0)
+    assert config.target_modules == LINEAR_MODULES
+    assert set(LINEAR_MODULES) == {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}
+    assert config.epochs is None and config.qlora is False and config.seed == TrainConfig().seed
+
+
+def test_card_overrides_then_flags_win():
+    config = TrainConfig.from_overrides(
+        {"lora_r": 8, "learning_rate": 1e-4, "epochs": 2, "target_modules": ["q_proj", "v_proj"]},
+        {"learning_rate": 3e-4, "max_steps": None, "qlora": True},
+    )
+    assert config.lora_r == 8
+    assert config.learning_rate == 3e-4  # the flag wins over the card
+    assert config.epochs == 2 and config.max_steps is None and config.qlora is True
+    assert config.target_modules == ("q_proj", "v_proj")
+
+
+def test_yaml_spellings_are_accepted():
+    config = TrainConfig.from_overrides({"lora_alpha": 16, "target_modules": "q_proj, k_proj", "epochs": None},
+                                        {"learning_rate": "5e-4", "lora_r": "4", "qlora": "yes"})
+    assert config.lora_alpha == 16.0 and isinstance(config.lora_alpha, float)
+    assert config.target_modules == ("q_proj", "k_proj")
+    assert config.learning_rate == 5e-4 and config.lora_r == 4 and config.qlora is True
+
+
+def test_example_building_keys_are_left_to_ingest():
+    config = TrainConfig.from_overrides({"window": 4, "heldout_fraction": 0.2, "min_examples": 5,
+                                         "session_gap_hours": 2, "name_prefixes": False, "lora_r": 4})
+    assert config.lora_r == 4
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"lora_r": 0}, "persona.yaml: training.lora_r: must be a positive integer"),
+        ({"lora_r": 2.5}, "persona.yaml: training.lora_r: must be a positive integer"),
+        ({"lora_r": True}, "persona.yaml: training.lora_r: must be a positive integer"),
+        ({"lora_dropout": 1.0}, "persona.yaml: training.lora_dropout: must be a number at least 0 and below 1"),
+        ({"learning_rate": -1}, "persona.yaml: training.learning_rate: must be a number above 0"),
+        ({"learning_rate": "fast"}, "persona.yaml: training.learning_rate: must be a number"),
+        ({"epochs": 0}, "persona.yaml: training.epochs: must be a positive integer or null"),
+        ({"target_modules": []}, "persona.yaml: training.target_modules: must be a non-empty list"),
+        ({"target_modules": ["q_proj", "lm_head"]}, "persona.yaml: training.target_modules: embeddings and the output head"),
+        ({"target_modules": 3}, "persona.yaml: training.target_modules: must be a list of module names"),
+        ({"qlora": "maybe"}, "persona.yaml: training.qlora: must be true or false"),
+        ({"max_seq_length": 8}, "persona.yaml: training.max_seq_length: must be an integer of at least 16"),
+        ({"early_stopping_patience": -1}, "persona.yaml: training.early_stopping_patience: must be a whole number"),
+        ({"lora_rank": 8}, "persona.yaml: training.lora_rank: unknown setting"),
+    ],
+)
+def test_card_errors_name_the_field(overrides, message):
+    with pytest.raises(ConfigError) as caught:
+        TrainConfig.from_overrides(overrides, {})
+    assert str(caught.value).startswith(message)
+
+
+def test_flag_errors_name_the_flag():
+    with pytest.raises(ConfigError, match=r"^--batch-tokens: must be a positive integer"):
+        TrainConfig.from_overrides({}, {"batch_tokens": -5})
+    with pytest.raises(ConfigError, match=r"^--warp-speed: unknown training setting"):
+        TrainConfig.from_overrides({}, {"warp_speed": 9})
+
+
+def test_a_flag_fixing_a_card_value_is_fine_and_card_label_is_used():
+    assert TrainConfig.from_overrides({"lora_r": 0}, {"lora_r": 8}).lora_r == 8
+    with pytest.raises(ConfigError, match=r"^/p/wren/persona.yaml: training.seed: "):
+        TrainConfig.from_overrides({"seed": -1}, {}, card_label="/p/wren/persona.yaml")
+    with pytest.raises(ConfigError, match="training: must be a mapping"):
+        TrainConfig.from_overrides(["lora_r"], {})
+
+
+def test_direct_construction_is_validated_too():
+    with pytest.raises(ConfigError, match="^lora_r: "):
+        TrainConfig(lora_r=-1)
+    assert TrainConfig().replace(lora_r=4).lora_r == 4
+    with pytest.raises(ConfigError, match="^threads: "):
+        TrainConfig().replace(threads=0)
+
+
+def test_auto_epochs_follow_the_data_size():
+    config = TrainConfig()
+    per_epoch = [500, 2_000, 4_000, 6_000, 12_000, 50_000, 1_000_000]
+    epochs = [config.resolve_epochs(n) for n in per_epoch]
+    assert epochs == sorted(epochs, reverse=True)  # more data, fewer passes
+    assert epochs[0] == config.max_auto_epochs  # capped for tiny data
+    assert epochs[-1] == 1 and config.resolve_epochs(config.auto_target_tokens) == 1
+    assert config.resolve_epochs(4_000) == 3
+    # the run sees roughly auto_target_tokens trained tokens when not capped
+    for n, e in zip(per_epoch, epochs):
+        if 1 < e < config.max_auto_epochs:
+            assert config.auto_target_tokens <= n * e < config.auto_target_tokens + n
+    assert config.resolve_epochs(0) == 1
+
+
+def test_explicit_epochs_win_and_cap_is_configurable():
+    assert TrainConfig(epochs=7).resolve_epochs(10**6) == 7
+    assert TrainConfig(max_auto_epochs=2).resolve_epochs(100) == 2
+    assert TrainConfig(auto_target_tokens=100_000).resolve_epochs(50_000) == 2
+
+
+def test_eval_every_defaults_to_half_an_epoch_and_threads_to_the_cores():
+    assert TrainConfig().resolve_eval_every(14) == 7
+    assert TrainConfig().resolve_eval_every(1) == 1
+    assert TrainConfig(eval_every=3).resolve_eval_every(100) == 3
+    assert TrainConfig().resolve_threads() >= 1
+    assert TrainConfig(threads=1).resolve_threads() == 1
+
+
+def test_fingerprint_ignores_run_length_and_reporting():
+    a = TrainConfig(max_steps=5, eval_every=2, threads=1, checkpoint_every=1).fingerprint()
+    assert a == TrainConfig().fingerprint()
+    assert TrainConfig(lora_r=8).fingerprint() != TrainConfig().fingerprint()
+    assert TrainConfig().to_dict()["target_modules"] == list(LINEAR_MODULES)
