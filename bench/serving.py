@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -164,7 +165,7 @@ def main() -> None:
         print(f"({label}) this server, models {models[:3]}...", flush=True)
         env = {**env, "PERSONA_PERSONAS_DIR": str(personas), "PERSONA_PORT": str(port), "PERSONA_UI": "false"}
         results[label] = run_server([sys.executable, "-m", "cli.main", "serve"], env, port, models,
-                                    logs / f"serve-{label.split()[0]}.log")
+                                    logs / f"serve-{re.sub(r'[^a-z0-9]+', '-', label.lower()).strip('-')}.log")
 
     if "a" not in skip:
         ours("a", list(adapters), tuned)
