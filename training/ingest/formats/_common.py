@@ -103,6 +103,13 @@ def records(value: Any, what: str) -> list[Any]:
     raise ParseError(f"expected a list of {what}, got {type(value).__name__}")
 
 
+def numbered_records(text: str, what: str, problems: list[str]) -> tuple[list[tuple[int, Any]], str]:
+    """Records of a JSON array or of JSONL, numbered, with the word that names a place in the file."""
+    if text.lstrip().startswith("["):
+        return list(enumerate(records(load_json(text), what), start=1)), "record"
+    return list(iter_jsonl(text, problems)), "line"
+
+
 def first_json_line(head: str) -> Any:
     """The first non-blank line of ``head`` parsed as JSON, or None."""
     for line in head.splitlines():

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from ..messages import Conversation, Message, ParsedFile, ParseError
-from ._common import clean, iter_jsonl, load_json, read_text, records, starts_with
+from ._common import clean, numbered_records, read_text, starts_with
 
 NAME = "alpaca"
 LABEL = "Alpaca JSON"
@@ -52,12 +52,7 @@ def _messages(record: dict[str, Any], where: str, problems: list[str]) -> list[M
 def parse(path: Path) -> ParsedFile:
     parsed = ParsedFile(path=path, format=NAME)
     text = read_text(path)
-    if text.lstrip().startswith("["):
-        items = list(enumerate(records(load_json(text), "instruction records"), start=1))
-        label = "record"
-    else:
-        items = list(iter_jsonl(text, parsed.problems))
-        label = "line"
+    items, label = numbered_records(text, "instruction records", parsed.problems)
     for number, record in items:
         where = f"{label} {number}"
         if not isinstance(record, dict) or "output" not in record or "instruction" not in record:

@@ -15,10 +15,8 @@ from ._common import (
     clean,
     content_text,
     first_json_line,
-    iter_jsonl,
-    load_json,
+    numbered_records,
     read_text,
-    records,
     starts_with,
 )
 
@@ -66,12 +64,7 @@ def parse_messages(raw: list, where: str, problems: list[str]) -> list[Message]:
 def parse(path: Path) -> ParsedFile:
     parsed = ParsedFile(path=path, format=NAME)
     text = read_text(path)
-    if text.lstrip().startswith("["):
-        items = list(enumerate(records(load_json(text), "conversations"), start=1))
-        label = "record"
-    else:
-        items = list(iter_jsonl(text, parsed.problems))
-        label = "line"
+    items, label = numbered_records(text, "conversations", parsed.problems)
     for number, record in items:
         if not isinstance(record, dict) or not isinstance(record.get("messages"), list):
             parsed.problems.append(f"{label} {number}: no \"messages\" list; skipped")

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from ..messages import Conversation, Message, ParsedFile, ParseError
-from ._common import clean, content_text, iter_jsonl, load_json, read_text, records, starts_with
+from ._common import clean, content_text, numbered_records, read_text, starts_with
 
 NAME = "sharegpt"
 LABEL = "ShareGPT JSON"
@@ -59,12 +59,7 @@ def _turns(record: dict[str, Any], where: str, problems: list[str]) -> list[Mess
 def parse(path: Path) -> ParsedFile:
     parsed = ParsedFile(path=path, format=NAME)
     text = read_text(path)
-    if text.lstrip().startswith("["):
-        items = list(enumerate(records(load_json(text), "conversations"), start=1))
-        label = "record"
-    else:
-        items = list(iter_jsonl(text, parsed.problems))
-        label = "line"
+    items, label = numbered_records(text, "conversations", parsed.problems)
     for number, record in items:
         where = f"{label} {number}"
         if not isinstance(record, dict) or not isinstance(record.get("conversations"), list):
