@@ -70,11 +70,13 @@ def write_loss_plot(outcome: TrainOutcome, path: Path) -> None:
     steps = [h["step"] for h in outcome.history]
     losses = [h["loss"] for h in outcome.history]
     if steps:
-        axes.plot(steps, losses, color="#9bb7d4", linewidth=1, label="train loss (per step)")
         window = max(1, min(10, len(losses) // 5))
-        smooth = [sum(losses[max(0, i - window + 1): i + 1]) / len(losses[max(0, i - window + 1): i + 1])
-                  for i in range(len(losses))]
-        axes.plot(steps, smooth, color="#1f5f9e", linewidth=2, label=f"train loss (mean of {window})")
+        axes.plot(steps, losses, color="#9bb7d4" if window > 1 else "#1f5f9e", linewidth=1 if window > 1 else 2,
+                  label="train loss (per step)")
+        if window > 1:
+            smooth = [sum(losses[max(0, i - window + 1): i + 1]) / len(losses[max(0, i - window + 1): i + 1])
+                      for i in range(len(losses))]
+            axes.plot(steps, smooth, color="#1f5f9e", linewidth=2, label=f"train loss (mean of {window} steps)")
     if outcome.evals:
         axes.plot([e["step"] for e in outcome.evals], [e["loss"] for e in outcome.evals], "o-",
                   color="#d45f1f", label="held-out loss")
@@ -105,9 +107,11 @@ def write_report(outcome: TrainOutcome, metadata: AdapterMetadata, persona: str,
         f"examples, hash `{metadata.data_hash[:12]}`",
         f"- LoRA: r={outcome.config.lora_r}, alpha={outcome.config.lora_alpha:g}, "
         f"modules {', '.join(sorted(outcome.config.target_modules))}" + (" (QLoRA, 4-bit base)" if outcome.config.qlora else ""),
-        f"- Run: {outcome.steps} of {outcome.total_steps} steps ({outcome.epochs} epoch(s) of "
-        f"{outcome.steps_per_epoch} steps)" + (", stopped early" if outcome.stopped_early else "")
-        + (f", resumed at step {outcome.resumed_from}" if outcome.resumed_from else ""),
+        f"- Run: {outcome.steps} steps = {outcome.steps / outcome.steps_per_epoch:.2g} epoch(s) of "
+        f"{outcome.steps_per_epoch} steps ({outcome.epochs} planned"
+        + (f", max_steps {outcome.config.max_steps}" if outcome.config.max_steps else "")
+        + (", stopped early on the held-out loss" if outcome.stopped_early else "")
+        + (f", resumed at step {outcome.resumed_from}" if outcome.resumed_from else "") + ")",
         f"- Time: {outcome.duration_s:.0f} s, {outcome.tokens_per_s:.0f} training tokens/s",
         "",
         "| held-out loss | value | perplexity |",
@@ -119,7 +123,7 @@ def write_report(outcome: TrainOutcome, metadata: AdapterMetadata, persona: str,
         lines.append(f"| {label} | {fmt(value)} | {ppl} |")
     lines += [
         "",
-        f"Final training loss (last epoch): {fmt(outcome.train_loss)}.",
+        f"Training loss over the last epoch's steps: {fmt(outcome.train_loss)}.",
         f"Tokens: {tokens.get('train_tokens', 0)} per epoch, of which {tokens.get('train_target_tokens', 0)} "
         f"are the persona's; {tokens.get('truncated_examples', 0)} example(s) were shortened to "
         f"{outcome.config.max_seq_length} tokens.",

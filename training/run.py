@@ -109,18 +109,43 @@ def train_persona(
     data or other settings). Raises :class:`TrainingError`, :class:`ConfigError` or a
     :class:`store.errors.StoreError`; the previous live version stays live on any failure.
     """
-    from .publish import publish_adapter
-    from .trainer import CHECKPOINT_FILE, train
+    from .trainer import work_lock
 
-    started = time.perf_counter()
     persona = PersonaStore(store_settings.personas_dir).get(name)
     config = config or config_for(persona)
     if config.lora_r > max_lora_rank:
         raise ConfigError(f"lora_r: {config.lora_r} is above the server's max_lora_rank ({max_lora_rank})")
-    examples = _examples(persona)
-    base = resolve_base_model(store_settings.base_model, store_settings.cache_dir, store_settings.allow_download)
+    with work_lock(work_dir(persona.path)):
+        return _train_locked(store_settings, persona, config, max_lora_rank=max_lora_rank,
+                             allowed_modules=allowed_modules, resume=resume, progress=progress, on_step=on_step)
+
+
+def _train_locked(
+    store_settings: StoreSettings,
+    persona: Persona,
+    config: TrainConfig,
+    *,
+    max_lora_rank: int,
+    allowed_modules: set[str] | None,
+    resume: bool,
+    progress: bool,
+    on_step: Callable[[Any], None] | None,
+) -> TrainResult:
+    from .publish import publish_adapter
+    from .trainer import CHECKPOINT_FILE, train
+
+    started = time.perf_counter()
+    name = persona.name
     work = work_dir(persona.path)
     checkpoint = work / CHECKPOINT_FILE
+    write_progress(persona.path, TrainingProgress(state="running", message=f"preparing {name}"))
+    try:
+        examples = _examples(persona)
+        base = resolve_base_model(store_settings.base_model, store_settings.cache_dir, store_settings.allow_download)
+    except BaseException as exc:
+        with contextlib.suppress(Exception):
+            write_progress(persona.path, TrainingProgress(state="failed", message=str(exc)[:500]))
+        raise
     if not resume:
         checkpoint.unlink(missing_ok=True)
 
@@ -137,11 +162,10 @@ def train_persona(
         if on_step:
             on_step(info)
 
-    write_progress(persona.path, TrainingProgress(state="running", message=f"preparing {name}"))
     try:
         outcome = train(
             base, examples.train, examples.heldout, config,
-            work_dir=work, resume=resume, progress=progress, on_step=report, description=name,
+            work_dir=work, resume=resume, progress=progress, on_step=report, description=name, lock=False,
         )
         write_progress(persona.path, TrainingProgress(
             state="running", step=outcome.steps, total_steps=outcome.total_steps,

@@ -45,9 +45,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
-import torch
-import torch.nn.functional as F
-from torch import nn
+# Training usually shares the cores with the server or other programs. OpenMP worker threads that
+# spin while they wait turn every step into a crawl as soon as another process holds a core, so they
+# sleep instead unless told otherwise. (libgomp reads this once, when torch is first imported.)
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+from torch import nn  # noqa: E402
 
 from store.adapters import AdapterMetadata
 from store.base_model import BaseModel
@@ -66,6 +71,7 @@ __all__ = [
     "load_model",
     "evaluate",
     "train",
+    "work_lock",
     "CHECKPOINT_FILE",
 ]
 
@@ -364,9 +370,11 @@ def load_model(base: BaseModel, config: TrainConfig) -> nn.Module:
 
     device = training_device()
     kwargs: dict[str, Any] = {"dtype": torch.float32}
-    if config.qlora and device.type == "cuda":
-        kwargs["device_map"] = {"": torch.cuda.current_device()}
+    if config.qlora:
         from transformers import BitsAndBytesConfig
+
+        if device.type == "cuda":
+            kwargs["device_map"] = {"": torch.cuda.current_device()}
 
         kwargs["quantization_config"] = BitsAndBytesConfig(
             load_in_4bit=True,
@@ -533,7 +541,8 @@ def _load_trainable(model: nn.Module, state: Mapping[str, torch.Tensor]) -> None
 
 
 @contextlib.contextmanager
-def _work_lock(work_dir: Path):
+def work_lock(work_dir: Path):
+    """Hold the work folder's lock: one training run per persona at a time (TrainingError if taken)."""
     import fcntl
 
     work_dir.mkdir(parents=True, exist_ok=True)
@@ -572,14 +581,16 @@ def train(
     on_step: Callable[[Progress], None] | None = None,
     tokenizer: Any = None,
     description: str = "training",
+    lock: bool = True,
 ) -> TrainOutcome:
     """Train a LoRA on ``train_rows`` (rows of ``{"messages": [...]}``), evaluating on ``heldout_rows``.
 
-    ``work_dir`` holds the checkpoint (and a lock: one run per folder at a time); with ``resume=True``
-    the run continues from the checkpoint there, refused if the base model, the data or the settings
-    changed. ``on_step`` gets a :class:`Progress` after the first evaluation and every step.
+    ``work_dir`` holds the checkpoint and a lock (one run per folder at a time; ``lock=False`` when the
+    caller holds :func:`work_lock` already); with ``resume=True`` the run continues from the checkpoint
+    there, refused if the base model, the data or the settings changed. ``on_step`` gets a
+    :class:`Progress` after the first evaluation and after every step.
     """
-    with _work_lock(work_dir) if work_dir else contextlib.nullcontext():
+    with work_lock(work_dir) if work_dir and lock else contextlib.nullcontext():
         return _train(base, train_rows, heldout_rows, config, work_dir=work_dir, resume=resume,
                       progress=progress, on_step=on_step, tokenizer=tokenizer, description=description)
 

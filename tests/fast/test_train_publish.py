@@ -223,6 +223,17 @@ def test_train_persona_end_to_end_and_needs_training(base_model, persona, cache_
     _write_logs(persona, 3, start=50)
     assert needs_training(settings, "echo")
 
+    # one run per persona at a time; the refused one leaves the other's progress alone
+    from training.trainer import work_lock
+
+    with work_lock(persona / "adapters" / ".work"):
+        with pytest.raises(TrainingError, match="in progress"):
+            train_persona(settings, "echo", max_lora_rank=16, progress=False)
+    assert json.loads((persona / "adapters" / ".work" / "progress.json").read_text())["state"] == "done"
+    # a rank above the server's limit is refused before any training
+    with pytest.raises(TrainingError, match="max_lora_rank"):
+        train_persona(settings, "echo", TrainConfig(lora_r=32), max_lora_rank=16, progress=False)
+
 
 def test_fused_lora_forward_matches_peft(base_model):
     from peft.tuners.lora.layer import Linear as LoraLinear
@@ -267,3 +278,26 @@ def test_fast_dropout_keeps_the_expectation():
     assert len(kept) == 1 and kept.item() == pytest.approx(1 / (1 - drop.threshold / 32768))
     drop.eval()
     assert drop(x) is x
+
+
+def test_qlora_steps_run_on_cpu_and_publish_a_servable_adapter(base_model, persona):
+    from training.publish import publish_adapter
+
+    config = TINY.replace(qlora=True, max_steps=3, eval_every=3)
+    outcome = train(base_model, TRAIN_ROWS[:4], HELDOUT_ROWS, config, progress=False)
+    base_layer = outcome.model.get_base_model().model.layers[0].self_attn.q_proj.base_layer
+    assert type(base_layer).__name__ == "Linear4bit"
+    assert outcome.steps == 3 and outcome.eval_loss_after < outcome.eval_loss_before
+    # published like any adapter, and proven to load on the full-precision base the server uses
+    version, path = publish_adapter(persona, outcome, data_hash="q", max_lora_rank=16,
+                                    extra_metadata={"qlora": True})
+    assert version == 1 and adapters.read_live(persona) == 1
+    assert adapters.read_metadata(path).settings["qlora"] is True
+    assert not json.loads((path / "adapter_config.json").read_text()).get("modules_to_save")
+
+
+def test_bf16_autocast_trains(base_model):
+    outcome = train(base_model, TRAIN_ROWS[:4], HELDOUT_ROWS, TINY.replace(bf16=True, max_steps=2, eval_every=2),
+                    progress=False)
+    assert outcome.steps == 2 and outcome.eval_loss_after < outcome.eval_loss_before
+    assert all(p.dtype == torch.float32 for p in outcome.model.parameters() if p.requires_grad)
