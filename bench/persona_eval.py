@@ -30,7 +30,7 @@ sys.path.insert(0, str(REPO))
 from bench.serving import free_port, wait_healthy  # noqa: E402
 
 
-def heldout_prompts(persona, count: int) -> list[list[dict[str, str]]]:
+def heldout_prompts(persona, count: int) -> tuple[list[list[dict[str, str]]], int]:
     """The conversations before each held-out target, without the system prompt (the server adds it)."""
     from training.ingest import ExampleSettings, build_examples, load_logs
 

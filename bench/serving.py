@@ -8,7 +8,7 @@ tokens/s for 32 concurrent chat requests of up to 64 tokens with 8 adapters:
 (c) vLLM's OpenAI server with the same adapters (``--enable-lora --lora-modules``);
 (d) transformers + PEFT answering one request at a time with ``set_adapter`` per request.
 
-``--variants`` adds runs of (a) with other CPU settings (threads, LD_PRELOAD, dtype) to pick defaults.
+``--variants`` adds runs of (a) with other CPU settings (threads, OpenMP waiting, LD_PRELOAD, dtype) to pick defaults.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import os
 import re
 import shutil
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -83,20 +84,24 @@ async def load(base_url: str, models: list[str]) -> tuple[int, float]:
     return sum(r.usage.completion_tokens for r in replies), elapsed
 
 
-def run_server(command: list[str], env: dict[str, str], port: int, models: list[str], log: Path) -> float:
+def run_server(command: list[str], env: dict[str, str], port: int, models: list[str], log: Path, rounds: int) -> float:
+    """Start a server, send the load ``rounds`` times, and return the median output tokens/s."""
+    rates = []
     with open(log, "w") as out:
         process = subprocess.Popen(command, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)
         try:
             wait_healthy(f"http://127.0.0.1:{port}/health", process)
-            tokens, seconds = asyncio.run(load(f"http://127.0.0.1:{port}/v1", models))
+            for _ in range(rounds):
+                tokens, seconds = asyncio.run(load(f"http://127.0.0.1:{port}/v1", models))
+                print(f"  {tokens} tokens in {seconds:.1f}s", flush=True)
+                rates.append(tokens / seconds)
         finally:
             process.terminate()
             try:
                 process.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 process.kill()
-    print(f"  {tokens} tokens in {seconds:.1f}s", flush=True)
-    return tokens / seconds
+    return statistics.median(rates)
 
 
 def peft_loop(base, adapters: dict[str, Path], n_requests: int) -> float:
@@ -132,12 +137,13 @@ def peft_loop(base, adapters: dict[str, Path], n_requests: int) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--variants", action="store_true", help="also measure other CPU settings for (a)")
+    parser.add_argument("--rounds", type=int, default=2, help="loads per server; the median is reported")
     parser.add_argument("--skip", default="", help="comma-separated cases to skip, e.g. c,d")
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "RESULTS.md")
     args = parser.parse_args()
     skip = set(args.skip.split(",")) if args.skip else set()
 
-    from service.engine import cpu_environment
+    from service.engine import cpu_environment, engine_dtype, has_cuda, preload_libraries
     from service.settings import ServeSettings
     from store.base_model import resolve_base_model
 
@@ -157,51 +163,57 @@ def main() -> None:
         adapters[f"p{i}"] = folder / "adapters" / f"v{version}"
 
     serve_settings = ServeSettings(cache_dir=cache)
-    tuned = {**os.environ, **cpu_environment(serve_settings), "PERSONA_CACHE_DIR": str(cache)}
+    dtype = engine_dtype(serve_settings.dtype, has_cuda())
+    tuned = {**os.environ, **cpu_environment(serve_settings)}  # for (c): the same CPU settings as ours
     results: dict[str, float] = {}
 
     def ours(label: str, models: list[str], env: dict[str, str]) -> None:
         port = free_port()
         print(f"({label}) this server, models {models[:3]}...", flush=True)
-        env = {**env, "PERSONA_PERSONAS_DIR": str(personas), "PERSONA_PORT": str(port), "PERSONA_UI": "false"}
+        env = {**env, "PERSONA_CACHE_DIR": str(cache), "PERSONA_PERSONAS_DIR": str(personas),
+               "PERSONA_PORT": str(port), "PERSONA_UI": "false"}
         results[label] = run_server([sys.executable, "-m", "cli.main", "serve"], env, port, models,
-                                    logs / f"serve-{re.sub(r'[^a-z0-9]+', '-', label.lower()).strip('-')}.log")
+                                    logs / f"serve-{re.sub(r'[^a-z0-9]+', '-', label.lower()).strip('-')}.log",
+                                    args.rounds)
 
     if "a" not in skip:
-        ours("a", list(adapters), tuned)
+        ours("a", list(adapters), dict(os.environ))  # the server applies cpu_environment itself
     if "b" not in skip:
-        ours("b", [base.id], tuned)
+        ours("b", [base.id], dict(os.environ))
     if "c" not in skip:
         port = free_port()
         print("(c) vLLM's OpenAI server", flush=True)
         command = [
             sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(base.path),
-            "--served-model-name", base.id, "--port", str(port), "--dtype", "float32",
+            "--served-model-name", base.id, "--port", str(port), "--dtype", dtype,
             "--max-model-len", str(serve_settings.max_model_len), "--enable-lora",
             "--max-loras", str(N_ADAPTERS), "--max-lora-rank", "16", "--max-cpu-loras", str(serve_settings.max_cpu_loras),
             "--max-num-seqs", str(serve_settings.max_num_seqs), "--disable-log-stats",
             "--lora-modules", *(f"{name}={path}" for name, path in adapters.items()),
         ]
-        results["c"] = run_server(command, tuned, port, list(adapters), logs / "vllm-server.log")
+        results["c"] = run_server(command, tuned, port, list(adapters), logs / "vllm-server.log", args.rounds)
     if "d" not in skip:
         print("(d) transformers + PEFT, one request at a time", flush=True)
-        results["d"] = peft_loop(base, adapters, n_requests=8)
+        results["d"] = peft_loop(base, adapters, n_requests=8)  # one round: it is slow and steady
     if args.variants:
-        variants = {
-            "a, 1 thread (vLLM's default binding)": {"VLLM_CPU_OMP_THREADS_BIND": "auto", "VLLM_CPU_NUM_OF_RESERVED_CPU": "1", "OMP_NUM_THREADS": "1"},
-            "a, bfloat16": {"PERSONA_DTYPE": "bfloat16"},
+        other_dtype = "float32" if dtype == "bfloat16" else "bfloat16"
+        variants: dict[str, dict[str, str]] = {
+            "a, 1 thread (vLLM's default binding)":
+                {"VLLM_CPU_OMP_THREADS_BIND": "auto", "VLLM_CPU_NUM_OF_RESERVED_CPU": "1", "OMP_NUM_THREADS": "1"},
+            f"a, {other_dtype}": {"PERSONA_DTYPE": other_dtype},
+            "a, OpenMP threads sleep when idle": {"OMP_WAIT_POLICY": "PASSIVE"},
+            "a, nothing preloaded (vLLM preloads torch's libgomp)": {"PERSONA_CPU_PRELOAD": "false"},
         }
-        tcmalloc = Path("/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4")
-        iomp = Path(sys.prefix) / "lib" / "libiomp5.so"
-        if tcmalloc.exists() and iomp.exists():
-            variants["a, LD_PRELOAD tcmalloc+iomp"] = {"LD_PRELOAD": f"{tcmalloc}:{iomp}"}
+        for library in preload_libraries():
+            variants[f"a, only {Path(library).name} preloaded"] = {"PERSONA_CPU_PRELOAD": "false", "LD_PRELOAD": library}
         for label, extra in variants.items():
-            ours(label, list(adapters), {**tuned, **extra})
+            ours(label, list(adapters), {**os.environ, **extra})
     shutil.rmtree(work, ignore_errors=True)
 
     lines = [f"\n## Serving throughput, {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC",
              f"`bench/serving.py`: {N_ADAPTERS} adapters (r=16), {N_REQUESTS} concurrent chat requests of up to "
-             f"{MAX_TOKENS} tokens; {os.cpu_count()} cores; settings {cpu_environment(serve_settings)}.", "",
+             f"{MAX_TOKENS} tokens, median of {args.rounds} rounds per server; {os.cpu_count()} cores; {dtype} for "
+             f"(a), (b) and (c); settings {cpu_environment(serve_settings)}.", "",
              "| case | output tokens/s |", "| --- | --- |"]
     names = {"a": "(a) this server, 8 personas mixed", "b": "(b) this server, base model only",
              "c": "(c) vLLM's OpenAI server, same adapters", "d": "(d) transformers + PEFT, one at a time"}

@@ -20,6 +20,21 @@ def _given(**values: Any) -> dict[str, Any]:
     return {key: value for key, value in values.items() if value is not None}
 
 
+def _settings(cls: type, **flags: Any) -> Any:
+    """Build a settings object from the flags given (environment and defaults fill the rest); a bad
+    value ends the command with a message naming the flag and its environment variable."""
+    from pydantic import ValidationError
+
+    try:
+        return cls(**_given(**flags))
+    except ValidationError as error:
+        problems = []
+        for item in error.errors():
+            field = str(item["loc"][0]) if item["loc"] else "?"
+            problems.append(f"--{field.replace('_', '-')} / PERSONA_{field.upper()}: {item['msg']}, got {item['input']!r}")
+        _fail("; ".join(problems))
+
+
 def _fail(message: str) -> None:
     typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
     raise typer.Exit(1)
@@ -39,6 +54,10 @@ def serve(
     gpu_memory_utilization: Optional[float] = typer.Option(None, help="GPU memory fraction [0.85]."),
     dtype: Optional[str] = typer.Option(None, help="auto, float32, bfloat16 [PERSONA_DTYPE, auto]."),
     tensor_parallel_size: Optional[int] = typer.Option(None, help="GPUs per replica [1]."),
+    max_num_seqs: Optional[int] = typer.Option(None, help="Requests in one batch [PERSONA_MAX_NUM_SEQS, 64]."),
+    cpu_threads: Optional[int] = typer.Option(None, help="CPU engine threads, 0 = every core [PERSONA_CPU_THREADS, 0]."),
+    cpu_preload: Optional[bool] = typer.Option(
+        None, "--cpu-preload/--no-cpu-preload", help="Preload tcmalloc and Intel OpenMP into the CPU engine [PERSONA_CPU_PRELOAD, on]."),
     ui: Optional[bool] = typer.Option(None, "--ui/--no-ui", help="Mount the chat page at /ui."),
 ) -> None:
     """Serve every persona through the OpenAI-compatible API and the chat page."""
@@ -47,12 +66,14 @@ def serve(
     from service.app import create_app
     from service.settings import ServeSettings
 
-    settings = ServeSettings(**_given(
+    settings = _settings(
+        ServeSettings,
         host=host, port=port, personas_dir=personas_dir, base_model=base_model, max_loras=max_loras,
         max_cpu_loras=max_cpu_loras, max_lora_rank=max_lora_rank, max_model_len=max_model_len,
         kv_cache_gb=kv_cache_gb, gpu_memory_utilization=gpu_memory_utilization, dtype=dtype,
-        tensor_parallel_size=tensor_parallel_size, ui=ui,
-    ))
+        tensor_parallel_size=tensor_parallel_size, max_num_seqs=max_num_seqs, cpu_threads=cpu_threads,
+        cpu_preload=cpu_preload, ui=ui,
+    )
     typer.echo(f"API:       http://{settings.host}:{settings.port}/v1")
     if settings.ui:
         typer.echo(f"Chat page: http://{settings.host}:{settings.port}/ui")
@@ -65,7 +86,7 @@ def list_personas(personas_dir: Optional[Path] = typer.Option(None, help="Person
     from store.registry import PersonaStore
     from store.settings import StoreSettings
 
-    settings = StoreSettings(**_given(personas_dir=personas_dir))
+    settings = _settings(StoreSettings, personas_dir=personas_dir)
     personas, problems = PersonaStore(settings.personas_dir).scan()
     for persona in personas:
         live = f"v{persona.live}" if persona.live else "card only"
@@ -88,7 +109,7 @@ def rollback(
     from store.registry import PersonaStore
     from store.settings import StoreSettings
 
-    settings = StoreSettings(**_given(personas_dir=personas_dir))
+    settings = _settings(StoreSettings, personas_dir=personas_dir)
     try:
         persona = PersonaStore(settings.personas_dir).get(name)
         set_live(persona.path, check_version(version))
@@ -110,7 +131,7 @@ def ingest(
     from training.ingest import ExampleSettings, IngestError, TooFewExamples, build_examples, format_report, load_logs
     from training.tokens import count_tokens
 
-    settings = StoreSettings(**_given(personas_dir=personas_dir, base_model=base_model))
+    settings = _settings(StoreSettings, personas_dir=personas_dir, base_model=base_model)
     try:
         persona = PersonaStore(settings.personas_dir).get(name)
         result = load_logs(persona.logs_dir)
@@ -150,7 +171,7 @@ def train(
 
     if bool(name) == all_:
         _fail("name one persona or pass --all")
-    settings = StoreSettings(**_given(personas_dir=personas_dir, base_model=base_model))
+    settings = _settings(StoreSettings, personas_dir=personas_dir, base_model=base_model)
     store = PersonaStore(settings.personas_dir)
     flags = _given(qlora=qlora, epochs=epochs, max_steps=max_steps, learning_rate=learning_rate, lora_r=lora_r, seed=seed)
     failures = 0
@@ -200,7 +221,7 @@ def import_card(
     from store.settings import StoreSettings
     from training.ingest import import_card as read_card
 
-    settings = StoreSettings(**_given(personas_dir=personas_dir))
+    settings = _settings(StoreSettings, personas_dir=personas_dir)
     try:
         imported = read_card(card)
         persona = PersonaStore(settings.personas_dir).create(name)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
@@ -22,9 +24,12 @@ class ServeSettings(StoreSettings):
     max_loras: int = Field(default=8, ge=1, description="Adapters active in one batch.")
     max_cpu_loras: int = Field(default=32, ge=1, description="Adapters kept loaded in memory.")
     max_model_len: int = Field(default=2048, ge=64, description="Context length (prompt + reply) in tokens.")
-    dtype: str = Field(default="auto", description="'auto' picks float32 on CPU (fastest here) and bfloat16 on GPU.")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        default="auto", description="'auto' picks bfloat16 on GPUs and on CPUs with bfloat16 instructions, else float32.")
     kv_cache_gb: float = Field(default=2.0, gt=0, description="KV cache size on CPU (VLLM_CPU_KVCACHE_SPACE).")
     gpu_memory_utilization: float = Field(default=0.85, gt=0, le=1)
     cpu_threads: int = Field(default=0, ge=0, description="Threads for the CPU engine; 0 = every core.")
+    cpu_preload: bool = Field(
+        default=True, description="Preload tcmalloc and Intel OpenMP into the CPU engine where installed (LD_PRELOAD).")
     tensor_parallel_size: int = Field(default=1, ge=1)
     max_num_seqs: int = Field(default=64, ge=1)

@@ -26,8 +26,9 @@ METADATA_FILE = "metadata.json"
 ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
 STAGING_PREFIX = ".staging-"
-SERVABLE_MODULES = frozenset({"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"})
-"""Modules an adapter may target: the linear layers of a Llama-style block, which vLLM adapts."""
+SERVABLE_MODULES: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+"""Modules an adapter may target: the linear layers of a Llama-style block, which vLLM adapts.
+Training defaults to all of them and refuses any other, so a run never ends in an unservable adapter."""
 
 
 class LoraShape(BaseModel):

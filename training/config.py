@@ -25,6 +25,8 @@ import os
 from dataclasses import asdict, dataclass, fields
 from typing import Any, Mapping
 
+from store.adapters import SERVABLE_MODULES
+
 __all__ = [
     "ConfigError",
     "TrainConfig",
@@ -34,8 +36,8 @@ __all__ = [
     "machine_threads",
 ]
 
-LINEAR_MODULES: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
-"""Every linear layer of a Llama-style decoder block (what vLLM can apply LoRA to)."""
+LINEAR_MODULES: tuple[str, ...] = SERVABLE_MODULES
+"""Every linear layer of a Llama-style decoder block: what the server can apply LoRA to."""
 
 EXAMPLE_KEYS = frozenset({"window", "session_gap_hours", "heldout_fraction", "min_examples", "name_prefixes"})
 """``training:`` keys of ``persona.yaml`` that belong to example building, not to the trainer."""
@@ -287,8 +289,9 @@ def _problems_of(values: Mapping[str, Any]) -> list[tuple[str, str]]:
     modules = values["target_modules"]
     if not isinstance(modules, (tuple, list)) or not modules or not all(isinstance(m, str) and m for m in modules):
         out.append(("target_modules", f"must be a non-empty list of module names, got {modules!r}"))
-    elif {"embed_tokens", "lm_head"} & set(modules):
-        out.append(("target_modules", "embeddings and the output head cannot be adapted (the server cannot load them)"))
+    elif set(modules) - set(SERVABLE_MODULES):
+        out.append(("target_modules", f"the server can only adapt {', '.join(SERVABLE_MODULES)}; "
+                                      f"got {sorted(set(modules) - set(SERVABLE_MODULES))}"))
     number("learning_rate", 0, 1, low_open=True)
     number("min_lr_ratio", 0, 1)
     number("warmup_ratio", 0, 1, high_open=True)

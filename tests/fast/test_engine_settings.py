@@ -1,0 +1,76 @@
+"""The CPU engine's settings: dtype choice, thread binding, and refused values."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from service.engine import cpu_environment, cpu_flags, engine_dtype, preload_libraries
+from service.settings import ServeSettings
+
+
+def test_auto_dtype_follows_the_hardware() -> None:
+    assert engine_dtype("auto", cuda=True, flags=set()) == "bfloat16"
+    assert engine_dtype("auto", cuda=False, flags={"avx2", "avx512f", "avx512_bf16"}) == "bfloat16"
+    assert engine_dtype("auto", cuda=False, flags={"avx2", "amx_bf16", "amx_tile"}) == "bfloat16"
+    assert engine_dtype("auto", cuda=False, flags={"avx2", "avx512f"}) == "float32"
+    assert engine_dtype("float32", cuda=False, flags={"avx512_bf16"}) == "float32"
+    assert engine_dtype("bfloat16", cuda=False, flags=set()) == "bfloat16"
+
+
+def test_cpu_flags_are_read_from_cpuinfo(tmp_path: Path) -> None:
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\nmodel name\t: Some CPU\nflags\t\t: fpu sse avx512_bf16\n\nprocessor\t: 1\n")
+    assert cpu_flags(cpuinfo) == {"fpu", "sse", "avx512_bf16"}
+    assert cpu_flags(tmp_path / "missing") == set()
+
+
+def test_cpu_engine_uses_every_core(tmp_path: Path) -> None:
+    env = cpu_environment(ServeSettings(cache_dir=tmp_path, cpu_threads=4, kv_cache_gb=3))
+    assert env["VLLM_CPU_OMP_THREADS_BIND"] == "0-3"
+    assert env["VLLM_CPU_NUM_OF_RESERVED_CPU"] == "0"
+    assert env["OMP_NUM_THREADS"] == "4"
+    assert env["VLLM_CPU_KVCACHE_SPACE"] == "3"
+
+
+def test_preload_finds_tcmalloc_and_intel_openmp(tmp_path: Path) -> None:
+    libs, prefix = tmp_path / "usr-lib", tmp_path / "venv"
+    libs.mkdir()
+    (prefix / "lib").mkdir(parents=True)
+    assert preload_libraries(prefix, [str(libs)]) == []
+    (libs / "libtcmalloc_minimal.so.4").touch()
+    (prefix / "lib" / "libiomp5.so").touch()
+    assert preload_libraries(prefix, [str(libs)]) == [str(libs / "libtcmalloc_minimal.so.4"), str(prefix / "lib" / "libiomp5.so")]
+
+
+def test_preload_keeps_what_the_user_preloads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import service.engine as engine
+
+    monkeypatch.setattr(engine, "preload_libraries", lambda: ["/lib/libtcmalloc_minimal.so.4", "/venv/lib/libiomp5.so"])
+    settings = ServeSettings(cache_dir=tmp_path)
+    env = cpu_environment(settings, current={"LD_PRELOAD": "/opt/libmine.so:/other/libiomp5.so"})
+    assert env["LD_PRELOAD"] == "/lib/libtcmalloc_minimal.so.4:/opt/libmine.so:/other/libiomp5.so"
+    assert cpu_environment(settings, current={})["LD_PRELOAD"] == "/lib/libtcmalloc_minimal.so.4:/venv/lib/libiomp5.so"
+    assert "LD_PRELOAD" not in cpu_environment(ServeSettings(cache_dir=tmp_path, cpu_preload=False), current={})
+
+
+def test_unknown_dtype_is_refused_by_name(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PERSONA_DTYPE", "float8")
+    with pytest.raises(ValidationError) as caught:
+        ServeSettings(cache_dir=tmp_path)
+    assert "dtype" in str(caught.value)
+    assert "'auto', 'float32', 'bfloat16' or 'float16'" in str(caught.value)
+
+
+def test_serve_with_a_bad_flag_names_it_and_its_variable(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from cli.main import app
+
+    result = CliRunner().invoke(app, ["serve", "--dtype", "fp8", "--personas-dir", str(tmp_path)],
+                                env={"PERSONA_CACHE_DIR": str(tmp_path), "PERSONA_PORT": "0"})
+    assert result.exit_code == 1
+    assert "--dtype / PERSONA_DTYPE" in result.output and "'fp8'" in result.output
+    assert "--port / PERSONA_PORT" in result.output
