@@ -131,6 +131,16 @@ def engine_dtype(requested: str, cuda: bool, flags: set[str] | None = None) -> s
     return "bfloat16" if any(flag in flags for flag in BF16_CPU_FLAGS) else "float32"
 
 
+def whole_prompt_steps(settings: ServeSettings) -> dict[str, object]:
+    """Engine arguments that keep every prompt within one engine step on the CPU.
+
+    With chunked prefill, a prompt split across steps makes vLLM's CPU worker rewind the random
+    generator of a seeded request, which CPU generators cannot do: the engine dies and every request
+    after it fails. Whole prompts per step avoid that; each step may then take a full-length prompt.
+    """
+    return {"enable_chunked_prefill": False, "max_num_batched_tokens": max(settings.max_model_len, 2048)}
+
+
 def has_cuda() -> bool:
     import torch
 
@@ -162,6 +172,7 @@ class VllmEngine:
             model=str(self.model_path),
             served_model_name=[self.served_name],
             dtype=engine_dtype(self.settings.dtype, cuda),
+            **({} if cuda else whole_prompt_steps(self.settings)),
             max_model_len=self.settings.max_model_len,
             enable_lora=True,
             max_loras=self.settings.max_loras,

@@ -93,8 +93,10 @@ class TrainConfig:
     # --- how long ----------------------------------------------------------------------------------
     epochs: int | None = None
     """Passes over the training examples; ``None`` chooses them from the data size."""
-    auto_target_tokens: int = 12_000
-    """With ``epochs: null``: trained (persona) tokens the run aims to show the model in all."""
+    auto_target_tokens: int = 6_500
+    """With ``epochs: null``: trained (persona) tokens the run aims to show the model in all. On the
+    example personas (3,500-5,000 trained tokens a pass) the held-out loss is lowest after about two
+    passes (bench/RESULTS.md, persona voice)."""
     max_auto_epochs: int = 5
     """With ``epochs: null``: the most passes chosen automatically."""
     max_steps: int | None = None
@@ -196,8 +198,8 @@ class TrainConfig:
         """Epochs for a training set with this many trained tokens per pass.
 
         ``epochs`` when set; otherwise ``ceil(auto_target_tokens / target_tokens_per_epoch)`` clamped to
-        1..``max_auto_epochs``. With the defaults a persona of 4,000 trained tokens gets 3 passes, one of
-        50,000 gets 1.
+        1..``max_auto_epochs``. With the defaults a persona of 2,000 trained tokens gets 4 passes, one of
+        4,000 gets 2, one of 50,000 gets 1.
         """
         if self.epochs is not None:
             return self.epochs

@@ -35,6 +35,7 @@ import contextlib
 import ctypes
 import hashlib
 import json
+import logging
 import math
 import os
 import random
@@ -49,6 +50,9 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 # spin while they wait turn every step into a crawl as soon as another process holds a core, so they
 # sleep instead unless told otherwise. (libgomp reads this once, when torch is first imported.)
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# bitsandbytes (imported by peft) tries to fetch an optional CPU kernel from a model hub, warns when it
+# cannot, and uses its built-in kernel: the warning is noise for every run here.
+logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
 
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402

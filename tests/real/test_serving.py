@@ -89,6 +89,26 @@ def test_n_stop_and_seed(client) -> None:
     assert cut not in stopped and full.startswith(stopped.rstrip())
 
 
+def test_seeded_requests_with_long_prompts_at_once(client, async_client) -> None:
+    """More prompt tokens at once than one engine step takes, each request seeded (as evaluation
+    harnesses do): every request is answered and the server keeps serving."""
+    topics = ["bread", "rivers", "trains", "owls", "maps", "tea", "snow", "clocks"]
+
+    async def burst():
+        return await asyncio.gather(*(
+            async_client.chat.completions.create(
+                model="wren", max_tokens=8, temperature=0.9, seed=i,
+                messages=[{"role": "user", "content": f"Let me tell you about {topic}. " + "It was long. " * 150}],
+            )
+            for i, topic in enumerate(topics)
+        ))
+
+    replies = asyncio.run(burst())
+    assert all(r.choices[0].message.content and r.usage.prompt_tokens > 400 for r in replies)
+    assert sum(r.usage.prompt_tokens for r in replies) > 2048  # more than one engine step's token budget
+    assert ask(client, BASE, max_tokens=4)
+
+
 def test_unknown_model_and_bad_input_are_openai_errors(client) -> None:
     with pytest.raises(openai.NotFoundError) as missing:
         ask(client, "no-such-persona")
