@@ -27,6 +27,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from bench.results import RESULTS, append_section  # noqa: E402
 from bench.serving import free_port, wait_healthy  # noqa: E402
 
 
@@ -70,7 +71,7 @@ def main() -> None:
     parser.add_argument("--no-train", action="store_true", help="measure the live version in personas/")
     parser.add_argument("--replies", type=int, default=20)
     parser.add_argument("--max-tokens", type=int, default=60)
-    parser.add_argument("--out", type=Path, default=REPO / "bench" / "RESULTS.md")
+    parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
 
     from store.registry import PersonaStore
@@ -127,11 +128,7 @@ def main() -> None:
     for card_text, adapter_text in list(zip(card_texts, adapter_texts))[:3]:
         lines.append(f"- {card_text.strip()[:160]!r} | {adapter_text.strip()[:160]!r}")
     text = "\n".join(lines) + "\n"
-    print(text)
-    if not args.out.exists():
-        args.out.write_text("# Benchmark results\n\nEach section is appended by the script it names.\n")
-    with open(args.out, "a") as handle:
-        handle.write(text)
+    append_section(text, args.out)
 
 
 if __name__ == "__main__":

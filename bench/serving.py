@@ -31,6 +31,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from bench.results import RESULTS, append_section  # noqa: E402
 from tests.real.conftest import publish_random_adapter  # noqa: E402  (the same adapters the real tier uses)
 
 N_ADAPTERS = 8
@@ -139,7 +140,7 @@ def main() -> None:
     parser.add_argument("--variants", action="store_true", help="also measure other CPU settings for (a)")
     parser.add_argument("--rounds", type=int, default=2, help="loads per server; the median is reported")
     parser.add_argument("--skip", default="", help="comma-separated cases to skip, e.g. c,d")
-    parser.add_argument("--out", type=Path, default=REPO / "bench" / "RESULTS.md")
+    parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
     skip = set(args.skip.split(",")) if args.skip else set()
 
@@ -227,11 +228,7 @@ def main() -> None:
     if "a" in results and "b" in results:
         lines.append(f"- (a)/(b) = {results['a'] / results['b']:.2f} (cost of mixing adapters)")
     text = "\n".join(lines) + "\n"
-    print(text)
-    if not args.out.exists():
-        args.out.write_text("# Benchmark results\n\nEach section is appended by the script it names.\n")
-    with open(args.out, "a") as handle:
-        handle.write(text)
+    append_section(text, args.out)
 
 
 if __name__ == "__main__":

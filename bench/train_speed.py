@@ -37,6 +37,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from bench.results import RESULTS, append_section  # noqa: E402
+
 
 def load_rows(persona: str | None, synthetic: bool):
     """(name, train rows, held-out rows): a persona's examples, or a synthetic chat set."""
@@ -185,7 +187,7 @@ def main() -> None:
     parser.add_argument("--synthetic", action="store_true", help="use a generated chat set")
     parser.add_argument("--epochs", type=int, default=1, help="passes over the data for both (default 1)")
     parser.add_argument("--rounds", type=int, default=1, help="repeat both runs and report medians")
-    parser.add_argument("--out", type=Path, default=REPO / "bench" / "RESULTS.md")
+    parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
 
     from store.base_model import resolve_base_model
@@ -252,10 +254,7 @@ def main() -> None:
         f"{ours['eval_after']:.4f} vs {standard['eval_after']:.4f}.",
         "",
     ]
-    text = "\n".join(lines)
-    print("\n" + text)
-    with open(args.out, "a", encoding="utf-8") as handle:
-        handle.write("\n" + text)
+    append_section("\n" + "\n".join(lines), args.out)
 
 
 if __name__ == "__main__":
