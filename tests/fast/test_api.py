@@ -10,23 +10,9 @@ from fastapi.testclient import TestClient
 
 from service.app import create_app
 from service.settings import ServeSettings
-from store.adapters import AdapterMetadata, LIVE_FILE, METADATA_FILE
 
 from .fake_engine import FakeEngine
-
-LORA_CONFIG = {"peft_type": "LORA", "r": 8, "lora_alpha": 16, "target_modules": ["q_proj", "v_proj"], "modules_to_save": None}
-
-
-def write_version(persona: Path, number: int, base_hash: str, weights: bytes = b"w1", r: int = 8, live: bool = True) -> Path:
-    folder = persona / "adapters" / f"v{number}"
-    folder.mkdir(parents=True)
-    (folder / "adapter_config.json").write_text(json.dumps({**LORA_CONFIG, "r": r}))
-    (folder / "adapter_model.safetensors").write_bytes(weights)
-    meta = AdapterMetadata(base_model="SmolLM2-135M-Instruct", base_hash=base_hash)
-    (folder / METADATA_FILE).write_text(meta.model_dump_json())
-    if live:
-        (persona / "adapters" / LIVE_FILE).write_text(f"v{number}\n")
-    return folder
+from .fake_store import write_version
 
 
 @pytest.fixture()

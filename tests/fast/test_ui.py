@@ -5,7 +5,6 @@ The handlers must send what an API client sends: same persona resolution, prompt
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 from types import SimpleNamespace
@@ -22,15 +21,14 @@ from service.protocol import ChatCompletionRequest
 from service.settings import ServeSettings
 from service.ui import session
 from service.ui.page import NOT_READY, ChatPage
-from store.adapters import LIVE_FILE, METADATA_FILE, AdapterMetadata
 from store.card import SamplingDefaults
 from store.progress import TrainingProgress
 
 from .fake_engine import FakeEngine
+from .fake_store import write_version
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")  # gr.Warning outside a page warns
 
-LORA_CONFIG = {"peft_type": "LORA", "r": 8, "lora_alpha": 16, "target_modules": ["q_proj", "v_proj"], "modules_to_save": None}
 
 
 # ---------------------------------------------------------------------- helpers
@@ -139,16 +137,6 @@ def test_error_text_is_one_line_without_a_traceback() -> None:
 # ---------------------------------------------------------------------- the page over a fake engine
 
 
-def write_version(persona: Path, number: int, base_hash: str) -> None:
-    folder = persona / "adapters" / f"v{number}"
-    folder.mkdir(parents=True)
-    (folder / "adapter_config.json").write_text(json.dumps(LORA_CONFIG))
-    (folder / "adapter_model.safetensors").write_bytes(f"w{number}".encode())
-    meta = AdapterMetadata(base_model="SmolLM2-135M-Instruct", base_hash=base_hash)
-    (folder / METADATA_FILE).write_text(meta.model_dump_json())
-    (persona / "adapters" / LIVE_FILE).write_text(f"v{number}\n")
-
-
 @pytest.fixture()
 def personas(tmp_path: Path, base_model) -> Path:
     root = tmp_path / "personas"
@@ -158,8 +146,8 @@ def personas(tmp_path: Path, base_model) -> Path:
         "display_name: Alpha\ndescription: Says ahoy.\ngreeting: Ahoy there!\n"
         "example_questions: ['Where to?']\nsampling:\n  temperature: 0.3\n  top_p: 0.8\n  max_tokens: 5\n"
     )
-    write_version(alpha, 1, base_model.hash)
-    write_version(alpha, 2, base_model.hash)
+    write_version(alpha, 1, base_model.hash, b"w1")
+    write_version(alpha, 2, base_model.hash, b"w2")
     beta = root / "beta"
     (beta / "logs").mkdir(parents=True)
     (beta / "persona.yaml").write_text("display_name: Beta\n")
