@@ -101,34 +101,16 @@ def cpu_environment(settings: ServeSettings, current: Mapping[str, str] | None =
     return env
 
 
-BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
-"""CPU features with native bfloat16 arithmetic; without them vLLM's CPU kernels are faster in float32."""
-
-
-def cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> set[str]:
-    """The feature flags of this machine's CPU (empty where /proc/cpuinfo cannot be read)."""
-    try:
-        text = cpuinfo.read_text()
-    except OSError:
-        return set()
-    for line in text.splitlines():
-        if line.startswith("flags"):
-            return set(line.partition(":")[2].split())
-    return set()
-
-
-def engine_dtype(requested: str, cuda: bool, flags: set[str] | None = None) -> str:
+def engine_dtype(requested: str, cuda: bool) -> str:
     """The dtype the engine runs in: ``requested`` unless it is ``auto``.
 
-    ``auto`` is bfloat16 on a GPU, and on a CPU where it has bfloat16 instructions (1.4x float32 with
-    8 adapters on the 2-core machines, see bench/RESULTS.md); float32 on other CPUs.
+    ``auto`` is bfloat16 on a GPU and float32 on a CPU. On the 2-core CPUs bfloat16 is about 10%
+    faster (bench/RESULTS.md), but its rounding depends on what else is in the batch, so a greedy or
+    seeded reply changes with the server's load; float32 replies do not.
     """
     if requested != "auto":
         return requested
-    if cuda:
-        return "bfloat16"
-    flags = cpu_flags() if flags is None else flags
-    return "bfloat16" if any(flag in flags for flag in BF16_CPU_FLAGS) else "float32"
+    return "bfloat16" if cuda else "float32"
 
 
 def whole_prompt_steps(settings: ServeSettings) -> dict[str, object]:

@@ -25,7 +25,7 @@ class ServeSettings(StoreSettings):
     max_cpu_loras: int = Field(default=32, ge=1, description="Adapters kept loaded in memory.")
     max_model_len: int = Field(default=2048, ge=64, description="Context length (prompt + reply) in tokens.")
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
-        default="auto", description="'auto' picks bfloat16 on GPUs and on CPUs with bfloat16 instructions, else float32.")
+        default="auto", description="'auto' picks bfloat16 on GPUs and float32 on CPUs (replies that do not change with the load).")
     kv_cache_gb: float = Field(default=2.0, gt=0, description="KV cache size on CPU (VLLM_CPU_KVCACHE_SPACE).")
     gpu_memory_utilization: float = Field(default=0.85, gt=0, le=1)
     cpu_threads: int = Field(default=0, ge=0, description="Threads for the CPU engine; 0 = every core.")

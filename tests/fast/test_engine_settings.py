@@ -7,24 +7,15 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from service.engine import cpu_environment, cpu_flags, engine_dtype, preload_libraries
+from service.engine import cpu_environment, engine_dtype, preload_libraries
 from service.settings import ServeSettings
 
 
-def test_auto_dtype_follows_the_hardware() -> None:
-    assert engine_dtype("auto", cuda=True, flags=set()) == "bfloat16"
-    assert engine_dtype("auto", cuda=False, flags={"avx2", "avx512f", "avx512_bf16"}) == "bfloat16"
-    assert engine_dtype("auto", cuda=False, flags={"avx2", "amx_bf16", "amx_tile"}) == "bfloat16"
-    assert engine_dtype("auto", cuda=False, flags={"avx2", "avx512f"}) == "float32"
-    assert engine_dtype("float32", cuda=False, flags={"avx512_bf16"}) == "float32"
-    assert engine_dtype("bfloat16", cuda=False, flags=set()) == "bfloat16"
-
-
-def test_cpu_flags_are_read_from_cpuinfo(tmp_path: Path) -> None:
-    cpuinfo = tmp_path / "cpuinfo"
-    cpuinfo.write_text("processor\t: 0\nmodel name\t: Some CPU\nflags\t\t: fpu sse avx512_bf16\n\nprocessor\t: 1\n")
-    assert cpu_flags(cpuinfo) == {"fpu", "sse", "avx512_bf16"}
-    assert cpu_flags(tmp_path / "missing") == set()
+def test_auto_dtype_is_bfloat16_on_gpus_and_float32_on_cpus() -> None:
+    assert engine_dtype("auto", cuda=True) == "bfloat16"
+    assert engine_dtype("auto", cuda=False) == "float32"
+    assert engine_dtype("bfloat16", cuda=False) == "bfloat16"
+    assert engine_dtype("float32", cuda=True) == "float32"
 
 
 def test_cpu_engine_uses_every_core(tmp_path: Path) -> None:
