@@ -180,6 +180,17 @@ class ChatPage:
             }""",
             timeout=REPLY_TIMEOUT_MS,
         )
+        # The buttons can switch back a moment before the chat has drawn the last chunk of text.
+        self.page.wait_for_function(
+            """() => {
+                const rows = document.querySelectorAll('#chat .bot-row');
+                const text = rows.length ? rows[rows.length - 1].innerText : '';
+                const now = performance.now();
+                if (window.__lastText !== text) { window.__lastText = text; window.__since = now; }
+                return now - window.__since > 500;
+            }""",
+            timeout=REPLY_TIMEOUT_MS, polling=100,
+        )
 
     def send(self, text: str | None = None, *, enter: bool = False) -> str:
         self.start(text, enter=enter)
