@@ -10,6 +10,8 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any, AsyncIterator
 
+from store.chat_format import prompt_messages, render_prompt
+
 from .engine import Chunk, Engine, GenerationParams
 from .errors import bad_request
 from .metrics import Metrics
@@ -31,14 +33,9 @@ class PreparedChat:
     created: int = field(default_factory=lambda: int(time.time()))
 
 
-def to_chat_messages(messages: list[ChatMessage], system_prompt: str | None) -> list[dict[str, str]]:
-    """Plain role/content dicts; the persona's system prompt goes first when the request has none."""
-    rendered = [
-        {"role": "system" if m.role == "developer" else m.role, "content": m.text()} for m in messages
-    ]
-    if system_prompt and not any(m["role"] == "system" for m in rendered):
-        rendered.insert(0, {"role": "system", "content": system_prompt})
-    return rendered
+def request_messages(messages: list[ChatMessage]) -> list[dict[str, str]]:
+    """The request's messages as plain role/content dicts (content parts joined)."""
+    return [{"role": m.role, "content": m.text()} for m in messages]
 
 
 def sampling_params(request: ChatCompletionRequest, target: Target, prompt_len: int, max_model_len: int) -> GenerationParams:
@@ -86,10 +83,9 @@ class ChatService:
         self.tokenizer = tokenizer
         self.metrics = metrics
 
-    def render(self, messages: list[dict[str, str]]) -> list[int]:
-        """Token ids of the prompt, with the base tokenizer's chat template (the one training used)."""
-        encoded = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, return_dict=True)
-        return list(encoded["input_ids"])
+    def render(self, messages: list[dict[str, str]], system_prompt: str | None) -> list[int]:
+        """Prompt ids with the prompt format training used (:mod:`store.chat_format`)."""
+        return render_prompt(self.tokenizer, prompt_messages(messages, system_prompt))
 
     def prepare(self, request: ChatCompletionRequest) -> PreparedChat:
         if request.logprobs:
@@ -97,8 +93,7 @@ class ChatService:
         if request.tools:
             raise bad_request("tools are not supported by this server", "tools", "unsupported_parameter")
         target = self.resolver.resolve(request.model)
-        messages = to_chat_messages(request.messages, target.system_prompt)
-        prompt_ids = self.render(messages)
+        prompt_ids = self.render(request_messages(request.messages), target.system_prompt)
         params = sampling_params(request, target, len(prompt_ids), self.engine.max_model_len)
         return PreparedChat(request_id=f"chatcmpl-{uuid.uuid4().hex}", target=target, prompt_ids=prompt_ids, params=params)
 

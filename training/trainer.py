@@ -63,7 +63,7 @@ from store.base_model import BaseModel
 from store.registry import check_same_base
 
 from .config import ConfigError, TrainConfig, TrainingError
-from .render import RenderError, render_conversation
+from store.chat_format import RenderError, render_conversation, trained
 
 __all__ = [
     "EncodedSplit",
@@ -149,16 +149,11 @@ def encode_split(tokenizer: Any, rows: Iterable[Mapping[str, Any]], max_seq_leng
     return out
 
 
-def _trained(message: Mapping[str, Any]) -> bool:
-    weight = message.get("weight", 1.0)
-    return message.get("role") == "assistant" and (1.0 if weight is None else weight) > 0
-
-
 def _shorten(tokenizer: Any, messages: list[dict], ids: list[int], mask: list[int], limit: int):
     """Fit an example into ``limit`` tokens: drop the oldest context turns, then cut from the left."""
     first = 1 if messages and messages[0].get("role") == "system" else 0
     trimmed = list(messages)
-    while len(ids) > limit and first < len(trimmed) - 1 and not _trained(trimmed[first]):
+    while len(ids) > limit and first < len(trimmed) - 1 and not trained(trimmed[first]):
         del trimmed[first]
         ids, mask = render_conversation(tokenizer, trimmed)
     if len(ids) > limit:

@@ -39,14 +39,14 @@ def engine() -> FakeEngine:
     return FakeEngine()
 
 
-def make_client(personas: Path, cache_dir: Path, engine: FakeEngine, **extra) -> TestClient:
-    settings = ServeSettings(personas_dir=personas, cache_dir=cache_dir, ui=False, **extra)
+def make_client(personas: Path, cache_dir: Path, engine: FakeEngine, base_model, **extra) -> TestClient:
+    settings = ServeSettings(personas_dir=personas, cache_dir=cache_dir, base_model=str(base_model.path), ui=False, **extra)
     return TestClient(create_app(settings, engine_factory=lambda s, b: engine))
 
 
 @pytest.fixture()
-def client(personas: Path, cache_dir: Path, engine: FakeEngine):
-    with make_client(personas, cache_dir, engine) as c:
+def client(personas: Path, cache_dir: Path, engine: FakeEngine, base_model):
+    with make_client(personas, cache_dir, engine, base_model) as c:
         yield c
 
 
@@ -223,8 +223,8 @@ def test_adapter_over_the_rank_limit_is_refused(client: TestClient, personas: Pa
     assert "'r'" in error["message"] and "16" in error["message"]
 
 
-def test_api_keys(personas: Path, cache_dir: Path, engine: FakeEngine) -> None:
-    with make_client(personas, cache_dir, engine, api_keys=["s3cret"]) as client:
+def test_api_keys(personas: Path, cache_dir: Path, engine: FakeEngine, base_model) -> None:
+    with make_client(personas, cache_dir, engine, base_model, api_keys=["s3cret"]) as client:
         assert_openai_error(chat(client, "alpha"), 401, code="invalid_api_key")
         ok = client.post("/v1/chat/completions", headers={"Authorization": "Bearer s3cret"},
                          json={"model": "alpha", "messages": [{"role": "user", "content": "Hi"}]})

@@ -160,14 +160,14 @@ def engine() -> FakeEngine:
 
 
 @pytest.fixture()
-def served(personas: Path, cache_dir: Path, engine: FakeEngine):
+def served(personas: Path, cache_dir: Path, engine: FakeEngine, base_model):
     made: list[FakeEngine] = []
 
     def factory(settings, base):
         made.append(engine)
         return engine
 
-    settings = ServeSettings(personas_dir=personas, cache_dir=cache_dir, max_model_len=512)
+    settings = ServeSettings(personas_dir=personas, cache_dir=cache_dir, base_model=str(base_model.path), max_model_len=512)
     app = create_app(settings, engine_factory=factory)
     with TestClient(app) as client:
         client.made = made
@@ -207,8 +207,8 @@ def test_the_page_is_mounted_with_the_api_and_one_engine(served: TestClient) -> 
     assert root.status_code in (302, 307) and root.headers["location"] == "/ui"
 
 
-def test_with_api_keys_the_page_asks_for_one(personas: Path, cache_dir: Path, engine: FakeEngine) -> None:
-    settings = ServeSettings(personas_dir=personas, cache_dir=cache_dir, api_keys=["sekret"])
+def test_with_api_keys_the_page_asks_for_one(personas: Path, cache_dir: Path, engine: FakeEngine, base_model) -> None:
+    settings = ServeSettings(personas_dir=personas, cache_dir=cache_dir, base_model=str(base_model.path), api_keys=["sekret"])
     with TestClient(create_app(settings, engine_factory=lambda s, b: engine)) as client:
         assert client.get("/ui/config").status_code == 401
         login = client.post("/ui/login", data={"username": "me", "password": "sekret"})

@@ -23,6 +23,7 @@ from typing import Any, Literal
 from datasets import Dataset, Features, List, Value
 
 from store.card import CARD_FILE, PersonaCard
+from store.chat_format import with_system_prompt
 
 from .messages import LoadResult, Message
 
@@ -294,9 +295,9 @@ def _rows(turns: list[_Turn], system_prompt: str, session: str, window: int) -> 
         if turn.role != "assistant" or turn.weight <= 0:
             continue
         start = _window_start(turns, index, window, first_user)
-        messages = [{"role": "system", "content": system_prompt, "weight": 0.0}]
-        messages += [{"role": t.role, "content": t.content, "weight": 0.0} for t in turns[start:index]]
+        messages = [{"role": t.role, "content": t.content, "weight": 0.0} for t in turns[start:index]]
         messages.append({"role": "assistant", "content": turn.content, "weight": float(turn.weight)})
+        messages = with_system_prompt(messages, system_prompt)
         rows.append({"messages": messages, "session": session})
     return rows
 

@@ -1,4 +1,4 @@
-"""Rendering training examples with the base tokenizer's own chat template, and the loss mask."""
+"""The one prompt format (store/chat_format.py): rendering, the loss mask, the role and system-prompt rules."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from training.render import RenderError, render_conversation, render_text
+from store.chat_format import RenderError, prompt_messages, render_conversation, render_prompt, render_text
 
 
 @pytest.fixture(scope="module")
@@ -146,3 +146,35 @@ def test_any_text_renders_exactly_and_masks_whole_replies(tokenizer, turns):
     assert len(runs) == len(expected)
     for run, want in zip(runs, expected):
         assert want.endswith(run) and run.endswith(tokenizer.eos_token)
+
+
+def test_developer_is_a_system_message_and_the_persona_prompt_is_added_only_without_one(tokenizer):
+    said = [{"role": "user", "content": "Hi"}]
+    assert prompt_messages(said, "You are Wren.") == [
+        {"role": "system", "content": "You are Wren."}, {"role": "user", "content": "Hi"}]
+    own = [{"role": "developer", "content": "Be brief."}, {"role": "user", "content": "Hi"}]
+    assert prompt_messages(own, "You are Wren.") == [
+        {"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}]
+    with pytest.raises(RenderError, match="message 0: role"):
+        prompt_messages([{"role": "tool", "content": "x"}], None)
+
+
+def test_served_prompt_is_the_trained_conversation_up_to_the_reply(tmp_path, tokenizer):
+    """An example built from logs, served: the prompt ids are the training ids before the reply."""
+    from store.card import PersonaCard
+    from training.ingest import ExampleSettings, build_examples, load_logs
+
+    logs = tmp_path / "wren" / "logs"
+    logs.mkdir(parents=True)
+    lines = []
+    for day in range(12):
+        lines += [f"Tom: Morning, any scones on day {day}?", f"Wren: Oh crumbs, {day} left, petal!"]
+    (logs / "chat.txt").write_text("\n".join(lines) + "\n")
+    card = PersonaCard(system_prompt="You are Wren, the village baker.")
+    examples = build_examples(load_logs(logs), "wren", card, ExampleSettings(min_examples=1))
+    row = examples.train[3]["messages"]
+    ids, mask = render_conversation(tokenizer, row)
+    served = render_prompt(tokenizer, prompt_messages(row[1:-1], card.effective_system_prompt("wren")))
+    assert row[0] == {"role": "system", "content": "You are Wren, the village baker.", "weight": 0.0}
+    assert ids[: len(served)] == served
+    assert not any(mask[: len(served)]) and mask[len(served)] == 1
