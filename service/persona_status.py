@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import BaseModel
 
-from store.adapters import version_name
+from store.names import version_name
 from store.errors import StoreError
 from store.progress import TrainingProgress, read_progress
 from store.registry import Persona

@@ -11,7 +11,8 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from store.adapters import SERVABLE_MODULES, adapter_fingerprint, check_servable, read_metadata, version_name
+from store.adapters import SERVABLE_MODULES, adapter_fingerprint, check_servable, read_metadata
+from store.names import parse_version, version_name
 from store.base_model import BaseModel
 from store.card import PersonaCard, SamplingDefaults
 from store.errors import StoreError
@@ -82,10 +83,7 @@ class ModelResolver:
         except StoreError as exc:
             raise model_not_found(model) from exc
         if version_text:
-            try:
-                version = int(version_text[1:]) if version_text.startswith("v") else -1
-            except ValueError:
-                version = -1
+            version = parse_version(version_text)
             if version not in persona.versions:
                 available = ", ".join(version_name(v) for v in persona.versions) or "none"
                 raise model_not_found(model, f"persona '{name}' has no version {version_text!r} (versions: {available})")

@@ -8,7 +8,7 @@ from typing import AsyncIterator
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
-from store.adapters import version_name
+from store.names import version_name
 from store.errors import StoreError
 from store.registry import Persona
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
@@ -18,7 +17,8 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from .errors import StoreError, VersionNotFound
-from .names import check_version
+from .files import atomic_write
+from .names import check_version, parse_version, version_name
 
 ADAPTERS_DIR = "adapters"
 LIVE_FILE = "LIVE"
@@ -57,10 +57,6 @@ class AdapterMetadata(BaseModel):
     duration_s: float | None = None
 
 
-def version_name(number: int) -> str:
-    return f"v{number}"
-
-
 def adapters_root(persona_path: Path) -> Path:
     return persona_path / ADAPTERS_DIR
 
@@ -72,8 +68,9 @@ def list_versions(persona_path: Path) -> list[int]:
         return []
     found = []
     for child in root.iterdir():
-        if re.fullmatch(r"v[1-9][0-9]{0,8}", child.name) and (child / METADATA_FILE).is_file():
-            found.append(int(child.name[1:]))
+        number = parse_version(child.name)
+        if number is not None and (child / METADATA_FILE).is_file():
+            found.append(number)
     return sorted(found)
 
 
@@ -99,23 +96,10 @@ def read_live(persona_path: Path) -> int | None:
     return number if (adapters_root(persona_path) / text / METADATA_FILE).is_file() else None
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def set_live(persona_path: Path, version: int) -> None:
     """Make ``version`` the live one (publishing and rollback both come here)."""
     version_dir(persona_path, version)
-    _write_atomic(adapters_root(persona_path) / LIVE_FILE, version_name(version) + "\n")
+    atomic_write(adapters_root(persona_path) / LIVE_FILE, version_name(version) + "\n")
 
 
 def read_metadata(path: Path) -> AdapterMetadata:
@@ -175,8 +159,8 @@ def publish(persona_path: Path, staged: Path, make_live: bool = True) -> int:
         raise StoreError(f"{staged}: no {METADATA_FILE}; refusing to publish an incomplete adapter")
     root = adapters_root(persona_path)
     while True:
-        existing = [int(p.name[1:]) for p in root.iterdir() if re.fullmatch(r"v[1-9][0-9]{0,8}", p.name)]
-        number = max(existing, default=0) + 1
+        existing = [parse_version(p.name) for p in root.iterdir()]
+        number = max((n for n in existing if n is not None), default=0) + 1
         try:
             os.rename(staged, root / version_name(number))
             break

@@ -13,6 +13,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .errors import CardError
+from .files import atomic_write
 
 CARD_FILE = "persona.yaml"
 PICTURE_NAMES = ("avatar.png", "avatar.jpg", "avatar.jpeg", "avatar.webp", "picture.png", "picture.jpg")
@@ -106,7 +107,5 @@ def write_card(folder: Path, card: PersonaCard) -> Path:
     """Write ``persona.yaml`` atomically (used when importing a character card)."""
     path = folder / CARD_FILE
     data = card.model_dump(exclude_defaults=True)
-    tmp = path.with_suffix(".yaml.tmp")
-    tmp.write_text(yaml.safe_dump(data, sort_keys=False, allow_unicode=True), encoding="utf-8")
-    tmp.replace(path)
+    atomic_write(path, yaml.safe_dump(data, sort_keys=False, allow_unicode=True))
     return path

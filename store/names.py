@@ -25,12 +25,23 @@ def check_name(name: str) -> str:
     return name
 
 
+def version_name(number: int) -> str:
+    """The name of version ``number``: ``v3``."""
+    return f"v{number}"
+
+
+def parse_version(text: str) -> int | None:
+    """``N`` for a well-formed ``vN``, else ``None`` (for listings, where strays are skipped)."""
+    match = VERSION_PATTERN.fullmatch(text) if isinstance(text, str) else None
+    return int(match.group(1)) if match else None
+
+
 def check_version(version: str) -> int:
     """Parse ``vN`` into ``N``; anything else raises :class:`InvalidName`."""
-    match = VERSION_PATTERN.fullmatch(version) if isinstance(version, str) else None
-    if not match:
+    number = parse_version(version)
+    if number is None:
         raise InvalidName(f"invalid adapter version {version!r}: versions are written v1, v2, ...")
-    return int(match.group(1))
+    return number
 
 
 def persona_dir(root: Path, name: str) -> Path:

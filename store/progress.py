@@ -13,6 +13,7 @@ from typing import Literal
 from pydantic import BaseModel, Field
 
 from .adapters import adapters_root
+from .files import atomic_write
 
 WORK_DIR = ".work"
 PROGRESS_FILE = "progress.json"
@@ -42,9 +43,7 @@ def work_dir(persona_path: Path) -> Path:
 def write_progress(persona_path: Path, progress: TrainingProgress) -> None:
     folder = work_dir(persona_path)
     folder.mkdir(parents=True, exist_ok=True)
-    tmp = folder / f".{PROGRESS_FILE}.{os.getpid()}"
-    tmp.write_text(progress.model_dump_json(), encoding="utf-8")
-    os.replace(tmp, folder / PROGRESS_FILE)
+    atomic_write(folder / PROGRESS_FILE, progress.model_dump_json())
 
 
 def _alive(pid: int) -> bool:

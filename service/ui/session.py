@@ -12,6 +12,8 @@ from typing import Any, Iterable
 
 from pydantic import ValidationError
 
+from store.names import parse_version
+
 from ..errors import APIError
 from ..persona_status import PersonaStatus
 from ..protocol import ChatCompletionRequest
@@ -124,7 +126,7 @@ def version_choices(status: PersonaStatus | None) -> list[tuple[str, str]]:
         return [("live", LIVE)]
     live = status.live_version or "card"
     choices = [(f"live ({live})", LIVE)]
-    choices += [(v.version, v.version) for v in sorted(status.versions, key=lambda v: int(v.version[1:]), reverse=True)]
+    choices += [(v.version, v.version) for v in sorted(status.versions, key=lambda v: parse_version(v.version) or 0, reverse=True)]
     return choices
 
 
