@@ -22,6 +22,7 @@ from .names import check_version, parse_version, version_name
 
 ADAPTERS_DIR = "adapters"
 LIVE_FILE = "LIVE"
+PIN_FILE = "PINNED"
 METADATA_FILE = "metadata.json"
 ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
@@ -100,6 +101,22 @@ def set_live(persona_path: Path, version: int) -> None:
     """Make ``version`` the live one (publishing and rollback both come here)."""
     version_dir(persona_path, version)
     atomic_write(adapters_root(persona_path) / LIVE_FILE, version_name(version) + "\n")
+
+
+def set_pinned(persona_path: Path, pinned: bool) -> None:
+    """Pin the live version (automatic retraining then leaves it live) or unpin it."""
+    marker = adapters_root(persona_path) / PIN_FILE
+    if pinned:
+        live = read_live(persona_path)
+        if live is None:
+            raise StoreError(f"persona '{persona_path.name}' has no live version to pin")
+        atomic_write(marker, version_name(live) + "\n")
+    else:
+        marker.unlink(missing_ok=True)
+
+
+def is_pinned(persona_path: Path) -> bool:
+    return (adapters_root(persona_path) / PIN_FILE).is_file()
 
 
 def read_metadata(path: Path) -> AdapterMetadata:

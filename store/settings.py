@@ -32,3 +32,8 @@ class StoreSettings(BaseSettings):
     max_lora_rank: int = Field(
         default=16, ge=1, description="Highest LoRA rank the server loads; training refuses to publish above it."
     )
+    queue_url: str = Field(
+        default="sqlite",
+        description="The training job queue: 'sqlite' (a file in the personas folder, one machine) or a "
+        "redis:// address shared by the servers and `persona worker` processes of several machines.",
+    )
