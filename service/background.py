@@ -93,12 +93,13 @@ class BackgroundTraining:
 
     # --- jobs --------------------------------------------------------------------------------------
     def request(self, name: str, source: JobSource, *, automatic: bool = False, **fields: Any) -> Job:
-        """Queue a training job for ``name``; a job already waiting for it is reused (it reads the
-        logs when it starts, so it will see every change made until then)."""
+        """Queue a training job for ``name``. A change in the logs is covered by any job of the
+        persona that has not started yet (it reads the logs when it starts), so none is added."""
         persona = self.store.get(name)
-        for job in self.jobs.queued():
-            if job.persona == persona.name and job.automatic == automatic and not fields.get("overrides"):
-                return job
+        if automatic:
+            for job in self.jobs.queued():
+                if job.persona == persona.name:
+                    return job
         return submit(self.jobs, self.queue, persona.name, source, automatic=automatic, **fields)
 
     def cancel(self, job_id: str) -> Job:

@@ -1,0 +1,266 @@
+"""``/v1/files`` and ``/v1/fine_tuning/jobs``: OpenAI's fine-tuning API over the persona store.
+
+A job with ``suffix="nova"`` creates (or retrains) the persona ``nova``: its training file is copied
+into ``personas/nova/logs/`` and the job joins the one queue every other source uses, so
+``GET /v1/fine_tuning/jobs`` lists the watcher's, the page's and ``persona train``'s jobs as well.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+from fastapi import APIRouter, Depends, File, Form, Query, Request, UploadFile
+from fastapi.responses import FileResponse
+
+from store.errors import InvalidName, StoreError
+from store.jobs import Job
+from store.names import check_name
+
+from ..background import BackgroundTraining
+from ..errors import APIError, bad_request
+from ..protocol import ErrorResponse
+from ..routes import require_key
+from .files import FileStore, file_not_found, first_chat_jsonl_problem
+from .names import fine_tuned_model
+from .protocol import (
+    Checkpoint,
+    CheckpointList,
+    CheckpointMetrics,
+    EventList,
+    FileDeleted,
+    FileList,
+    FileObject,
+    FineTuningJob,
+    Hyperparameters,
+    JobCreateRequest,
+    JobErrorObject,
+    JobEvent,
+    JobList,
+)
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorResponse, "description": text}
+    for code, text in {400: "Invalid request", 401: "Missing or invalid API key", 404: "No such object",
+                       503: "Background training is off on this server"}.items()
+}
+router = APIRouter(prefix="/v1", dependencies=[Depends(require_key)], responses=ERRORS, tags=["fine-tuning"])
+DEFAULT_SEED = 1234
+
+
+def files_of(request: Request) -> FileStore:
+    return request.app.state.files
+
+
+def training_of(request: Request) -> BackgroundTraining:
+    training = getattr(request.app.state, "training", None)
+    if training is None:
+        raise APIError(503, "The job queue is not available on this server.", "server_error", None, "not_ready")
+    return training
+
+
+def _job_or_404(training: BackgroundTraining, job_id: str) -> Job:
+    try:
+        return training.jobs.get(job_id)
+    except StoreError:
+        raise APIError(404, f"No such fine-tuning job: {job_id}", "invalid_request_error", "fine_tuning_job_id",
+                       "fine_tuning_job_not_found") from None
+
+
+# --- files -----------------------------------------------------------------------------------------
+@router.post("/files", response_model=FileObject)
+async def upload_file(request: Request, file: UploadFile = File(...), purpose: str = Form(...)) -> FileObject:
+    if purpose != "fine-tune":
+        raise bad_request(f"purpose: only 'fine-tune' files are accepted, got {purpose!r}", "purpose", "invalid_value")
+    store = files_of(request)
+
+    async def chunks():
+        while chunk := await file.read(1 << 20):
+            yield chunk
+
+    saved = await store.save(file.filename or "upload.jsonl", chunks())
+    problem = first_chat_jsonl_problem(store.content_path(saved.id))
+    if problem:
+        store.delete(saved.id)
+        raise bad_request(f"{saved.filename}: {problem[0]}", "file", "invalid_file_format")
+    return saved
+
+
+@router.get("/files", response_model=FileList)
+async def list_files(request: Request, purpose: str | None = None, limit: int = Query(10000, ge=1, le=10000),
+                     after: str | None = None, order: str = Query("desc", pattern="^(asc|desc)$")) -> FileList:
+    found = [f for f in files_of(request).all() if purpose in (None, f.purpose)]
+    if order == "desc":
+        found.reverse()
+    if after:
+        ids = [f.id for f in found]
+        found = found[ids.index(after) + 1:] if after in ids else []
+    page = found[:limit]
+    return FileList(data=page, has_more=len(found) > limit, first_id=page[0].id if page else None,
+                    last_id=page[-1].id if page else None)
+
+
+@router.get("/files/{file_id}", response_model=FileObject)
+async def retrieve_file(request: Request, file_id: str) -> FileObject:
+    return files_of(request).get(file_id)
+
+
+@router.get("/files/{file_id}/content", response_class=FileResponse)
+async def file_content(request: Request, file_id: str) -> FileResponse:
+    store = files_of(request)
+    return FileResponse(store.content_path(file_id), media_type="application/octet-stream",
+                        filename=store.get(file_id).filename)
+
+
+@router.delete("/files/{file_id}", response_model=FileDeleted)
+async def delete_file(request: Request, file_id: str) -> FileDeleted:
+    files_of(request).delete(file_id)
+    return FileDeleted(id=file_id)
+
+
+# --- jobs ------------------------------------------------------------------------------------------
+def job_object(job: Job, base_id: str) -> FineTuningJob:
+    """Any job of the queue, whatever its source, as OpenAI's ``fine_tuning.job``."""
+    extra = job.extra
+    running = job.status == "running" and job.progress and job.progress.eta_s
+    return FineTuningJob(
+        id=job.id, created_at=int(job.created_at), status=job.status, persona=job.persona, source=job.source,
+        error=JobErrorObject(**job.error.model_dump()) if job.error else None,
+        fine_tuned_model=fine_tuned_model(job, base_id),
+        finished_at=int(job.finished_at) if job.finished_at else None,
+        hyperparameters=Hyperparameters(**extra.get("hyperparameters", {})),
+        model=extra.get("model", base_id), seed=int(job.overrides.get("seed", DEFAULT_SEED)),
+        trained_tokens=job.trained_tokens, training_file=extra.get("training_file", f"personas/{job.persona}/logs"),
+        validation_file=extra.get("validation_file"), metadata=extra.get("metadata"),
+        user_provided_suffix=extra.get("suffix"),
+        estimated_finish=int(time.time() + job.progress.eta_s) if running else None,
+    )
+
+
+def _persona_for(body: JobCreateRequest, training: BackgroundTraining, base_names: list[str]) -> str:
+    """The persona a new job trains: its suffix, else the persona named as ``model``."""
+    if body.suffix is not None:
+        try:
+            return check_name(body.suffix)
+        except InvalidName as exc:
+            raise bad_request(f"suffix: {exc}", "suffix", "invalid_value") from None
+    if body.model not in base_names:
+        try:
+            return training.store.get(body.model.partition("@")[0]).name
+        except StoreError:
+            pass
+    raise bad_request("suffix: name the persona to create, e.g. suffix='nova' (or give a persona as model)",
+                      "suffix", "missing_required_parameter")
+
+
+def _hyperparameters(body: JobCreateRequest) -> Hyperparameters:
+    if body.method is not None and body.method.type != "supervised":
+        raise bad_request(f"method.type: only 'supervised' fine-tuning is offered, got {body.method.type!r}",
+                          "method.type", "unsupported_value")
+    method = body.method.supervised.hyperparameters if body.method and body.method.supervised else None
+    chosen = method or body.hyperparameters or Hyperparameters()
+    for field in ("n_epochs", "batch_size"):
+        value = getattr(chosen, field)
+        if value != "auto" and not 1 <= value <= 50:
+            raise bad_request(f"hyperparameters.{field}: must be 'auto' or 1 to 50, got {value}", f"hyperparameters.{field}")
+    rate = chosen.learning_rate_multiplier
+    if rate != "auto" and not 0 < rate <= 10:
+        raise bad_request(f"hyperparameters.learning_rate_multiplier: must be 'auto' or above 0 and at most 10, got {rate}",
+                          "hyperparameters.learning_rate_multiplier")
+    return chosen
+
+
+@router.post("/fine_tuning/jobs", response_model=FineTuningJob)
+async def create_job(request: Request, body: JobCreateRequest) -> FineTuningJob:
+    training = training_of(request)
+    files = files_of(request)
+    resolver = request.app.state.resolver
+    hyper = _hyperparameters(body)
+    name = _persona_for(body, training, resolver.base_names())
+    if body.model not in resolver.base_names() and body.model.partition("@")[0] != name:
+        raise bad_request(f"model: '{body.model}' cannot be fine-tuned here; use the base model "
+                          f"'{resolver.base.id}' or the persona '{name}'", "model", "model_not_available")
+    training_path = files.content_path(body.training_file, "training_file")
+    for file_id, param in ((body.training_file, "training_file"), (body.validation_file, "validation_file")):
+        if file_id is None:
+            continue
+        problem = first_chat_jsonl_problem(files.content_path(file_id, param))
+        if problem:
+            raise bad_request(f"{param} {file_id}: {problem[0]}", param, "invalid_file_format")
+    overrides: dict[str, Any] = {}
+    if body.seed is not None:
+        overrides["seed"] = body.seed
+    if hyper.n_epochs != "auto":
+        overrides["epochs"] = hyper.n_epochs
+    extra = {"model": body.model, "training_file": body.training_file, "validation_file": body.validation_file,
+             "suffix": body.suffix, "hyperparameters": hyper.model_dump(), "metadata": body.metadata}
+    persona = training.store.create(name)
+    job = training.jobs.create(name, "api", status="validating_files", overrides=overrides, extra=extra)
+    target = Path(persona.logs_dir) / f"{body.training_file}-{files.get(body.training_file).filename}"
+    shutil.copyfile(training_path, target)
+    training.jobs.log(job.id, f"Training file {body.training_file} added to personas/{name}/logs as {target.name}")
+    job = training.jobs.update(job.id, status="queued")
+    training.queue.submit(job.id)
+    return job_object(job, resolver.base.id)
+
+
+@router.get("/fine_tuning/jobs", response_model=JobList)
+async def list_jobs(request: Request, after: str | None = None, limit: int = Query(20, ge=1, le=100)) -> JobList:
+    training = training_of(request)
+    jobs = list(reversed(training.jobs.all()))
+    if after:
+        ids = [j.id for j in jobs]
+        jobs = jobs[ids.index(after) + 1:] if after in ids else []
+    base = request.app.state.resolver.base.id
+    return JobList(data=[job_object(j, base) for j in jobs[:limit]], has_more=len(jobs) > limit)
+
+
+@router.get("/fine_tuning/jobs/{job_id}", response_model=FineTuningJob)
+async def retrieve_job(request: Request, job_id: str) -> FineTuningJob:
+    return job_object(_job_or_404(training_of(request), job_id), request.app.state.resolver.base.id)
+
+
+@router.post("/fine_tuning/jobs/{job_id}/cancel", response_model=FineTuningJob)
+async def cancel_job(request: Request, job_id: str) -> FineTuningJob:
+    training = training_of(request)
+    job = _job_or_404(training, job_id)
+    if not job.active:
+        raise bad_request(f"Job {job_id} has already {job.status} and cannot be cancelled", "fine_tuning_job_id",
+                          "job_not_cancellable")
+    return job_object(training.cancel(job_id), request.app.state.resolver.base.id)
+
+
+@router.get("/fine_tuning/jobs/{job_id}/events", response_model=EventList)
+async def job_events(request: Request, job_id: str, after: str | None = None,
+                     limit: int = Query(20, ge=1, le=1000)) -> EventList:
+    training = training_of(request)
+    _job_or_404(training, job_id)
+    events = [JobEvent(id=f"ftevent-{job_id[6:]}-{n}", created_at=int(e.created_at), level=e.level,
+                       message=e.message, data=e.data, type=e.type)
+              for n, e in enumerate(training.jobs.events(job_id))]
+    events.reverse()
+    if after:
+        ids = [e.id for e in events]
+        events = events[ids.index(after) + 1:] if after in ids else []
+    return EventList(data=events[:limit], has_more=len(events) > limit)
+
+
+@router.get("/fine_tuning/jobs/{job_id}/checkpoints", response_model=CheckpointList)
+async def job_checkpoints(request: Request, job_id: str) -> CheckpointList:
+    training = training_of(request)
+    job = _job_or_404(training, job_id)
+    name = fine_tuned_model(job, request.app.state.resolver.base.id)
+    if name is None:
+        return CheckpointList(data=[])
+    step = job.progress.step if job.progress else 0
+    metrics = CheckpointMetrics(step=step, train_loss=job.progress.train_loss if job.progress else None,
+                                valid_loss=job.progress.eval_loss if job.progress else None)
+    point = Checkpoint(id=f"ftckpt-{job_id[6:]}-{step}", created_at=int(job.finished_at or job.created_at),
+                       fine_tuned_model_checkpoint=f"{name}:ckpt-step-{step}", fine_tuning_job_id=job_id,
+                       metrics=metrics, step_number=step)
+    return CheckpointList(data=[point], first_id=point.id, last_id=point.id)
+
+
+__all__ = ["router", "job_object", "file_not_found"]
