@@ -1,4 +1,4 @@
-# Quick start: `make run` (set up, train the example personas that need it, serve) and `make test`.
+# Quick start: `make run` (set up, then serve at once; personas train in the background) and `make test`.
 # Both create or update .venv idempotently: the set-up reruns only when pyproject.toml or this file change.
 
 PYTHON ?= python3.11
@@ -19,7 +19,7 @@ export PERSONA_CACHE_DIR ?= $(CURDIR)/.cache
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: setup run train serve test test-fast test-real test-browser browser bench clean
+.PHONY: setup run train serve worker test lint test-fast test-model test-real test-browser browser redis bench clean
 
 setup: $(STAMP)
 
@@ -48,9 +48,9 @@ endif
 	$(PY) -c "import vllm, transformers, peft, gradio, datasets; print('environment ready: vllm', vllm.__version__)"
 	@touch $(STAMP)
 
-# Train every persona whose logs changed since its live version (or that has none), then serve.
+# Serve at once: personas without an adapter answer from their card while a training worker beside
+# the server trains them in the background (and any persona whose logs change later).
 run: setup
-	$(VENV)/bin/persona train --all
 	$(VENV)/bin/persona serve
 
 train: setup
@@ -59,15 +59,32 @@ train: setup
 serve: setup
 	$(VENV)/bin/persona serve
 
+worker: setup
+	$(VENV)/bin/persona worker
+
 # Debian's chromium for the browser tier (never a browser download of Playwright's own).
 browser:
 	@command -v chromium >/dev/null 2>&1 || { \
 		echo "installing Debian's chromium for the browser tests"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
 
-# Every tier in one pytest run, so the real and browser tiers share one vLLM server.
-test: setup browser
+# Debian's redis-server for the multi-machine queue tests (started by the tests on a free port).
+redis:
+	@command -v redis-server >/dev/null 2>&1 || { \
+		echo "installing Debian's redis-server for the queue tests"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; }
+
+lint: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/hadolint Dockerfile
+
+# Lint, then every tier in one pytest run, so the real and browser tiers share one vLLM server.
+test: setup browser redis lint
 	$(PY) -m pytest tests -ra
+
+test-model: setup
+	$(PY) -m pytest tests/model -ra
 
 test-fast: setup
 	$(PY) -m pytest tests/fast -ra
