@@ -47,6 +47,9 @@ class PersonaCard(BaseModel):
     picture: str | None = None
     training: dict[str, Any] = Field(default_factory=dict)
     """Overrides of the training settings; the training side validates them."""
+    fidelity: dict[str, Any] = Field(default_factory=dict)
+    """How versions are evaluated and gated (probe counts, reply length, the gate's tolerances); the
+    training side validates them (``training/fidelity/settings.py``)."""
 
     def title(self, name: str) -> str:
         return self.display_name or name.replace("-", " ").replace("_", " ").title()

@@ -1,0 +1,147 @@
+"""The fidelity report's shape: what ``adapters/vN/fidelity.json`` holds.
+
+Plain pydantic models with no dependency on the rest of the training side, so the serving side can
+read the same files (through :mod:`store` once it shows them) without importing training code.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+__all__ = [
+    "FIDELITY_JSON",
+    "FIDELITY_MD",
+    "FIDELITY_PNG",
+    "SYSTEMS",
+    "FidelityReport",
+    "GateCheck",
+    "GateDecision",
+    "RealFigures",
+    "Sample",
+    "SystemFigures",
+    "Systems",
+    "read_report",
+]
+
+FIDELITY_JSON = "fidelity.json"
+FIDELITY_MD = "fidelity.md"
+FIDELITY_PNG = "fidelity.png"
+
+SYSTEMS = ("base", "card", "adapter")
+"""The compared systems: base model alone, base + full card (prompt-only persona), adapter as served."""
+
+
+class SystemFigures(BaseModel):
+    """One system's figures; ``None`` where a figure does not apply to it."""
+
+    perplexity: float | None = None
+    """Held-out perplexity of the character's real replies. Lower is better."""
+    pair_similarity: float | None = None
+    """Mean cosine of each generated reply with the real reply to the same prompt. Higher is better."""
+    centroid_similarity: float | None = None
+    """Mean cosine of generated replies with the real replies' centroid. Higher is better (ceiling: real)."""
+    classifier_accuracy: float | None = None
+    """Cross-validated accuracy telling its replies from the real ones. 0.5 is best (indistinguishable)."""
+    session_variation: float | None = None
+    """1 − mean pairwise cosine of replies to one probe across fresh sessions. Lower is steadier."""
+    prompt_tokens: float | None = None
+    """Prompt tokens of a fresh session's first request (a probe question): what the persona itself costs
+    in context. Lower leaves more room for the conversation."""
+    marker_rate: float | None = None
+    """Share of generated replies with any of the card's voice markers (``None`` when the card has none)."""
+    markers: dict[str, float] = Field(default_factory=dict)
+    """The share for each voice marker."""
+    general_perplexity: float | None = None
+    """Perplexity of the base model's own answers to general prompts (forgetting; base and adapter)."""
+
+
+class Systems(BaseModel):
+    base: SystemFigures
+    card: SystemFigures
+    adapter: SystemFigures
+
+
+class RealFigures(BaseModel):
+    """The character's real held-out replies, as the reference."""
+
+    replies: int
+    centroid_ceiling: float
+    """Leave-one-out: each real reply's cosine with the centroid of the others, averaged."""
+    marker_rate: float | None = None
+    markers: dict[str, float] = Field(default_factory=dict)
+
+
+class Sample(BaseModel):
+    """One held-out prompt with the real reply and each system's reply, for reading."""
+
+    prompt: str
+    real: str
+    base: str
+    card: str
+    adapter: str
+
+
+class GateCheck(BaseModel):
+    """One comparison the gate made."""
+
+    figure: str
+    new: float
+    live: float
+    limit: float
+    """The worst value of ``new`` that still passes."""
+    passed: bool
+
+
+class GateDecision(BaseModel):
+    """Whether a new version may go live, and why not."""
+
+    go_live: bool
+    status: Literal["live", "held back"]
+    compared_with: str | None = None
+    """The live version it was compared with (``None``: there was none)."""
+    reasons: list[str] = Field(default_factory=list)
+    checks: list[GateCheck] = Field(default_factory=list)
+
+
+class FidelityReport(BaseModel):
+    """How well one adapter version keeps its character's voice, on the held-out sessions."""
+
+    model_config = ConfigDict(extra="allow")
+
+    persona: str
+    version: str
+    base_model: str
+    data_hash: str
+    """Of the examples the report was measured on; reports compare only on equal hashes."""
+    created_at: str = Field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
+    duration_s: float = 0.0
+    heldout_sessions: int
+    scored_examples: int
+    """Held-out examples whose real replies were scored for perplexity."""
+    prompts: int
+    """Held-out prompts each system answered."""
+    probes: list[str]
+    sessions: int
+    settings: dict[str, Any] = Field(default_factory=dict)
+    card_prompt: str
+    """The full card the prompt-only persona carried."""
+    embedding_model: str
+    systems: Systems
+    real: RealFigures
+    forgetting: float | None = None
+    """Relative rise of general-conversation perplexity, adapter over base (0.05 = 5% worse)."""
+    samples: list[Sample] = Field(default_factory=list)
+    gate: GateDecision | None = None
+
+
+def read_report(version_path: Path) -> FidelityReport | None:
+    """The report written beside a version, or ``None`` when there is none or it cannot be read."""
+    path = Path(version_path) / FIDELITY_JSON
+    try:
+        return FidelityReport.model_validate_json(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
