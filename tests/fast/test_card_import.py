@@ -112,3 +112,35 @@ def test_files_that_are_not_cards_are_refused_by_name(tmp_path, name, content, r
 def test_missing_file_is_refused_by_name(tmp_path):
     with pytest.raises(CardImportError, match="missing.png"):
         import_card(tmp_path / "missing.png")
+
+
+V3 = {"spec": "chara_card_v3", "spec_version": "3.0",
+      "data": {**V2["data"], "name": "Captain Mara Vell of the Kestrel", "nickname": "Mara",
+               "first_mes": "{{char}} here. State your business.", "group_only_greetings": [], "assets": []}}
+
+
+def test_v3_png_prefers_the_ccv3_chunk_and_uses_the_nickname(tmp_path):
+    path = tmp_path / "card.png"
+    info = PngInfo()
+    info.add_text("chara", base64.b64encode(json.dumps(V2).encode()).decode("ascii"))
+    info.add_text("ccv3", base64.b64encode(json.dumps(V3).encode()).decode("ascii"))
+    Image.new("RGB", (4, 4), "purple").save(path, pnginfo=info)
+    card = import_card(path)
+    assert card.display_name == "Captain Mara Vell of the Kestrel"
+    assert card.speakers == ["Captain Mara Vell of the Kestrel", "Mara"]
+    assert card.greeting == "Mara here. State your business."
+
+
+def test_charx_zip_reads_its_card_json(tmp_path):
+    import zipfile
+
+    path = tmp_path / "mara.charx"
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("card.json", json.dumps(V3))
+        archive.writestr("assets/icon/main.png", b"not really a png")
+    assert import_card(path).speakers[-1] == "Mara"
+    empty = tmp_path / "empty.charx"
+    with zipfile.ZipFile(empty, "w") as archive:
+        archive.writestr("readme.txt", "no card")
+    with pytest.raises(CardImportError, match="empty.charx: CHARX file without card.json"):
+        import_card(empty)

@@ -1,7 +1,9 @@
 """Seeding ``persona.yaml`` from a SillyTavern character card.
 
-Reads V2/V3 JSON (``{"spec": "chara_card_v2", "data": {...}}``), V1 flat JSON, and PNG cards whose
-``tEXt`` chunk ``chara`` (or ``ccv3``) holds the card as base64 JSON.
+Reads V2/V3 JSON (``{"spec": "chara_card_v2", "data": {...}}``), V1 flat JSON, PNG cards whose
+``tEXt`` chunk ``ccv3`` or ``chara`` holds the card as base64 JSON (``ccv3`` wins when both are there,
+as Character Card V3 asks), and CHARX files (a zip with ``card.json`` at its root). A V3 card's
+``nickname`` stands for ``{{char}}`` when it is set.
 """
 
 from __future__ import annotations
@@ -23,7 +25,10 @@ MAX_DESCRIPTION = 1200
 MAX_PROMPT_TRAITS = 300
 MAX_QUESTIONS = 3
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-_CARD_KEYS = ("chara", "ccv3")
+_CARD_KEYS = ("ccv3", "chara")
+"""PNG text chunks that hold a card, in order of precedence."""
+_ZIP_SIGNATURE = b"PK\x03\x04"
+CHARX_CARD = "card.json"
 
 
 class CardImportError(CardError, ValueError):
@@ -39,11 +44,23 @@ def _png_card_text(path: Path) -> str:
         raise CardImportError(f"{path}: not a readable PNG: {exc}") from exc
     encoded = next((chunks[key] for key in _CARD_KEYS if key in chunks), None)
     if encoded is None:
-        raise CardImportError(f"{path}: PNG without a character card (no 'chara' text chunk)")
+        raise CardImportError(f"{path}: PNG without a character card (no 'chara' text chunk, nor 'ccv3')")
     try:
         return base64.b64decode(encoded, validate=False).decode("utf-8")
     except (binascii.Error, ValueError) as exc:
         raise CardImportError(f"{path}: the 'chara' chunk is not base64-encoded JSON") from exc
+
+
+def _charx_card_text(path: Path) -> str:
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return archive.read(CHARX_CARD).decode("utf-8-sig")
+    except KeyError:
+        raise CardImportError(f"{path}: CHARX file without {CHARX_CARD} at its root") from None
+    except (zipfile.BadZipFile, OSError, UnicodeDecodeError) as exc:
+        raise CardImportError(f"{path}: not a readable CHARX file: {exc}") from exc
 
 
 def _read(path: Path) -> dict[str, Any]:
@@ -51,7 +68,11 @@ def _read(path: Path) -> dict[str, Any]:
         data = path.read_bytes()
     except OSError as exc:
         raise CardImportError(f"{path}: cannot be read: {exc.strerror or exc}") from exc
-    text = _png_card_text(path) if data.startswith(_PNG_SIGNATURE) else None
+    text = None
+    if data.startswith(_PNG_SIGNATURE):
+        text = _png_card_text(path)
+    elif data.startswith(_ZIP_SIGNATURE):
+        text = _charx_card_text(path)
     if text is None:
         try:
             text = data.decode("utf-8-sig")
@@ -103,7 +124,9 @@ def import_card(path: Path) -> PersonaCard:
     """A :class:`PersonaCard` from a SillyTavern card file; raises :class:`CardImportError` naming it."""
     path = Path(path)
     fields = _read(path)
-    name = " ".join(fields["name"].split())
+    full_name = " ".join(fields["name"].split())
+    nickname = fields.get("nickname")
+    name = " ".join(nickname.split()) if isinstance(nickname, str) and nickname.strip() else full_name
     description = _text(fields, "description", name)
     personality = _text(fields, "personality", name)
     scenario = _text(fields, "scenario", name)
@@ -122,9 +145,9 @@ def import_card(path: Path) -> PersonaCard:
             prompt += "."
     try:
         return PersonaCard(
-            display_name=name,
+            display_name=full_name,
             description=shorten(full, MAX_DESCRIPTION) if len(full) > MAX_DESCRIPTION else full,
-            speakers=[name],
+            speakers=list(dict.fromkeys([full_name, name])),
             system_prompt=prompt,
             greeting=greeting or None,
             example_questions=_questions(_text(fields, "mes_example", name)),
