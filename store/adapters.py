@@ -103,6 +103,21 @@ def set_live(persona_path: Path, version: int) -> None:
     atomic_write(adapters_root(persona_path) / LIVE_FILE, version_name(version) + "\n")
 
 
+def rollback(persona_path: Path, to: int | None = None) -> int:
+    """Make ``to`` live, or by default the newest version older than the live one; returns it."""
+    versions = list_versions(persona_path)
+    if to is None:
+        live = read_live(persona_path)
+        older = [v for v in versions if live is not None and v < live]
+        if not older:
+            raise StoreError(f"persona '{persona_path.name}' has no version older than the live one to roll back to")
+        to = older[-1]
+    set_live(persona_path, to)
+    if is_pinned(persona_path):
+        set_pinned(persona_path, True)  # the pin follows the version a person chose
+    return to
+
+
 def set_pinned(persona_path: Path, pinned: bool) -> None:
     """Pin the live version (automatic retraining then leaves it live) or unpin it."""
     marker = adapters_root(persona_path) / PIN_FILE

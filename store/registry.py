@@ -22,6 +22,7 @@ from .errors import BaseModelMismatch, InvalidName, PersonaNotFound, StoreError
 from .names import NAME_PATTERN, check_name, persona_dir
 
 LOGS_DIR = "logs"
+REMOVED_DIR = ".removed"
 
 
 @dataclass(frozen=True)
@@ -100,6 +101,20 @@ class PersonaStore:
             except StoreError as exc:
                 problems[name] = str(exc)
         return found, problems
+
+    def remove(self, name: str) -> Path:
+        """Take a persona out of service: its folder moves to ``.removed/`` (nothing is deleted).
+
+        New requests for it get a 404 at once; requests already running finish on the adapter the
+        engine has loaded."""
+        import time
+
+        persona = self.get(name)
+        trash = self.root / REMOVED_DIR
+        trash.mkdir(exist_ok=True)
+        target = trash / f"{persona.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+        persona.path.rename(target)
+        return target
 
     def create(self, name: str) -> Persona:
         """Make an empty persona folder with a ``logs/`` folder."""
