@@ -15,6 +15,7 @@ the same folder by default (nothing to install), or Redis for several machines (
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 import secrets
 import socket
@@ -32,6 +33,8 @@ from .names import check_name
 __all__ = ["Job", "JobError", "JobEvent", "JobStore", "JobQueue", "JOBS_DIR", "ACTIVE", "FINISHED"]
 
 JOBS_DIR = ".jobs"
+WORKER_BEAT_S = 5.0
+"""How often a running worker records that it is alive."""
 TASK_NAME = "persona_train"
 """The queue's one task: train (or check) the persona a job names."""
 
@@ -172,6 +175,24 @@ class JobStore:
     def queued(self) -> list[Job]:
         """Jobs waiting for the worker, in the order it takes them."""
         return [job for job in self.all() if job.status in ("validating_files", "queued")]
+
+    def beat(self, worker: str) -> None:
+        """A worker says it is alive (every few seconds while it runs)."""
+        atomic_write(self.root / "workers" / f"{worker}.json", json.dumps({"at": time.time(), **this_process()}))
+
+    def live_workers(self, within_s: float = WORKER_BEAT_S * 3) -> list[str]:
+        """Workers that said they were alive recently (on any machine that shares the store)."""
+        folder = self.root / "workers"
+        if not folder.is_dir():
+            return []
+        now, alive = time.time(), []
+        for path in folder.glob("*.json"):
+            try:
+                if now - json.loads(path.read_text(encoding="utf-8"))["at"] <= within_s:
+                    alive.append(path.stem)
+            except (OSError, ValueError, KeyError):
+                continue
+        return sorted(alive)
 
     def log(self, job_id: str, message: str, level: str = "info", data: dict[str, Any] | None = None) -> None:
         event = JobEvent(message=message, level=level, type="metrics" if data else "message", data=data)

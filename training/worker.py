@@ -24,7 +24,7 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
-from store.jobs import FINISHED, Job, JobError, JobQueue, JobStore, run_is_gone, submit
+from store.jobs import FINISHED, WORKER_BEAT_S, Job, JobError, JobQueue, JobStore, run_is_gone, submit
 from store.settings import StoreSettings
 
 log = logging.getLogger("persona.worker")
@@ -158,7 +158,22 @@ class Worker:
         self.jobs.log(job_id, f"Job {status}")
 
     def run(self) -> None:
-        """Consume jobs until stopped (SIGINT or SIGTERM)."""
+        """Consume jobs until stopped (SIGINT or SIGTERM), saying it is alive every few seconds."""
+        import threading
+
         self.recover()
+        name = f"{os.uname().nodename}-{os.getpid()}"
+        stop = threading.Event()
+
+        def beat() -> None:
+            while not stop.wait(WORKER_BEAT_S):
+                with contextlib.suppress(OSError):
+                    self.jobs.beat(name)
+
+        self.jobs.beat(name)
+        threading.Thread(target=beat, daemon=True).start()
         log.info("training worker on %s (queue %s)", self.settings.personas_dir, self.settings.queue_url)
-        self.queue.consumer().run()
+        try:
+            self.queue.consumer().run()
+        finally:
+            stop.set()
