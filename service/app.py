@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from typing import AsyncIterator, Callable
 
 from fastapi import FastAPI
 from fastapi.responses import RedirectResponse
@@ -16,6 +16,7 @@ from .chat import ChatService
 from .engine import Engine, VllmEngine
 from .errors import install_handlers
 from .metrics import Metrics
+from .openapi import install_openapi
 from .resolver import ModelResolver
 from .routes import api, ops
 from .settings import ServeSettings
@@ -57,6 +58,7 @@ def create_app(settings: ServeSettings, engine_factory: EngineFactory = vllm_eng
     app.state.store = store
     app.state.chat = None
     install_handlers(app, metrics)
+    install_openapi(app)
     app.include_router(api)
     app.include_router(ops)
     if settings.ui:

@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Any, AsyncIterator
+from typing import Any
 
 from store.chat_format import prompt_messages, render_prompt
 
@@ -38,7 +39,9 @@ def request_messages(messages: list[ChatMessage]) -> list[dict[str, str]]:
     return [{"role": m.role, "content": m.text()} for m in messages]
 
 
-def sampling_params(request: ChatCompletionRequest, target: Target, prompt_len: int, max_model_len: int) -> GenerationParams:
+def sampling_params(
+    request: ChatCompletionRequest, target: Target, prompt_len: int, max_model_len: int
+) -> GenerationParams:
     """Request values win, then the persona card's defaults, then OpenAI's defaults."""
     room = max_model_len - prompt_len
     if room <= 0:
@@ -70,10 +73,16 @@ def sampling_params(request: ChatCompletionRequest, target: Target, prompt_len: 
         temperature=pick(request.temperature, defaults.temperature, DEFAULT_TEMPERATURE),
         top_p=pick(request.top_p, defaults.top_p, DEFAULT_TOP_P),
         stop=tuple(s for s in stop if s),
-        seed=request.seed,
+        seed=engine_seed(request.seed),
         presence_penalty=pick(request.presence_penalty, defaults.presence_penalty, 0.0),
         frequency_penalty=pick(request.frequency_penalty, defaults.frequency_penalty, 0.0),
     )
+
+
+def engine_seed(seed: int | None) -> int | None:
+    """The request's seed in vLLM's non-negative range: vLLM reads -1 as "no seed", so a negative seed
+    is folded onto a non-negative one and still gives the same reply every time."""
+    return None if seed is None else seed % 2**63
 
 
 class ChatService:
@@ -88,14 +97,12 @@ class ChatService:
         return render_prompt(self.tokenizer, prompt_messages(messages, system_prompt))
 
     def prepare(self, request: ChatCompletionRequest) -> PreparedChat:
-        if request.logprobs:
-            raise bad_request("logprobs are not supported by this server", "logprobs", "unsupported_parameter")
-        if request.tools:
-            raise bad_request("tools are not supported by this server", "tools", "unsupported_parameter")
         target = self.resolver.resolve(request.model)
         prompt_ids = self.render(request_messages(request.messages), target.system_prompt)
         params = sampling_params(request, target, len(prompt_ids), self.engine.max_model_len)
-        return PreparedChat(request_id=f"chatcmpl-{uuid.uuid4().hex}", target=target, prompt_ids=prompt_ids, params=params)
+        return PreparedChat(
+            request_id=f"chatcmpl-{uuid.uuid4().hex}", target=target, prompt_ids=prompt_ids, params=params
+        )
 
     async def stream(self, prepared: PreparedChat) -> AsyncIterator[Chunk]:
         """Chunks from the engine, with the metrics kept."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -30,7 +32,65 @@ def model_not_found(model: str, reason: str | None = None) -> APIError:
 
 
 def unauthorized() -> APIError:
-    return APIError(401, "Missing or invalid API key: send 'Authorization: Bearer <key>'.", "invalid_request_error", None, "invalid_api_key")
+    return APIError(
+        401,
+        "Missing or invalid API key: send 'Authorization: Bearer <key>'.",
+        "invalid_request_error",
+        None,
+        "invalid_api_key",
+    )
+
+
+REQUEST_PARTS = {"body", "query", "path", "header", "cookie"}
+"""Where FastAPI says a value came from, first in an error's location."""
+
+TYPE_TAGS = {"str", "int", "float", "bool", "list", "dict", "none"}
+"""Union members pydantic names in an error's location; they are not part of the parameter's name."""
+
+
+def param_name(loc: tuple | list) -> str | None:
+    """``("body", "messages", 0, "content", "list[TextPart]", 0, "type")`` -> ``messages[0].content[0].type``."""
+    name = ""
+    for index, part in enumerate(loc):
+        if isinstance(part, int):
+            name += f"[{part}]"
+        elif index == 0 and part in REQUEST_PARTS:
+            continue
+        elif re.fullmatch(r"[a-z_][a-z0-9_]*", part) and part not in TYPE_TAGS:
+            name += f".{part}" if name else part
+    return name or None
+
+
+def validation_error(errors: list[dict]) -> APIError:
+    """One 400 for a request that does not validate, naming the parameter at fault (the deepest
+    error under the first one named, so a content part's bad ``type`` beats "not a string")."""
+    if not errors:
+        return bad_request("The request is not valid.", None, "invalid_value")
+    first = errors[0]
+    if first["type"] == "json_invalid":
+        reason = (first.get("ctx") or {}).get("error", "JSON decode error")
+        return bad_request(f"The request body is not valid JSON: {reason}.", None, "invalid_json")
+    param = param_name(first["loc"])
+    if param is None:
+        return bad_request(
+            "The request body must be a JSON object, sent with 'Content-Type: application/json'.", None, "invalid_body"
+        )
+    related = [e for e in errors if _within(param_name(e["loc"]) or "", param)]
+    error = max(related, key=lambda e: _depth(param_name(e["loc"]) or ""))
+    param = param_name(error["loc"])
+    if error["type"] == "extra_forbidden":
+        return bad_request(f"Unknown parameter: '{param}'.", param, "unknown_parameter")
+    if error["type"] == "unsupported_parameter":
+        return bad_request(error["msg"], param, "unsupported_parameter")
+    return bad_request(f"{param}: {error['msg']}", param, "invalid_value")
+
+
+def _depth(name: str) -> int:
+    return name.count(".") + name.count("[")
+
+
+def _within(name: str, param: str) -> bool:
+    return name == param or name.startswith((param + ".", param + "["))
 
 
 def install_handlers(app: FastAPI, metrics: Metrics) -> None:
@@ -42,23 +102,20 @@ def install_handlers(app: FastAPI, metrics: Metrics) -> None:
         return JSONResponse(exc.body.model_dump(), status_code=exc.status)
 
     @app.exception_handler(RequestValidationError)
-    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
-        first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
-        loc = [str(p) for p in first.get("loc", ()) if p != "body"]
-        param = ".".join(loc) or None
-        message = f"{param}: {first.get('msg')}" if param else str(first.get("msg"))
-        body = ErrorResponse(error=ErrorDetail(message=message, type="invalid_request_error", param=param, code="invalid_value"))
-        metrics.errors.labels(status="400").inc()
-        return JSONResponse(body.model_dump(), status_code=400)
+    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        return await _api_error(request, validation_error(list(exc.errors())))
 
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
         metrics.errors.labels(status="500").inc()
-        body = ErrorResponse(error=ErrorDetail(message=f"internal error: {type(exc).__name__}: {exc}", type="server_error"))
+        body = ErrorResponse(
+            error=ErrorDetail(message=f"internal error: {type(exc).__name__}: {exc}", type="server_error")
+        )
         return JSONResponse(body.model_dump(), status_code=500)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
         kind = "invalid_request_error" if exc.status_code < 500 else "server_error"
+        metrics.errors.labels(status=str(exc.status_code)).inc()
         body = ErrorResponse(error=ErrorDetail(message=str(exc.detail), type=kind))
-        return JSONResponse(body.model_dump(), status_code=exc.status_code)
+        return JSONResponse(body.model_dump(), status_code=exc.status_code, headers=getattr(exc, "headers", None))

@@ -1,15 +1,23 @@
-"""What ``/v1/personas`` and the chat page show about a persona: card, versions, training."""
+"""What the API and the chat page show about a persona: card, versions, training.
+
+One type, :class:`PersonaStatus`, for ``/v1/personas``, the persona entries of ``/v1/models`` and the page.
+"""
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, get_args
 
 from pydantic import BaseModel
 
-from store.names import version_name
 from store.errors import StoreError
+from store.names import version_name
 from store.progress import TrainingProgress, read_progress
 from store.registry import Persona
+
+PersonaState = Literal["card", "trained", "training"]
+"""Served from its card only, from a trained adapter, or being trained (its live version serves meanwhile)."""
+
+PERSONA_STATES: tuple[str, ...] = get_args(PersonaState)
 
 
 class VersionStatus(BaseModel):
@@ -25,7 +33,7 @@ class PersonaStatus(BaseModel):
     name: str
     display_name: str
     description: str
-    status: Literal["card", "trained", "training"]
+    status: PersonaState
     live_version: str | None
     versions: list[VersionStatus]
     greeting: str | None
@@ -42,6 +50,18 @@ class PersonaStatus(BaseModel):
         return "served from its card"
 
 
+class PersonaProblem(BaseModel):
+    """A persona folder that cannot be served, and why."""
+
+    persona: str
+    message: str
+
+
+class PersonaList(BaseModel):
+    data: list[PersonaStatus]
+    problems: list[PersonaProblem]
+
+
 def persona_status(persona: Persona) -> PersonaStatus:
     versions = []
     for number in persona.versions:
@@ -49,10 +69,16 @@ def persona_status(persona: Persona) -> PersonaStatus:
             meta = persona.metadata(number)
         except StoreError:
             continue
-        versions.append(VersionStatus(
-            version=version_name(number), live=number == persona.live, created_at=meta.created_at,
-            base_model=meta.base_model, eval_loss_before=meta.eval_loss_before, eval_loss_after=meta.eval_loss_after,
-        ))
+        versions.append(
+            VersionStatus(
+                version=version_name(number),
+                live=number == persona.live,
+                created_at=meta.created_at,
+                base_model=meta.base_model,
+                eval_loss_before=meta.eval_loss_before,
+                eval_loss_after=meta.eval_loss_after,
+            )
+        )
     progress = read_progress(persona.path)
     training = progress is not None and progress.state == "running"
     return PersonaStatus(

@@ -3,22 +3,81 @@
 from __future__ import annotations
 
 import time
-from typing import Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    ValidatorFunctionWrapHandler,
+    field_validator,
+)
+from pydantic_core import PydanticCustomError
+
+from .persona_status import PersonaStatus
+
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+"""vLLM's engine takes seeds in this range; larger ones cannot reach it."""
+
+UNSUPPORTED = "x-unsupported"
+"""Marks a parameter of OpenAI's API that this server cannot honour, with the reason, in the schema."""
 
 
-class TextPart(BaseModel):
+def unsupported(reason: str, **constraints: Any) -> Any:
+    """A parameter the server cannot honour: its type admits only values that ask for nothing (null,
+    or OpenAI's default); any other value is refused naming it, so nothing is silently ignored."""
+    return Field(
+        default=None,
+        description=f"Not supported: {reason}. Accepted only when it asks for nothing.",
+        json_schema_extra={UNSUPPORTED: reason},
+        **constraints,
+    )
+
+
+class OpenAIModel(BaseModel):
+    """A request part: unknown fields are refused (as OpenAI's API does), and so are values of the
+    parameters marked :func:`unsupported` that would ask for something."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    @field_validator("*", mode="wrap")
+    @classmethod
+    def _refuse_unsupported(cls, value: Any, handler: ValidatorFunctionWrapHandler, info: ValidationInfo) -> Any:
+        extra = cls.model_fields[info.field_name].json_schema_extra if info.field_name else None
+        if not isinstance(extra, dict) or UNSUPPORTED not in extra:
+            return handler(value)
+        try:
+            return handler(value)
+        except ValidationError:
+            raise PydanticCustomError(
+                "unsupported_parameter",
+                "Unsupported parameter: '{param}' is not supported by this server ({reason}).",
+                {"param": info.field_name, "reason": extra[UNSUPPORTED]},
+            ) from None
+
+
+class TextPart(OpenAIModel):
     type: Literal["text"]
     text: str
 
 
-class ChatMessage(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+class ResponseFormatText(OpenAIModel):
+    type: Literal["text"]
+
+
+class ChatMessage(OpenAIModel):
+    """One message; what a client echoes back from an earlier reply (``refusal`` as null...) passes."""
 
     role: Literal["system", "developer", "user", "assistant"]
     content: str | list[TextPart] | None = None
-    name: str | None = None
+    name: str | None = Field(default=None, description="Accepted; the prompt format has no place for it.")
+    refusal: None = unsupported("an earlier refusal cannot be replayed")
+    tool_calls: list[dict[str, Any]] | None = unsupported("personas do not call tools", max_length=0)
+    function_call: None = unsupported("personas do not call functions")
+    audio: None = unsupported("replies are text only")
+    annotations: list[dict[str, Any]] | None = unsupported("it adds no annotations", max_length=0)
 
     def text(self) -> str:
         if self.content is None:
@@ -28,38 +87,60 @@ class ChatMessage(BaseModel):
         return "".join(part.text for part in self.content)
 
 
-class StreamOptions(BaseModel):
+class StreamOptions(OpenAIModel):
     include_usage: bool = False
 
 
-class ChatCompletionRequest(BaseModel):
-    """The subset of OpenAI's chat request a chat persona uses; unknown fields are ignored."""
+def _finite(**constraints: Any) -> Any:
+    return Field(default=None, allow_inf_nan=False, **constraints)
 
-    model_config = ConfigDict(extra="ignore")
 
-    model: str
+class ChatCompletionRequest(OpenAIModel):
+    """OpenAI's chat request, as far as this server honours it.
+
+    A parameter the server cannot honour is refused by name (a 400) unless its value asks for
+    nothing (``"logprobs": false``, ``"response_format": {"type": "text"}``); so is an unknown one.
+    """
+
+    model: str = Field(
+        description="A persona ('wren': its live version), a version ('wren@v2') or the base model's id."
+    )
     messages: list[ChatMessage] = Field(min_length=1)
     n: int = Field(default=1, ge=1, le=16)
-    stop: str | list[str] | None = None
+    stop: str | Annotated[list[str], Field(max_length=4)] | None = Field(default=None, description="Up to 4 sequences.")
     max_tokens: int | None = Field(default=None, ge=1)
     max_completion_tokens: int | None = Field(default=None, ge=1)
-    temperature: float | None = Field(default=None, ge=0.0, le=2.0)
-    top_p: float | None = Field(default=None, gt=0.0, le=1.0)
-    seed: int | None = None
-    presence_penalty: float | None = Field(default=None, ge=-2.0, le=2.0)
-    frequency_penalty: float | None = Field(default=None, ge=-2.0, le=2.0)
+    temperature: float | None = _finite(ge=0.0, le=2.0)
+    top_p: float | None = _finite(gt=0.0, le=1.0)
+    seed: int | None = Field(default=None, ge=INT64_MIN, le=INT64_MAX, description="Same seed, same reply.")
+    presence_penalty: float | None = _finite(ge=-2.0, le=2.0)
+    frequency_penalty: float | None = _finite(ge=-2.0, le=2.0)
     stream: bool = False
     stream_options: StreamOptions | None = None
-    user: str | None = None
-    logprobs: bool | None = None
-    tools: list[dict] | None = None
+    user: str | None = Field(default=None, description="Accepted; an end-user id changes nothing here.")
+    safety_identifier: str | None = Field(default=None, description="Accepted; an end-user id changes nothing here.")
+    prompt_cache_key: str | None = Field(
+        default=None, description="Accepted; prompts share vLLM's prefix cache anyway."
+    )
+    parallel_tool_calls: bool | None = Field(default=None, description="Accepted; there are no tools to call.")
 
-    @field_validator("stop")
-    @classmethod
-    def _stop_list(cls, value: str | list[str] | None) -> str | list[str] | None:
-        if isinstance(value, list) and len(value) > 4:
-            raise ValueError("at most 4 stop sequences")
-        return value
+    logprobs: Literal[False] | None = unsupported("it returns no log probabilities")
+    top_logprobs: Literal[0] | None = unsupported("it returns no log probabilities")
+    logit_bias: dict[str, float] | None = unsupported("it does not bias tokens", max_length=0)
+    response_format: ResponseFormatText | None = unsupported("replies are plain text; JSON output is not enforced")
+    tools: list[dict[str, Any]] | None = unsupported("personas do not call tools", max_length=0)
+    tool_choice: Literal["none", "auto"] | None = unsupported("personas do not call tools")
+    functions: list[dict[str, Any]] | None = unsupported("personas do not call functions", max_length=0)
+    function_call: Literal["none", "auto"] | None = unsupported("personas do not call functions")
+    audio: None = unsupported("replies are text only")
+    modalities: list[Literal["text"]] | None = unsupported("replies are text only")
+    prediction: None = unsupported("it has no predicted outputs")
+    reasoning_effort: None = unsupported("the models do not reason before answering")
+    verbosity: None = unsupported("it has no verbosity control")
+    web_search_options: None = unsupported("it does not search the web")
+    store: Literal[False] | None = unsupported("it stores no completions")
+    metadata: None = unsupported("it stores no completions")
+    service_tier: Literal["auto", "default"] | None = unsupported("it has one service tier")
 
 
 class Usage(BaseModel):
@@ -112,17 +193,6 @@ class ChatCompletionChunk(BaseModel):
     system_fingerprint: str | None = None
 
 
-class PersonaInfo(BaseModel):
-    """Persona details carried on its entry in ``/v1/models``."""
-
-    name: str
-    display_name: str
-    status: Literal["card", "trained"]
-    live_version: str | None
-    versions: list[str]
-    version: str | None = None
-
-
 class ModelCard(BaseModel):
     id: str
     object: Literal["model"] = "model"
@@ -130,7 +200,7 @@ class ModelCard(BaseModel):
     owned_by: str = "persona-service"
     root: str | None = None
     parent: str | None = None
-    persona: PersonaInfo | None = None
+    persona: PersonaStatus | None = Field(default=None, description="The persona behind a persona or version id.")
 
 
 class ModelList(BaseModel):

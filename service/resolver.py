@@ -12,10 +12,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from store.adapters import SERVABLE_MODULES, adapter_fingerprint, check_servable, read_metadata
-from store.names import parse_version, version_name
 from store.base_model import BaseModel
 from store.card import PersonaCard, SamplingDefaults
 from store.errors import StoreError
+from store.names import check_version, version_name
 from store.registry import Persona, PersonaStore, check_same_base
 
 from .engine import AdapterRef
@@ -77,16 +77,21 @@ class ModelResolver:
         """Raise a 404 in OpenAI's shape for anything that is not a served model."""
         if model in self.base_names():
             return Target(model=model, persona=None, version=None, adapter=None)
-        name, _, version_text = model.partition("@")
+        name, at, version_text = model.partition("@")
         try:
             persona = self.store.get(name)
         except StoreError as exc:
             raise model_not_found(model) from exc
-        if version_text:
-            version = parse_version(version_text)
+        if at:
+            try:
+                version = check_version(version_text)
+            except StoreError as exc:
+                raise model_not_found(model, str(exc)) from exc
             if version not in persona.versions:
                 available = ", ".join(version_name(v) for v in persona.versions) or "none"
-                raise model_not_found(model, f"persona '{name}' has no version {version_text!r} (versions: {available})")
+                raise model_not_found(
+                    model, f"persona '{name}' has no version {version_text!r} (versions: {available})"
+                )
         else:
             version = persona.live
         if version is None:

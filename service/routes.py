@@ -3,18 +3,23 @@
 from __future__ import annotations
 
 import json
-from typing import AsyncIterator
+import logging
+from collections import Counter
+from collections.abc import AsyncIterator
+from typing import Literal
 
-from fastapi import APIRouter, Depends, Request
-from fastapi.responses import JSONResponse, Response, StreamingResponse
+from fastapi import APIRouter, Depends, Request, Security
+from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel
 
-from store.names import version_name
 from store.errors import StoreError
-from store.registry import Persona
+from store.names import version_name
 
 from .chat import ChatService, PreparedChat
-from .errors import APIError, unauthorized
-from .persona_status import persona_status
+from .errors import APIError, model_not_found, unauthorized
+from .openapi import error_responses
+from .persona_status import PERSONA_STATES, PersonaList, PersonaProblem, PersonaStatus, persona_status
 from .protocol import (
     ChatCompletionChunk,
     ChatCompletionRequest,
@@ -26,10 +31,11 @@ from .protocol import (
     ErrorResponse,
     ModelCard,
     ModelList,
-    PersonaInfo,
     ResponseMessage,
     Usage,
 )
+
+log = logging.getLogger("persona.service")
 
 
 def chat_service(request: Request) -> ChatService:
@@ -39,22 +45,43 @@ def chat_service(request: Request) -> ChatService:
     return chat
 
 
-def require_key(request: Request) -> None:
+bearer = HTTPBearer(auto_error=False, description="Needed only when the server has API keys (PERSONA_API_KEYS).")
+
+
+def require_key(request: Request, credentials: HTTPAuthorizationCredentials | None = Security(bearer)) -> None:
     keys = request.app.state.settings.api_keys
-    if not keys:
-        return
-    header = request.headers.get("authorization", "")
-    scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or token.strip() not in keys:
+    if keys and (credentials is None or credentials.credentials.strip() not in keys):
         raise unauthorized()
 
 
-api = APIRouter(prefix="/v1", dependencies=[Depends(require_key)])
+api = APIRouter(prefix="/v1", dependencies=[Depends(require_key)], responses=error_responses(401))
 ops = APIRouter()
 
+STREAM_RESPONSE = {
+    200: {
+        "description": "The completion; with `stream: true`, OpenAI's server-sent events ending in `data: [DONE]`.",
+        "content": {
+            "text/event-stream": {
+                "schema": {
+                    "type": "object",
+                    "required": ["data"],
+                    "properties": {
+                        "data": {"type": "string", "description": "A ChatCompletionChunk, an ErrorResponse or [DONE]."}
+                    },
+                }
+            }
+        },
+    }
+}
 
-@api.post("/chat/completions", response_model=ChatCompletionResponse)
+
+@api.post(
+    "/chat/completions",
+    response_model=ChatCompletionResponse,
+    responses={**STREAM_RESPONSE, **error_responses(400, 404, 409, 500, 503)},
+)
 async def chat_completions(body: ChatCompletionRequest, chat: ChatService = Depends(chat_service)):
+    """OpenAI's chat completion; ``model`` is a persona, ``persona@vN`` or the base model."""
     prepared = chat.prepare(body)
     if body.stream:
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
@@ -62,10 +89,16 @@ async def chat_completions(body: ChatCompletionRequest, chat: ChatService = Depe
     texts = [""] * body.n
     reasons: list[str | None] = [None] * body.n
     tokens = 0
-    async for chunk in chat.stream(prepared):
-        texts[chunk.index] += chunk.text
-        tokens += chunk.new_tokens
-        reasons[chunk.index] = chunk.finish_reason or reasons[chunk.index]
+    try:
+        async for chunk in chat.stream(prepared):
+            texts[chunk.index] += chunk.text
+            tokens += chunk.new_tokens
+            reasons[chunk.index] = chunk.finish_reason or reasons[chunk.index]
+    except APIError:
+        raise
+    except Exception as exc:  # an engine fault: answered (and logged) as a 500, the connection kept
+        log.exception("generation failed for %s", prepared.request_id)
+        raise APIError(500, f"generation failed: {exc}", "server_error", None, "generation_failed") from exc
     prompt_tokens = len(prepared.prompt_ids)
     return ChatCompletionResponse(
         id=prepared.request_id,
@@ -85,7 +118,11 @@ async def _sse(chat: ChatService, prepared: PreparedChat, model: str, include_us
 
     def event(choices: list[ChunkChoice], usage: Usage | None = None) -> str:
         chunk = ChatCompletionChunk(
-            id=prepared.request_id, created=prepared.created, model=model, choices=choices, usage=usage,
+            id=prepared.request_id,
+            created=prepared.created,
+            model=model,
+            choices=choices,
+            usage=usage,
             system_fingerprint=prepared.target.version_label,
         )
         data = chunk.model_dump(exclude_none=not include_usage)
@@ -108,78 +145,79 @@ async def _sse(chat: ChatService, prepared: PreparedChat, model: str, include_us
         yield f"data: {exc.body.model_dump_json()}\n\n"
         return
     except Exception as exc:  # the status line is gone; tell the client in the stream
+        log.exception("generation failed for %s", prepared.request_id)
         body = ErrorResponse(error=ErrorDetail(message=f"generation failed: {exc}", type="server_error"))
         yield f"data: {body.model_dump_json()}\n\n"
         return
     if include_usage:
         prompt_tokens = len(prepared.prompt_ids)
-        yield event([], Usage(prompt_tokens=prompt_tokens, completion_tokens=tokens, total_tokens=prompt_tokens + tokens))
+        yield event(
+            [], Usage(prompt_tokens=prompt_tokens, completion_tokens=tokens, total_tokens=prompt_tokens + tokens)
+        )
     yield "data: [DONE]\n\n"
 
 
-def _persona_info(persona: Persona, version: int | None = None) -> PersonaInfo:
-    return PersonaInfo(
-        name=persona.name,
-        display_name=persona.title,
-        status="trained" if persona.live else "card",
-        live_version=version_name(persona.live) if persona.live else None,
-        versions=[version_name(v) for v in persona.versions],
-        version=version_name(version) if version else None,
-    )
-
-
-@api.get("/models", response_model=ModelList)
+@api.get("/models", response_model=ModelList, responses=error_responses(503))
 async def list_models(chat: ChatService = Depends(chat_service)) -> ModelList:
+    """The base model, each persona (its live version) and each of its versions (``name@vN``)."""
     base = chat.resolver.base
     cards = [ModelCard(id=base.id, root=str(base.path))]
     personas, _ = chat.resolver.store.scan()
     for persona in personas:
-        cards.append(ModelCard(id=persona.name, root=base.id, parent=base.id, persona=_persona_info(persona)))
+        status = persona_status(persona)
+        cards.append(ModelCard(id=persona.name, root=base.id, parent=base.id, persona=status))
         for version in persona.versions:
-            cards.append(
-                ModelCard(
-                    id=f"{persona.name}@{version_name(version)}", root=base.id, parent=persona.name,
-                    persona=_persona_info(persona, version),
-                )
-            )
+            name = f"{persona.name}@{version_name(version)}"
+            cards.append(ModelCard(id=name, root=base.id, parent=persona.name, persona=status))
     return ModelList(data=cards)
 
 
-@api.get("/models/{model_id}", response_model=ModelCard)
+@api.get("/models/{model_id}", response_model=ModelCard, responses=error_responses(404, 503))
 async def get_model(model_id: str, chat: ChatService = Depends(chat_service)) -> ModelCard:
     for card in (await list_models(chat)).data:
         if card.id == model_id:
             return card
-    from .errors import model_not_found
-
     raise model_not_found(model_id)
 
 
-@api.get("/personas")
-async def list_personas(request: Request) -> JSONResponse:
-    store = request.app.state.store
-    personas, problems = store.scan()
-    return JSONResponse({
-        "data": [persona_status(p).model_dump() for p in personas],
-        "problems": [{"persona": name, "message": msg} for name, msg in problems.items()],
-    })
+@api.get("/personas", response_model=PersonaList)
+async def list_personas(request: Request) -> PersonaList:
+    """Every persona with its card, versions and training; folders that cannot be served, with why."""
+    personas, problems = request.app.state.store.scan()
+    return PersonaList(
+        data=[persona_status(p) for p in personas],
+        problems=[PersonaProblem(persona=name, message=message) for name, message in problems.items()],
+    )
 
 
-@api.get("/personas/{name}")
-async def get_persona(name: str, request: Request) -> JSONResponse:
+@api.get("/personas/{name}", response_model=PersonaStatus, responses=error_responses(404))
+async def get_persona(name: str, request: Request) -> PersonaStatus:
     try:
         persona = request.app.state.store.get(name)
     except StoreError as exc:
         raise APIError(404, str(exc), "invalid_request_error", "name", "persona_not_found") from exc
-    return JSONResponse(persona_status(persona).model_dump())
+    return persona_status(persona)
 
 
-@ops.get("/health")
+class Health(BaseModel):
+    status: Literal["ok", "loading"]
+
+
+@ops.get(
+    "/health", response_model=Health, responses={503: {"model": Health, "description": "The model is still loading."}}
+)
 async def health(request: Request) -> JSONResponse:
     ready = getattr(request.app.state, "chat", None) is not None
     return JSONResponse({"status": "ok" if ready else "loading"}, status_code=200 if ready else 503)
 
 
-@ops.get("/metrics")
+@ops.get("/metrics", response_class=PlainTextResponse, responses={200: {"description": "Prometheus' text format."}})
 async def metrics(request: Request) -> Response:
+    """Prometheus metrics; the persona counts are taken from the store at each scrape."""
+    personas, problems = request.app.state.store.scan()
+    counts = Counter(persona_status(p).status for p in personas)
+    gauge = request.app.state.metrics.personas
+    for state in PERSONA_STATES:
+        gauge.labels(status=state).set(counts[state])
+    gauge.labels(status="unreadable").set(len(problems))
     return Response(request.app.state.metrics.render(), media_type="text/plain; version=0.0.4")

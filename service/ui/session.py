@@ -8,13 +8,14 @@ the user's turns and the card's greeting. The page keeps one conversation per pe
 from __future__ import annotations
 
 import html
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 from pydantic import ValidationError
 
 from store.names import parse_version
 
-from ..errors import APIError
+from ..errors import APIError, validation_error
 from ..persona_status import PersonaStatus
 from ..protocol import ChatCompletionRequest
 
@@ -126,7 +127,10 @@ def version_choices(status: PersonaStatus | None) -> list[tuple[str, str]]:
         return [("live", LIVE)]
     live = status.live_version or "card"
     choices = [(f"live ({live})", LIVE)]
-    choices += [(v.version, v.version) for v in sorted(status.versions, key=lambda v: parse_version(v.version) or 0, reverse=True)]
+    choices += [
+        (v.version, v.version)
+        for v in sorted(status.versions, key=lambda v: parse_version(v.version) or 0, reverse=True)
+    ]
     return choices
 
 
@@ -151,8 +155,6 @@ def error_text(exc: BaseException) -> str:
     if isinstance(exc, APIError):
         return exc.body.error.message
     if isinstance(exc, ValidationError):
-        first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid value"}
-        where = ".".join(str(part) for part in first.get("loc", ()))
-        return f"{where}: {first.get('msg')}" if where else str(first.get("msg"))
+        return validation_error(list(exc.errors())).body.error.message
     detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     return f"The reply failed: {detail}"

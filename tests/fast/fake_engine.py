@@ -1,15 +1,41 @@
 """An engine that answers without a model: which adapter ran, then the words of a fixed reply.
 
-It lets the fast tier check request mapping, streaming and errors without vLLM.
+It lets the fast tier check request mapping, streaming and errors without vLLM. Like vLLM, it
+refuses sampling values the engine cannot take (an exception, which the server must never let a
+client's request reach).
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import AsyncIterator
 
 from service.engine import AdapterRef, Chunk, GenerationParams
+
+SEED_RANGE = (0, 2**63 - 1)
+"""Seeds vLLM's engine takes: it cannot serialise larger ones, and reads -1 as "no seed"."""
+
+
+def check_like_vllm(params: GenerationParams) -> None:
+    """Raise ``ValueError`` for what ``vllm.SamplingParams`` refuses (or silently changes)."""
+    problems = []
+    if params.seed is not None and not SEED_RANGE[0] <= params.seed <= SEED_RANGE[1]:
+        problems.append(f"seed {params.seed}")
+    if not (math.isfinite(params.temperature) and 0.0 <= params.temperature <= 2.0):
+        problems.append(f"temperature {params.temperature}")
+    if not 0.0 < params.top_p <= 1.0:
+        problems.append(f"top_p {params.top_p}")
+    for name in ("presence_penalty", "frequency_penalty"):
+        if not -2.0 <= getattr(params, name) <= 2.0:
+            problems.append(f"{name} {getattr(params, name)}")
+    if params.max_tokens < 1 or params.n < 1:
+        problems.append(f"max_tokens {params.max_tokens}, n {params.n}")
+    if any(not stop for stop in params.stop):
+        problems.append("an empty stop string")
+    if problems:
+        raise ValueError("the engine refuses " + ", ".join(problems))
 
 
 @dataclass
@@ -27,16 +53,19 @@ class FakeEngine:
     async def generate(
         self, prompt_ids: list[int], params: GenerationParams, request_id: str, adapter: AdapterRef | None
     ) -> AsyncIterator[Chunk]:
+        check_like_vllm(params)
+        if len(prompt_ids) + params.max_tokens > self.max_model_len:
+            raise ValueError(f"{len(prompt_ids)} prompt tokens + max_tokens {params.max_tokens} > {self.max_model_len}")
         self.calls.append((prompt_ids, params, adapter))
         who = adapter.name if adapter else "base"
-        words = [f"[{who}]"] + "one two three four five six seven eight nine ten".split()
+        words = [f"[{who}]"] + ["one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten"]
         for index in range(params.n):
             text = ""
             for count, word in enumerate(words[: params.max_tokens], start=1):
                 piece = word if count == 1 else " " + word
                 for stop in params.stop:
                     if stop in text + piece:
-                        yield Chunk(index, (text + piece).split(stop)[0][len(text):], 1, "stop")
+                        yield Chunk(index, (text + piece).split(stop)[0][len(text) :], 1, "stop")
                         break
                 else:
                     text += piece

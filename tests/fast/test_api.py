@@ -40,7 +40,9 @@ def engine() -> FakeEngine:
 
 
 def make_client(personas: Path, cache_dir: Path, engine: FakeEngine, base_model, **extra) -> TestClient:
-    settings = ServeSettings(personas_dir=personas, cache_dir=cache_dir, base_model=str(base_model.path), ui=False, **extra)
+    settings = ServeSettings(
+        personas_dir=personas, cache_dir=cache_dir, base_model=str(base_model.path), ui=False, **extra
+    )
     return TestClient(create_app(settings, engine_factory=lambda s, b: engine))
 
 
@@ -51,7 +53,9 @@ def client(personas: Path, cache_dir: Path, engine: FakeEngine, base_model):
 
 
 def chat(client: TestClient, model: str, content: str = "Hello", **params):
-    return client.post("/v1/chat/completions", json={"model": model, "messages": [{"role": "user", "content": content}], **params})
+    return client.post(
+        "/v1/chat/completions", json={"model": model, "messages": [{"role": "user", "content": content}], **params}
+    )
 
 
 def assert_openai_error(response, status: int, param: str | None = None, code: str | None = None) -> dict:
@@ -76,6 +80,8 @@ def test_models_lists_base_personas_and_versions(client: TestClient) -> None:
     assert by_id["alpha"]["persona"]["status"] == "trained"
     assert by_id["alpha"]["persona"]["live_version"] == "v1"
     assert by_id["beta"]["persona"]["status"] == "card"
+    assert by_id["alpha@v1"]["parent"] == "alpha"
+    assert by_id["alpha@v1"]["persona"] == client.get("/v1/personas/alpha").json(), "one persona status everywhere"
 
 
 def test_persona_uses_live_adapter_and_its_system_prompt(client: TestClient, engine: FakeEngine, base_model) -> None:
@@ -95,12 +101,22 @@ def test_persona_uses_live_adapter_and_its_system_prompt(client: TestClient, eng
     assert body["usage"]["total_tokens"] == len(prompt_ids) + 5
 
 
-def test_request_system_prompt_is_kept_and_values_override_card(client: TestClient, engine: FakeEngine, base_model) -> None:
-    response = client.post("/v1/chat/completions", json={
-        "model": "alpha", "temperature": 0.9, "max_tokens": 3, "top_p": 0.5, "seed": 7,
-        "presence_penalty": 0.5, "frequency_penalty": -0.5,
-        "messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}],
-    })
+def test_request_system_prompt_is_kept_and_values_override_card(
+    client: TestClient, engine: FakeEngine, base_model
+) -> None:
+    response = client.post(
+        "/v1/chat/completions",
+        json={
+            "model": "alpha",
+            "temperature": 0.9,
+            "max_tokens": 3,
+            "top_p": 0.5,
+            "seed": 7,
+            "presence_penalty": 0.5,
+            "frequency_penalty": -0.5,
+            "messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}],
+        },
+    )
     assert response.status_code == 200
     prompt_ids, params, _ = engine.calls[-1]
     from transformers import AutoTokenizer
@@ -129,17 +145,42 @@ def test_version_and_base_model_names(client: TestClient, engine: FakeEngine) ->
     assert chat(client, "beta").json()["choices"][0]["message"]["content"].startswith("[base]")
 
 
-@pytest.mark.parametrize("model", ["nobody", "alpha@v9", "alpha@latest", "../alpha", "Alpha", "broken", "", "a" * 80])
+@pytest.mark.parametrize(
+    "model",
+    [
+        "nobody",
+        "alpha@v9",
+        "alpha@latest",
+        "../alpha",
+        "Alpha",
+        "broken",
+        "",
+        "a" * 80,
+        "alpha@v0",
+        "alpha@x",
+        "alpha@",
+        "alpha@v1@v1",
+        "../x",
+        "alpha/../beta",
+        "alpha\x00",
+    ],
+)
 def test_unknown_model_is_openai_404(client: TestClient, model: str) -> None:
     assert_openai_error(chat(client, model), 404, "model", "model_not_found")
 
 
 @pytest.mark.parametrize(
     "params, param",
-    [({"temperature": 5}, "temperature"), ({"top_p": 0}, "top_p"), ({"n": 0}, "n"),
-     ({"max_tokens": 0}, "max_tokens"), ({"presence_penalty": 3}, "presence_penalty"),
-     ({"stop": ["a", "b", "c", "d", "e"]}, "stop"), ({"logprobs": True}, "logprobs"),
-     ({"messages": []}, "messages")],
+    [
+        ({"temperature": 5}, "temperature"),
+        ({"top_p": 0}, "top_p"),
+        ({"n": 0}, "n"),
+        ({"max_tokens": 0}, "max_tokens"),
+        ({"presence_penalty": 3}, "presence_penalty"),
+        ({"stop": ["a", "b", "c", "d", "e"]}, "stop"),
+        ({"logprobs": True}, "logprobs"),
+        ({"messages": []}, "messages"),
+    ],
 )
 def test_bad_parameters_are_400_naming_the_parameter(client: TestClient, params: dict, param: str) -> None:
     body = {"model": "alpha", "messages": [{"role": "user", "content": "Hi"}], **params}
@@ -148,26 +189,216 @@ def test_bad_parameters_are_400_naming_the_parameter(client: TestClient, params:
 
 def test_malformed_json_and_bad_role_are_400(client: TestClient) -> None:
     response = client.post("/v1/chat/completions", content=b"{not json", headers={"content-type": "application/json"})
-    assert_openai_error(response, 400)
+    assert_openai_error(response, 400, code="invalid_json")
     body = {"model": "alpha", "messages": [{"role": "wizard", "content": "Hi"}]}
-    assert_openai_error(client.post("/v1/chat/completions", json=body), 400)
+    assert_openai_error(client.post("/v1/chat/completions", json=body), 400, "messages[0].role")
+
+
+@pytest.mark.parametrize(
+    "content, headers",
+    [
+        (b'{"model": "alpha", "messages": [{"role": "user", "content": "Hi"}]}', {"content-type": "text/plain"}),
+        (b"model=alpha", {"content-type": "application/x-www-form-urlencoded"}),
+        (b"", {}),
+        (b"[1, 2]", {}),
+        (b'"alpha"', {}),
+        (b"\xff\xfe", {"content-type": "application/json"}),
+    ],
+)
+def test_a_body_that_is_not_a_json_object_is_400(client: TestClient, content: bytes, headers: dict) -> None:
+    response = client.post(
+        "/v1/chat/completions", content=content, headers={"content-type": "application/json", **headers}
+    )
+    error = assert_openai_error(response, 400)
+    assert "JSON" in error["message"]
+
+
+@pytest.mark.parametrize(
+    "params, param",
+    [
+        ({"seed": 2**80}, "seed"),
+        ({"seed": -(2**63) - 1}, "seed"),
+        ({"n": 17}, "n"),
+        ({"n": 10**30}, "n"),
+        ({"max_completion_tokens": 0}, "max_completion_tokens"),
+        ({"top_p": 1.5}, "top_p"),
+        ({"frequency_penalty": -2.5}, "frequency_penalty"),
+        ({"temperature": "hot"}, "temperature"),
+        ({"stop": 5}, "stop"),
+        ({"stop": [1]}, "stop[0]"),
+        ({"stream": "maybe"}, "stream"),
+        ({"messages": "Hi"}, "messages"),
+        ({"messages": [{"content": "Hi"}]}, "messages[0].role"),
+        (
+            {"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}]},
+            "messages[0].content[0].type",
+        ),
+        ({"messages": [{"role": "tool", "content": "42", "tool_call_id": "a"}]}, "messages[0].role"),
+        ({"model": 7}, "model"),
+    ],
+)
+def test_values_out_of_range_or_of_the_wrong_type_are_400(client: TestClient, params: dict, param: str) -> None:
+    body = {"model": "alpha", "messages": [{"role": "user", "content": "Hi"}], **params}
+    assert_openai_error(client.post("/v1/chat/completions", json=body), 400, param, "invalid_value")
+
+
+def test_not_a_number_is_400(client: TestClient) -> None:
+    body = b'{"model": "alpha", "messages": [{"role": "user", "content": "Hi"}], "temperature": NaN}'
+    response = client.post("/v1/chat/completions", content=body, headers={"content-type": "application/json"})
+    assert_openai_error(response, 400, "temperature", "invalid_value")
+
+
+@pytest.mark.parametrize(
+    "params, param",
+    [
+        ({"logit_bias": {"50256": -100}}, "logit_bias"),
+        ({"response_format": {"type": "json_object"}}, "response_format"),
+        ({"response_format": {"type": "json_schema", "json_schema": {"name": "x"}}}, "response_format"),
+        ({"logprobs": True}, "logprobs"),
+        ({"top_logprobs": 3}, "top_logprobs"),
+        ({"tools": [{"type": "function", "function": {"name": "f"}}]}, "tools"),
+        ({"tool_choice": "required"}, "tool_choice"),
+        ({"functions": [{"name": "f"}]}, "functions"),
+        ({"audio": {"voice": "alloy"}}, "audio"),
+        ({"modalities": ["text", "audio"]}, "modalities"),
+        ({"reasoning_effort": "high"}, "reasoning_effort"),
+        ({"store": True}, "store"),
+        ({"metadata": {"a": "b"}}, "metadata"),
+        ({"service_tier": "flex"}, "service_tier"),
+        ({"prediction": {"type": "content", "content": "x"}}, "prediction"),
+        (
+            {
+                "messages": [
+                    {"role": "assistant", "content": None, "tool_calls": [{"id": "1"}]},
+                    {"role": "user", "content": "Hi"},
+                ]
+            },
+            "messages[0].tool_calls",
+        ),
+    ],
+)
+def test_what_the_server_cannot_honour_is_refused_by_name(
+    client: TestClient, engine: FakeEngine, params: dict, param: str
+) -> None:
+    body = {"model": "alpha", "messages": [{"role": "user", "content": "Hi"}], **params}
+    error = assert_openai_error(client.post("/v1/chat/completions", json=body), 400, param, "unsupported_parameter")
+    assert "not supported by this server" in error["message"]
+    assert engine.calls == []
+
+
+def test_unknown_parameters_are_refused_by_name(client: TestClient) -> None:
+    for extra in ("top_k", "repetition_penalty", "temprature"):
+        body = {"model": "alpha", "messages": [{"role": "user", "content": "Hi"}], extra: 1}
+        error = assert_openai_error(client.post("/v1/chat/completions", json=body), 400, extra, "unknown_parameter")
+        assert extra in error["message"]
+    body = {
+        "model": "alpha",
+        "messages": [{"role": "user", "content": "Hi"}],
+        "stream_options": {"include_usage": True, "x": 1},
+    }
+    assert_openai_error(client.post("/v1/chat/completions", json=body), 400, "stream_options.x", "unknown_parameter")
+
+
+def test_values_that_ask_for_nothing_are_accepted(client: TestClient) -> None:
+    """OpenAI's defaults, as clients send them, and an earlier reply echoed back with its empty fields."""
+    echoed = {
+        "role": "assistant",
+        "content": "Ahoy.",
+        "refusal": None,
+        "tool_calls": None,
+        "function_call": None,
+        "audio": None,
+        "annotations": [],
+    }
+    response = client.post(
+        "/v1/chat/completions",
+        json={
+            "model": "alpha",
+            "messages": [{"role": "user", "content": "Hi", "name": "sam"}, echoed, {"role": "user", "content": "And?"}],
+            "logit_bias": {},
+            "response_format": {"type": "text"},
+            "logprobs": False,
+            "tools": [],
+            "tool_choice": "none",
+            "parallel_tool_calls": True,
+            "store": False,
+            "service_tier": "auto",
+            "modalities": ["text"],
+            "user": "u-1",
+            "metadata": None,
+            "stream_options": None,
+            "prompt_cache_key": "k",
+        },
+    )
+    assert response.status_code == 200, response.text
+
+
+def test_extreme_seeds_reach_the_engine_in_its_range(client: TestClient, engine: FakeEngine) -> None:
+    """vLLM cannot take seeds past 64 bits and reads -1 as "no seed": a negative seed is folded onto a
+    non-negative one, the same every time."""
+    seeds = []
+    for seed in (2**63 - 1, -(2**63), -1, -1, 0):
+        assert chat(client, "alpha", seed=seed).status_code == 200
+        seeds.append(engine.calls[-1][1].seed)
+    assert seeds[0] == 2**63 - 1 and seeds[4] == 0, "seeds in vLLM's range reach it unchanged"
+    assert all(s is not None and 0 <= s < 2**63 for s in seeds) and seeds[2] == seeds[3]
+
+
+def test_an_engine_failure_is_a_500_in_openai_shape(client: TestClient, engine: FakeEngine, monkeypatch) -> None:
+    async def broken(*args, **kwargs):
+        raise RuntimeError("engine died")
+        yield
+
+    monkeypatch.setattr(engine, "generate", broken)
+    error = assert_openai_error(chat(client, "alpha"), 500, code="generation_failed")
+    assert error["type"] == "server_error" and "engine died" in error["message"]
+    assert client.get("/health").status_code == 200, "the server keeps answering"
+
+
+def test_the_schema_documents_the_answers_the_server_gives(client: TestClient) -> None:
+    schema = client.get("/openapi.json").json()
+    error = {"$ref": "#/components/schemas/ErrorResponse"}
+    expected = {
+        ("post", "/v1/chat/completions"): {"200", "400", "401", "404", "409", "500", "503"},
+        ("get", "/v1/models"): {"200", "401", "503"},
+        ("get", "/v1/models/{model_id}"): {"200", "401", "404", "503"},
+        ("get", "/v1/personas"): {"200", "401"},
+        ("get", "/v1/personas/{name}"): {"200", "401", "404"},
+    }
+    for (method, path), statuses in expected.items():
+        responses = schema["paths"][path][method]["responses"]
+        assert set(responses) == statuses, (path, set(responses))
+        for status in statuses - {"200"}:
+            assert responses[status]["content"]["application/json"]["schema"] == error, (path, status)
+    chat_200 = schema["paths"]["/v1/chat/completions"]["post"]["responses"]["200"]["content"]
+    assert set(chat_200) == {"application/json", "text/event-stream"}
+    assert "422" not in json.dumps(schema["paths"]) and "HTTPValidationError" not in schema["components"]["schemas"]
+    request = schema["components"]["schemas"]["ChatCompletionRequest"]["properties"]
+    assert request["logit_bias"]["x-unsupported"] and request["response_format"]["x-unsupported"]
 
 
 def test_prompt_longer_than_context_is_400(client: TestClient) -> None:
     error = assert_openai_error(chat(client, "alpha", "word " * 600), 400, "messages", "context_length_exceeded")
     assert "512" in error["message"]
-    error = assert_openai_error(chat(client, "alpha", "Hi", max_tokens=600), 400, "max_tokens", "context_length_exceeded")
+    error = assert_openai_error(
+        chat(client, "alpha", "Hi", max_tokens=600), 400, "max_tokens", "context_length_exceeded"
+    )
 
 
 def test_streaming_chunks_usage_and_done(client: TestClient) -> None:
-    body = {"model": "alpha", "messages": [{"role": "user", "content": "Hi"}], "stream": True,
-            "stream_options": {"include_usage": True}, "max_tokens": 4}
+    body = {
+        "model": "alpha",
+        "messages": [{"role": "user", "content": "Hi"}],
+        "stream": True,
+        "stream_options": {"include_usage": True},
+        "max_tokens": 4,
+    }
     with client.stream("POST", "/v1/chat/completions", json=body) as response:
         assert response.status_code == 200
         assert response.headers["content-type"].startswith("text/event-stream")
         lines = [line for line in response.iter_lines() if line]
     assert lines[-1] == "data: [DONE]"
-    events = [json.loads(line[len("data: "):]) for line in lines[:-1]]
+    events = [json.loads(line[len("data: ") :]) for line in lines[:-1]]
     assert all(e["object"] == "chat.completion.chunk" for e in events)
     assert events[0]["choices"][0]["delta"]["role"] == "assistant"
     text = "".join(e["choices"][0]["delta"].get("content") or "" for e in events if e["choices"])
@@ -186,7 +417,9 @@ def test_stream_without_usage_has_no_usage_chunk(client: TestClient) -> None:
     assert all(e["choices"] for e in events) and all("usage" not in e for e in events)
 
 
-def test_lora_ids_are_never_reused_for_other_weights(client: TestClient, engine: FakeEngine, personas: Path, base_model) -> None:
+def test_lora_ids_are_never_reused_for_other_weights(
+    client: TestClient, engine: FakeEngine, personas: Path, base_model
+) -> None:
     chat(client, "alpha")
     first = engine.calls[-1][2].lora_id
     chat(client, "alpha")
@@ -226,8 +459,11 @@ def test_adapter_over_the_rank_limit_is_refused(client: TestClient, personas: Pa
 def test_api_keys(personas: Path, cache_dir: Path, engine: FakeEngine, base_model) -> None:
     with make_client(personas, cache_dir, engine, base_model, api_keys=["s3cret"]) as client:
         assert_openai_error(chat(client, "alpha"), 401, code="invalid_api_key")
-        ok = client.post("/v1/chat/completions", headers={"Authorization": "Bearer s3cret"},
-                         json={"model": "alpha", "messages": [{"role": "user", "content": "Hi"}]})
+        ok = client.post(
+            "/v1/chat/completions",
+            headers={"Authorization": "Bearer s3cret"},
+            json={"model": "alpha", "messages": [{"role": "user", "content": "Hi"}]},
+        )
         assert ok.status_code == 200
         assert client.get("/health").status_code == 200
 
@@ -239,6 +475,8 @@ def test_health_metrics_and_persona_status(client: TestClient) -> None:
     text = client.get("/metrics").text
     assert 'persona_chat_requests_total{kind="adapter",status="ok"} 1.0' in text
     assert 'persona_http_errors_total{status="404"} 1.0' in text
+    assert 'persona_personas{status="trained"} 1.0' in text and 'persona_personas{status="card"} 1.0' in text
+    assert 'persona_personas{status="unreadable"} 1.0' in text
     status = client.get("/v1/personas").json()
     names = {p["name"]: p for p in status["data"]}
     assert names["alpha"]["status"] == "trained" and names["beta"]["status"] == "card"
