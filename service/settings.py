@@ -1,4 +1,8 @@
-"""Server settings, from ``persona serve`` flags or ``PERSONA_*`` environment variables."""
+"""Server settings, from ``persona serve`` flags or ``PERSONA_*`` environment variables.
+
+This model is their one source: each field's description is its documentation and the help of the
+``persona serve`` flag generated from it (:mod:`cli.serve`).
+"""
 
 from __future__ import annotations
 
@@ -15,9 +19,11 @@ class ServeSettings(StoreSettings):
 
     model_config = SettingsConfigDict(env_prefix="PERSONA_", extra="ignore")
 
-    host: str = "127.0.0.1"
-    port: int = Field(default=8000, ge=1, le=65535)
-    api_keys: list[str] = Field(default_factory=list, description="If set, requests need 'Authorization: Bearer <key>'.")
+    host: str = Field(default="127.0.0.1", description="Address to listen on.")
+    port: int = Field(default=8000, ge=1, le=65535, description="Port to listen on.")
+    api_keys: list[str] = Field(
+        default_factory=list, description="If set, requests need 'Authorization: Bearer <key>'."
+    )
     ui: bool = Field(default=True, description="Mount the Gradio chat page at /ui.")
 
     # vLLM engine
@@ -25,11 +31,14 @@ class ServeSettings(StoreSettings):
     max_cpu_loras: int = Field(default=32, ge=1, description="Adapters kept loaded in memory.")
     max_model_len: int = Field(default=2048, ge=64, description="Context length (prompt + reply) in tokens.")
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
-        default="auto", description="'auto' picks bfloat16 on GPUs and float32 on CPUs (replies that do not change with the load).")
+        default="auto",
+        description="'auto' picks bfloat16 on GPUs and float32 on CPUs (replies that do not change with the load).",
+    )
     kv_cache_gb: float = Field(default=2.0, gt=0, description="KV cache size on CPU (VLLM_CPU_KVCACHE_SPACE).")
-    gpu_memory_utilization: float = Field(default=0.85, gt=0, le=1)
+    gpu_memory_utilization: float = Field(default=0.85, gt=0, le=1, description="Fraction of GPU memory vLLM may take.")
     cpu_threads: int = Field(default=0, ge=0, description="Threads for the CPU engine; 0 = every core.")
     cpu_preload: bool = Field(
-        default=True, description="Preload tcmalloc and Intel OpenMP into the CPU engine where installed (LD_PRELOAD).")
-    tensor_parallel_size: int = Field(default=1, ge=1)
-    max_num_seqs: int = Field(default=64, ge=1)
+        default=True, description="Preload tcmalloc and Intel OpenMP into the CPU engine where installed (LD_PRELOAD)."
+    )
+    tensor_parallel_size: int = Field(default=1, ge=1, description="GPUs one replica spreads the model over.")
+    max_num_seqs: int = Field(default=64, ge=1, description="Requests decoded in one batch.")

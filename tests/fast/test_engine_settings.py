@@ -33,7 +33,10 @@ def test_preload_finds_tcmalloc_and_intel_openmp(tmp_path: Path) -> None:
     assert preload_libraries(prefix, [str(libs)]) == []
     (libs / "libtcmalloc_minimal.so.4").touch()
     (prefix / "lib" / "libiomp5.so").touch()
-    assert preload_libraries(prefix, [str(libs)]) == [str(libs / "libtcmalloc_minimal.so.4"), str(prefix / "lib" / "libiomp5.so")]
+    assert preload_libraries(prefix, [str(libs)]) == [
+        str(libs / "libtcmalloc_minimal.so.4"),
+        str(prefix / "lib" / "libiomp5.so"),
+    ]
 
 
 def test_preload_keeps_what_the_user_preloads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -60,8 +63,72 @@ def test_serve_with_a_bad_flag_names_it_and_its_variable(tmp_path: Path) -> None
 
     from cli.main import app
 
-    result = CliRunner().invoke(app, ["serve", "--dtype", "fp8", "--personas-dir", str(tmp_path)],
-                                env={"PERSONA_CACHE_DIR": str(tmp_path), "PERSONA_PORT": "0"})
+    result = CliRunner().invoke(
+        app,
+        ["serve", "--dtype", "fp8", "--personas-dir", str(tmp_path)],
+        env={"PERSONA_CACHE_DIR": str(tmp_path), "PERSONA_PORT": "0"},
+    )
     assert result.exit_code == 1
     assert "--dtype / PERSONA_DTYPE" in result.output and "'fp8'" in result.output
     assert "--port / PERSONA_PORT" in result.output
+
+
+def test_every_serve_setting_is_a_flag_with_its_description_and_variable() -> None:
+    """A setting added to ServeSettings is a ``persona serve`` flag, documented by its description."""
+    import re
+
+    from typer.testing import CliRunner
+
+    from cli.main import app
+
+    result = CliRunner().invoke(
+        app, ["serve", "--help"], env={"COLUMNS": "400", "NO_COLOR": "1", "TERMINAL_WIDTH": "400"}
+    )
+    assert result.exit_code == 0, result.output
+    text = re.sub(r"[\s│]+", " ", result.output)
+    for name, field in ServeSettings.model_fields.items():
+        flag, variable = "--" + name.replace("_", "-"), f"PERSONA_{name.upper()}"
+        assert field.description, f"{name} has no description"
+        assert f" {flag} " in text, flag
+        assert variable in text, variable
+        assert field.description.rstrip(".") in text, field.description
+    assert "--cpu-preload --no-cpu-preload" in text and "--ui --no-ui" in text
+
+
+def test_serve_flags_reach_the_settings_and_unset_flags_leave_the_environment(tmp_path: Path, monkeypatch) -> None:
+    import uvicorn
+    from typer.testing import CliRunner
+
+    from cli.main import app
+
+    served = {}
+    monkeypatch.setattr(
+        uvicorn, "run", lambda application, **kwargs: served.update(settings=application.state.settings)
+    )
+    args = [
+        "serve",
+        "--max-loras",
+        "3",
+        "--no-cpu-preload",
+        "--dtype",
+        "float32",
+        "--api-keys",
+        "a",
+        "--api-keys",
+        "b",
+        "--personas-dir",
+        str(tmp_path),
+        "--no-ui",
+    ]
+    env = {"PERSONA_CACHE_DIR": str(tmp_path), "PERSONA_MAX_NUM_SEQS": "5", "PERSONA_MAX_LORAS": "7"}
+    result = CliRunner().invoke(app, args, env=env)
+    assert result.exit_code == 0, result.output
+    settings = served["settings"]
+    assert (settings.max_loras, settings.cpu_preload, settings.dtype, settings.api_keys) == (
+        3,
+        False,
+        "float32",
+        ["a", "b"],
+    )
+    assert settings.max_num_seqs == 5, "a setting without its flag comes from the environment"
+    assert settings.personas_dir == tmp_path and settings.ui is False
