@@ -11,19 +11,27 @@ class Metrics:
         self.requests = Counter(
             "persona_chat_requests", "Chat completions served", ["kind", "status"], registry=self.registry
         )
-        self.prompt_tokens = Counter("persona_prompt_tokens", "Prompt tokens processed", ["kind"], registry=self.registry)
+        self.prompt_tokens = Counter(
+            "persona_prompt_tokens", "Prompt tokens processed", ["kind"], registry=self.registry
+        )
         self.completion_tokens = Counter(
             "persona_completion_tokens", "Completion tokens generated", ["kind"], registry=self.registry
         )
         self.request_seconds = Histogram(
-            "persona_request_seconds", "Time from start to the last token", registry=self.registry,
+            "persona_request_seconds",
+            "Time from start to the last token",
+            registry=self.registry,
             buckets=(0.1, 0.25, 0.5, 1, 2, 5, 10, 20, 40, 80),
         )
         self.time_to_first_token = Histogram(
-            "persona_time_to_first_token_seconds", "Time to the first token", registry=self.registry,
+            "persona_time_to_first_token_seconds",
+            "Time to the first token",
+            registry=self.registry,
             buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10),
         )
-        self.errors = Counter("persona_http_errors", "Requests answered with an error", ["status"], registry=self.registry)
+        self.errors = Counter(
+            "persona_http_errors", "Requests answered with an error", ["status"], registry=self.registry
+        )
         self.personas = Gauge("persona_personas", "Personas found in the store", ["status"], registry=self.registry)
 
     def render(self) -> bytes:

@@ -6,8 +6,9 @@ Nothing here loads a model. Every reply goes through ``app.state.chat`` at reque
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from contextlib import aclosing
-from typing import Any, AsyncIterator
+from typing import Any
 
 import gradio as gr
 from fastapi import FastAPI
@@ -89,37 +90,67 @@ class ChatPage:
                     )
                     with gr.Row(elem_id="persona-card-row"):
                         self.picture = gr.Image(
-                            type="pil", format="png", show_label=False, interactive=False, visible=False,
-                            buttons=[], container=False, height=112, width=112, min_width=112, scale=0,
+                            type="pil",
+                            format="png",
+                            show_label=False,
+                            interactive=False,
+                            visible=False,
+                            buttons=[],
+                            container=False,
+                            height=112,
+                            width=112,
+                            min_width=112,
+                            scale=0,
                             elem_id="persona-picture",
                         )
                         self.card = gr.Markdown(elem_id="persona-card")
                     self.description = gr.Markdown(elem_id="persona-description")
                     self.problems = gr.Markdown(visible=False, elem_id="persona-problems")
                     self.version = gr.Dropdown(
-                        label="Version", choices=[("live", LIVE)], value=LIVE, allow_custom_value=True,
+                        label="Version",
+                        choices=[("live", LIVE)],
+                        value=LIVE,
+                        allow_custom_value=True,
                         elem_id="version-picker",
                     )
                     with gr.Accordion("Sampling", open=False, elem_id="sampling"):
-                        self.temperature = gr.Slider(0, 2, value=1.0, step=0.05, label="Temperature", elem_id="temperature")
+                        self.temperature = gr.Slider(
+                            0, 2, value=1.0, step=0.05, label="Temperature", elem_id="temperature"
+                        )
                         self.top_p = gr.Slider(0.05, 1, value=1.0, step=0.05, label="Top-p", elem_id="top-p")
                         self.max_tokens = gr.Slider(
-                            1, self.max_len, value=min(256, self.max_len), step=1, label="Reply length (tokens)",
+                            1,
+                            self.max_len,
+                            value=min(256, self.max_len),
+                            step=1,
+                            label="Reply length (tokens)",
                             elem_id="max-tokens",
                         )
                 with gr.Column(scale=5, min_width=300, elem_id="chat-panel"):
                     self.chatbot = gr.Chatbot(
-                        show_label=False, height=520, elem_id="chat", buttons=["copy"], feedback_options=None,
+                        show_label=False,
+                        height=520,
+                        elem_id="chat",
+                        buttons=["copy"],
+                        feedback_options=None,
                         placeholder="Pick a persona to start.",
                     )
                     self.error = gr.Markdown(visible=False, elem_id="chat-error")
                     with gr.Row(elem_id="composer", equal_height=True):
                         self.message = gr.Textbox(
-                            show_label=False, placeholder="Message", lines=1, max_lines=6, scale=5, min_width=120,
-                            container=False, elem_id="message",
+                            show_label=False,
+                            placeholder="Message",
+                            lines=1,
+                            max_lines=6,
+                            scale=5,
+                            min_width=120,
+                            container=False,
+                            elem_id="message",
                         )
                         self.send_btn = gr.Button("Send", variant="primary", scale=1, min_width=72, elem_id="send")
-                        self.stop_btn = gr.Button("Stop", variant="stop", scale=1, min_width=72, visible=False, elem_id="stop")
+                        self.stop_btn = gr.Button(
+                            "Stop", variant="stop", scale=1, min_width=72, visible=False, elem_id="stop"
+                        )
                     with gr.Row(elem_id="chat-actions"):
                         self.retry_btn = gr.Button("Retry", size="sm", min_width=60, elem_id="retry")
                         self.undo_btn = gr.Button("Undo", size="sm", min_width=60, elem_id="undo")
@@ -134,9 +165,26 @@ class ChatPage:
     def _wire(self, blocks: gr.Blocks) -> None:
         private: dict[str, Any] = {"api_visibility": "private"}
         sampling = [self.temperature, self.top_p, self.max_tokens]
-        side = [self.persona, self.version, self.card, self.description, self.picture, self.problems, self.seen, self.shown]
+        side = [
+            self.persona,
+            self.version,
+            self.card,
+            self.description,
+            self.picture,
+            self.problems,
+            self.seen,
+            self.shown,
+        ]
         conversation = [self.chatbot, self.chats, self.error, self.examples, *sampling]
-        controls = [self.send_btn, self.stop_btn, self.retry_btn, self.undo_btn, self.new_btn, self.persona, self.version]
+        controls = [
+            self.send_btn,
+            self.stop_btn,
+            self.retry_btn,
+            self.undo_btn,
+            self.new_btn,
+            self.persona,
+            self.version,
+        ]
 
         quiet: dict[str, Any] = {"show_progress": "hidden", **private}
         blocks.load(self.load, [self.chats], side + conversation, **private)
@@ -144,20 +192,30 @@ class ChatPage:
         self.timer.tick(self.refresh, [self.persona, self.seen], side, concurrency_limit=None, **quiet)
         replying = dict(concurrency_limit=None, show_progress="hidden", **private)
         gr.on(
-            [self.send_btn.click, self.message.submit], self.send,
+            [self.send_btn.click, self.message.submit],
+            self.send,
             [self.message, self.persona, self.version, *sampling, self.chats],
-            [self.message, self.chatbot, self.chats, self.error, *controls], **replying,
+            [self.message, self.chatbot, self.chats, self.error, *controls],
+            **replying,
         )
         self.retry_btn.click(
-            self.retry, [self.persona, self.version, *sampling, self.chats],
-            [self.message, self.chatbot, self.chats, self.error, *controls], **replying,
+            self.retry,
+            [self.persona, self.version, *sampling, self.chats],
+            [self.message, self.chatbot, self.chats, self.error, *controls],
+            **replying,
         )
         # Stop ends the reply from inside (the engine request is aborted and the page keeps what came);
         # cancelling the event from outside would leave the chat in Gradio's error state.
         self.stop_btn.click(self.stop, None, [self.stop_btn], queue=False, **private)
-        self.undo_btn.click(self.undo, [self.persona, self.chats], [self.message, self.chatbot, self.chats, self.error], **quiet)
-        self.chatbot.clear(self.new_session, [self.persona, self.chats], [self.chatbot, self.chats, self.error], **quiet)
-        self.new_btn.click(self.new_session, [self.persona, self.chats], [self.chatbot, self.chats, self.error], **quiet)
+        self.undo_btn.click(
+            self.undo, [self.persona, self.chats], [self.message, self.chatbot, self.chats, self.error], **quiet
+        )
+        self.chatbot.clear(
+            self.new_session, [self.persona, self.chats], [self.chatbot, self.chats, self.error], **quiet
+        )
+        self.new_btn.click(
+            self.new_session, [self.persona, self.chats], [self.chatbot, self.chats, self.error], **quiet
+        )
         self.examples.click(lambda sample: sample[0] if sample else "", [self.examples], [self.message], **quiet)
 
     def _unchanged(self, component: Any = None) -> Updates:
@@ -182,7 +240,8 @@ class ChatPage:
         choices = persona_choices(statuses)
         if not statuses:
             return {
-                self.persona: gr.Dropdown(choices=choices, value=None), self.card: EMPTY_STORE,
+                self.persona: gr.Dropdown(choices=choices, value=None),
+                self.card: EMPTY_STORE,
                 self.problems: self._problems(problems),
             }
         name = statuses[0].name
@@ -289,8 +348,15 @@ class ChatPage:
             return None
 
     async def send(
-        self, text: str, name: str | None, version: str | None, temperature: float, top_p: float, max_tokens: float,
-        chats: dict[str, list[Turn]], request: gr.Request | None = None,
+        self,
+        text: str,
+        name: str | None,
+        version: str | None,
+        temperature: float,
+        top_p: float,
+        max_tokens: float,
+        chats: dict[str, list[Turn]],
+        request: gr.Request | None = None,
     ) -> AsyncIterator[Updates]:
         text = (text or "").strip()
         if not name:
@@ -304,15 +370,26 @@ class ChatPage:
         history = before + [user_turn(text)]
         chats[name] = history
         yield {
-            self.message: "", self.chatbot: to_chatbot(history), self.chats: chats,
-            self.error: gr.Markdown(visible=False), **self._controls(True),
+            self.message: "",
+            self.chatbot: to_chatbot(history),
+            self.chats: chats,
+            self.error: gr.Markdown(visible=False),
+            **self._controls(True),
         }
-        async for update in self._reply(name, version, temperature, top_p, max_tokens, chats, history, before, text, request):
+        async for update in self._reply(
+            name, version, temperature, top_p, max_tokens, chats, history, before, text, request
+        ):
             yield update
 
     async def retry(
-        self, name: str | None, version: str | None, temperature: float, top_p: float, max_tokens: float,
-        chats: dict[str, list[Turn]], request: gr.Request | None = None,
+        self,
+        name: str | None,
+        version: str | None,
+        temperature: float,
+        top_p: float,
+        max_tokens: float,
+        chats: dict[str, list[Turn]],
+        request: gr.Request | None = None,
     ) -> AsyncIterator[Updates]:
         before = list(chats.get(name) or []) if name else []
         history = for_retry(before)
@@ -323,15 +400,27 @@ class ChatPage:
         chats[name] = history
         self.stopping.discard(_session(request))
         yield {
-            self.chatbot: to_chatbot(history), self.chats: chats, self.error: gr.Markdown(visible=False),
+            self.chatbot: to_chatbot(history),
+            self.chats: chats,
+            self.error: gr.Markdown(visible=False),
             **self._controls(True),
         }
-        async for update in self._reply(name, version, temperature, top_p, max_tokens, chats, history, before, None, request):
+        async for update in self._reply(
+            name, version, temperature, top_p, max_tokens, chats, history, before, None, request
+        ):
             yield update
 
     async def _reply(
-        self, name: str, version: str | None, temperature: float, top_p: float, max_tokens: float,
-        chats: dict[str, list[Turn]], history: list[Turn], before: list[Turn], text: str | None,
+        self,
+        name: str,
+        version: str | None,
+        temperature: float,
+        top_p: float,
+        max_tokens: float,
+        chats: dict[str, list[Turn]],
+        history: list[Turn],
+        before: list[Turn],
+        text: str | None,
         request: gr.Request | None,
     ) -> AsyncIterator[Updates]:
         """Stream one reply into ``history``; on an error, put the conversation (and the typed text) back."""
@@ -375,7 +464,12 @@ class ChatPage:
             return self._unchanged()
         history, text = undo(chats.get(name) or [])
         chats[name] = history
-        return {self.message: text, self.chatbot: to_chatbot(history), self.chats: chats, self.error: gr.Markdown(visible=False)}
+        return {
+            self.message: text,
+            self.chatbot: to_chatbot(history),
+            self.chats: chats,
+            self.error: gr.Markdown(visible=False),
+        }
 
     def new_session(self, name: str | None, chats: dict[str, list[Turn]]) -> Updates:
         if not name:

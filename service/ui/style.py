@@ -32,7 +32,8 @@ CSS = """
   #persona-panel > .form:has(#version-picker), #sampling { order: 3; }
   #chat { height: 55vh !important; min-height: 300px; }
   #persona-picture {
-    flex: 0 0 72px !important; width: 72px !important; max-width: 72px; height: 72px !important; min-width: 72px !important;
+    flex: 0 0 72px !important; width: 72px !important; max-width: 72px;
+    height: 72px !important; min-width: 72px !important;
   }
   #persona-picture img { width: 72px !important; height: 72px !important; }
   #persona-description {

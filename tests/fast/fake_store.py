@@ -7,10 +7,18 @@ from pathlib import Path
 
 from store.adapters import LIVE_FILE, METADATA_FILE, AdapterMetadata
 
-LORA_CONFIG = {"peft_type": "LORA", "r": 8, "lora_alpha": 16, "target_modules": ["q_proj", "v_proj"], "modules_to_save": None}
+LORA_CONFIG = {
+    "peft_type": "LORA",
+    "r": 8,
+    "lora_alpha": 16,
+    "target_modules": ["q_proj", "v_proj"],
+    "modules_to_save": None,
+}
 
 
-def write_version(persona: Path, number: int, base_hash: str, weights: bytes = b"w1", r: int = 8, live: bool = True) -> Path:
+def write_version(
+    persona: Path, number: int, base_hash: str, weights: bytes = b"w1", r: int = 8, live: bool = True
+) -> Path:
     """``adapters/v<number>`` with a LoRA config, stand-in weights and metadata; made live unless told."""
     folder = persona / "adapters" / f"v{number}"
     folder.mkdir(parents=True)

@@ -30,18 +30,25 @@ from .fake_store import write_version
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")  # gr.Warning outside a page warns
 
 
-
 # ---------------------------------------------------------------------- helpers
 
 
 def status(
     name: str = "wren", *, live: str | None = None, versions: tuple[str, ...] = (), training: float | None = None
 ) -> PersonaStatus:
-    progress = TrainingProgress(state="running", step=int(training * 100), total_steps=100) if training is not None else None
+    progress = (
+        TrainingProgress(state="running", step=int(training * 100), total_steps=100) if training is not None else None
+    )
     return PersonaStatus(
-        name=name, display_name=name.title(), description=f"{name.title()} bakes.", greeting="Hello, petal!",
-        status="training" if progress else ("trained" if live else "card"), live_version=live,
-        versions=[VersionStatus(version=v, live=v == live) for v in versions], example_questions=[], training=progress,
+        name=name,
+        display_name=name.title(),
+        description=f"{name.title()} bakes.",
+        greeting="Hello, petal!",
+        status="training" if progress else ("trained" if live else "card"),
+        live_version=live,
+        versions=[VersionStatus(version=v, live=v == live) for v in versions],
+        example_questions=[],
+        training=progress,
     )
 
 
@@ -53,8 +60,10 @@ def test_model_id_follows_the_live_version_or_names_one() -> None:
 
 def test_build_request_is_what_an_api_client_sends() -> None:
     history = [
-        session.assistant_turn("Hello, petal!"), session.user_turn("Hi"),
-        session.assistant_turn("Oh crumbs.", "wren · v2"), session.user_turn("Scones?"),
+        session.assistant_turn("Hello, petal!"),
+        session.user_turn("Hi"),
+        session.assistant_turn("Oh crumbs.", "wren · v2"),
+        session.user_turn("Scones?"),
     ]
     request = session.build_request("wren", "v2", history, 0.0, 0.9, 24.0)
     assert request == ChatCompletionRequest(
@@ -65,7 +74,10 @@ def test_build_request_is_what_an_api_client_sends() -> None:
             {"role": "assistant", "content": "Oh crumbs."},
             {"role": "user", "content": "Scones?"},
         ],
-        temperature=0.0, top_p=0.9, max_tokens=24, stream=True,
+        temperature=0.0,
+        top_p=0.9,
+        max_tokens=24,
+        stream=True,
     )
 
 
@@ -75,7 +87,11 @@ def test_build_request_refuses_what_the_api_refuses() -> None:
 
 
 def test_captions_name_the_version_and_stay_out_of_the_prompt() -> None:
-    history = [session.assistant_turn("Hello!"), session.user_turn("<b>hi</b>"), session.assistant_turn("Well.", "wren · v2")]
+    history = [
+        session.assistant_turn("Hello!"),
+        session.user_turn("<b>hi</b>"),
+        session.assistant_turn("Well.", "wren · v2"),
+    ]
     shown = session.to_chatbot(history)
     assert shown[0] == {"role": "assistant", "content": "Hello!"}
     assert shown[1] == {"role": "user", "content": "<b>hi</b>"}
@@ -92,8 +108,10 @@ def test_undo_and_retry_keep_the_greeting() -> None:
     assert greeting == [session.assistant_turn("Hello!")]
     assert session.new_session(None) == []
     history = greeting + [
-        session.user_turn("one"), session.assistant_turn("a", "w · card"),
-        session.user_turn("two"), session.assistant_turn("b", "w · card"),
+        session.user_turn("one"),
+        session.assistant_turn("a", "w · card"),
+        session.user_turn("two"),
+        session.assistant_turn("b", "w · card"),
     ]
     kept, text = session.undo(history)
     assert text == "two" and kept == history[:3]
@@ -107,21 +125,29 @@ def test_persona_list_shows_each_status() -> None:
     assert session.persona_label(status(live="v2", versions=("v1", "v2"))) == "Wren · trained v2"
     assert session.persona_label(status(live="v1", versions=("v1",), training=0.4)) == "Wren · training 40%"
     assert session.persona_choices([status(), status("zeph")]) == [
-        ("Wren · served from its card", "wren"), ("Zeph · served from its card", "zeph"),
+        ("Wren · served from its card", "wren"),
+        ("Zeph · served from its card", "zeph"),
     ]
 
 
 def test_version_choices_put_live_first_then_newest() -> None:
     assert session.version_choices(status()) == [("live (card)", session.LIVE)]
     assert session.version_choices(status(live="v2", versions=("v1", "v2", "v10"))) == [
-        ("live (v2)", session.LIVE), ("v10", "v10"), ("v2", "v2"), ("v1", "v1"),
+        ("live (v2)", session.LIVE),
+        ("v10", "v10"),
+        ("v2", "v2"),
+        ("v1", "v1"),
     ]
     card = session.card_markdown(status(live="v2", versions=("v1", "v2")))
     assert card.startswith("### Wren\n") and "trained v2" in card and "v1, v2" in card
 
 
 def test_sampling_defaults_come_from_the_card_within_the_context() -> None:
-    assert session.sampling_defaults(SamplingDefaults(temperature=0.7, top_p=0.9, max_tokens=220), 1024) == (0.7, 0.9, 220)
+    assert session.sampling_defaults(SamplingDefaults(temperature=0.7, top_p=0.9, max_tokens=220), 1024) == (
+        0.7,
+        0.9,
+        220,
+    )
     assert session.sampling_defaults(SamplingDefaults(), 1024) == (1.0, 1.0, session.DEFAULT_MAX_TOKENS)
     assert session.sampling_defaults(SamplingDefaults(max_tokens=5000), 512) == (1.0, 1.0, 512)
 
@@ -167,7 +193,9 @@ def served(personas: Path, cache_dir: Path, engine: FakeEngine, base_model):
         made.append(engine)
         return engine
 
-    settings = ServeSettings(personas_dir=personas, cache_dir=cache_dir, base_model=str(base_model.path), max_model_len=512)
+    settings = ServeSettings(
+        personas_dir=personas, cache_dir=cache_dir, base_model=str(base_model.path), max_model_len=512
+    )
     app = create_app(settings, engine_factory=factory)
     with TestClient(app) as client:
         client.made = made
@@ -188,7 +216,9 @@ def value(update: Any) -> Any:
 
 def unchanged(updates: dict) -> bool:
     """A handler's "no change": a non-empty dict of skips (Gradio reads ``{}`` as one value)."""
-    return bool(updates) and all(isinstance(v, dict) and v.get("__type__") == "update" and len(v) == 1 for v in updates.values())
+    return bool(updates) and all(
+        isinstance(v, dict) and v.get("__type__") == "update" and len(v) == 1 for v in updates.values()
+    )
 
 
 async def collect(updates) -> list[dict]:
@@ -208,7 +238,9 @@ def test_the_page_is_mounted_with_the_api_and_one_engine(served: TestClient) -> 
 
 
 def test_with_api_keys_the_page_asks_for_one(personas: Path, cache_dir: Path, engine: FakeEngine, base_model) -> None:
-    settings = ServeSettings(personas_dir=personas, cache_dir=cache_dir, base_model=str(base_model.path), api_keys=["sekret"])
+    settings = ServeSettings(
+        personas_dir=personas, cache_dir=cache_dir, base_model=str(base_model.path), api_keys=["sekret"]
+    )
     with TestClient(create_app(settings, engine_factory=lambda s, b: engine)) as client:
         assert client.get("/ui/config").status_code == 401
         login = client.post("/ui/login", data={"username": "me", "password": "sekret"})
@@ -220,7 +252,8 @@ def test_load_picks_the_first_persona_with_its_greeting_and_sampling(page: ChatP
     shown = page.load({})
     assert value(shown[page.persona]) == "alpha"
     assert shown[page.persona].constructor_args["choices"] == [
-        ("Alpha · trained v2", "alpha"), ("Beta · served from its card", "beta"),
+        ("Alpha · trained v2", "alpha"),
+        ("Beta · served from its card", "beta"),
     ]
     assert texts(value(shown[page.chatbot])) == ["Ahoy there!"]
     assert (shown[page.temperature], shown[page.top_p], shown[page.max_tokens]) == (0.3, 0.8, 5)
@@ -249,10 +282,16 @@ async def test_send_streams_the_reply_the_api_gives(page: ChatPage, served: Test
     assert last[page.send_btn].constructor_args["visible"] is True
     page_prompt, page_params, page_adapter = engine.calls[-1]
 
-    api = served.post("/v1/chat/completions", json={
-        "model": "alpha", "temperature": 0.0, "top_p": 0.5, "max_tokens": 4,
-        "messages": [{"role": "assistant", "content": "Ahoy there!"}, {"role": "user", "content": "Where to?"}],
-    })
+    api = served.post(
+        "/v1/chat/completions",
+        json={
+            "model": "alpha",
+            "temperature": 0.0,
+            "top_p": 0.5,
+            "max_tokens": 4,
+            "messages": [{"role": "assistant", "content": "Ahoy there!"}, {"role": "user", "content": "Where to?"}],
+        },
+    )
     assert api.status_code == 200
     assert engine.calls[-1] == (page_prompt, page_params, page_adapter)
     assert chats["alpha"][-1]["content"] == api.json()["choices"][0]["message"]["content"]
@@ -262,7 +301,11 @@ async def test_send_streams_the_reply_the_api_gives(page: ChatPage, served: Test
 async def test_an_empty_message_changes_nothing(page: ChatPage, engine: FakeEngine) -> None:
     chats = page.load({})[page.chats]
     assert [unchanged(u) for u in await collect(page.send("   ", "alpha", "live", 1.0, 1.0, 3, chats))] == [True]
-    assert unchanged(page.undo(None, chats)) and unchanged(page.new_session(None, chats)) and unchanged(page.select(None, chats))
+    assert (
+        unchanged(page.undo(None, chats))
+        and unchanged(page.new_session(None, chats))
+        and unchanged(page.select(None, chats))
+    )
     assert engine.calls == []
 
 
@@ -279,7 +322,9 @@ async def test_retry_undo_and_new_session(page: ChatPage, engine: FakeEngine) ->
     assert len(chats["alpha"]) == 3
     updates = await collect(page.retry("alpha", "v1", 1.0, 1.0, 2, chats))
     assert texts(updates[0][page.chatbot]) == ["Ahoy there!", "Hi"]
-    assert [t["role"] for t in chats["alpha"]] == ["assistant", "user", "assistant"] and chats["alpha"][-1]["by"] == "alpha · v1"
+    assert [t["role"] for t in chats["alpha"]] == ["assistant", "user", "assistant"] and chats["alpha"][-1][
+        "by"
+    ] == "alpha · v1"
     assert len(engine.calls) == 2
     undone = page.undo("alpha", chats)
     assert undone[page.message] == "Hi" and texts(undone[page.chatbot]) == ["Ahoy there!"]
@@ -314,7 +359,9 @@ async def test_each_persona_keeps_its_own_conversation(page: ChatPage) -> None:
     assert unchanged(page.pick("alpha", "alpha", chats)), "the list fires again for the persona on show"
     beta = page.pick("beta", "alpha", chats)
     assert beta[page.shown] == "beta"
-    assert value(beta[page.chatbot]) == [] and beta[page.chatbot].constructor_args["placeholder"] == "Say hello to Beta."
+    assert (
+        value(beta[page.chatbot]) == [] and beta[page.chatbot].constructor_args["placeholder"] == "Say hello to Beta."
+    )
     await collect(page.send("Hello", "beta", "live", 1.0, 1.0, 3, chats))
     assert chats["beta"][-1]["by"] == "beta · card"
     back = page.select("alpha", chats)
