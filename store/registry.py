@@ -11,7 +11,6 @@ from pathlib import Path
 
 from .adapters import (
     AdapterMetadata,
-    adapters_root,
     list_versions,
     read_live,
     read_metadata,
@@ -38,10 +37,6 @@ class Persona:
     @property
     def logs_dir(self) -> Path:
         return self.path / LOGS_DIR
-
-    @property
-    def adapters_dir(self) -> Path:
-        return adapters_root(self.path)
 
     @property
     def title(self) -> str:
