@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import inspect
+from collections.abc import Callable
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional, TypeVar
 
 import typer
 
 from .common import build_settings, fail, given
+
+Command = TypeVar("Command", bound=Callable[..., Any])
 
 app = typer.Typer()
 
@@ -29,33 +33,66 @@ def ingest(
     try:
         persona = PersonaStore(settings.personas_dir).get(name)
         result = load_logs(persona.logs_dir)
-        examples = build_examples(result, persona.name, persona.card, ExampleSettings.from_overrides(persona.card.training))
+        examples = build_examples(
+            result, persona.name, persona.card, ExampleSettings.from_overrides(persona.card.training)
+        )
     except TooFewExamples as exc:
         typer.echo(format_report(result, exc.examples, error=str(exc)))
-        raise typer.Exit(1)
+        raise typer.Exit(1) from None
     except IngestError as exc:
         typer.echo(format_report(result, None, error=str(exc)))
-        raise typer.Exit(1)
+        raise typer.Exit(1) from None
     except (StoreError, ValueError) as exc:
         fail(str(exc))
     typer.echo(format_report(result, examples, tokens=count_tokens(settings, examples)))
 
 
+def _shown(value: Any) -> str:
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if isinstance(value, tuple):
+        return ",".join(value)
+    return "unset" if value is None else str(value)
+
+
+def setting_flags(command: Command) -> Command:
+    """Give ``command`` one flag per training setting (:class:`training.config.TrainConfig`), passed as
+    keyword arguments; the help is the setting's docstring, so a new setting is a documented flag."""
+    from training.config import TrainConfig, flag_name, setting_type
+
+    flags = []
+    for name, info in TrainConfig.model_fields.items():
+        kind, _ = setting_type(name)
+        help_text = " ".join((info.description or "").split()) + f" [default: {_shown(info.default)}]"
+        flag = flag_name(name)
+        if kind is bool:
+            option = typer.Option(None, f"{flag}/--no-{flag[2:]}", help=help_text, show_default=False)
+        else:
+            option = typer.Option(None, flag, help=help_text, show_default=False)
+        flag_type = str if kind is tuple else kind  # module lists are given comma-separated
+        flags.append(
+            inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=Optional[flag_type])
+        )
+    signature = inspect.signature(command)
+    own = [p for p in signature.parameters.values() if p.kind is not inspect.Parameter.VAR_KEYWORD]
+    command.__signature__ = signature.replace(parameters=own + flags)  # type: ignore[attr-defined]
+    return command
+
+
 @app.command()
+@setting_flags
 def train(
     name: Optional[str] = typer.Argument(None, help="The persona to train."),
     all_: bool = typer.Option(False, "--all", help="Every persona whose logs changed since its live version."),
-    qlora: Optional[bool] = typer.Option(None, "--qlora/--no-qlora", help="Train on a 4-bit base (bitsandbytes)."),
     resume: bool = typer.Option(False, help="Continue from the last checkpoint of an interrupted run."),
-    epochs: Optional[int] = typer.Option(None, help="Passes over the data (default: chosen from its size)."),
-    max_steps: Optional[int] = typer.Option(None, help="Stop after this many optimizer steps."),
-    learning_rate: Optional[float] = typer.Option(None, help="Peak learning rate."),
-    lora_r: Optional[int] = typer.Option(None, help="LoRA rank."),
-    seed: Optional[int] = typer.Option(None, help="Random seed."),
     personas_dir: Optional[Path] = typer.Option(None, help="Personas folder."),
     base_model: Optional[str] = typer.Option(None, help="'bundled', a folder or a Hugging Face id."),
+    **settings: Any,
 ) -> None:
-    """Train a persona's adapter from its logs and publish it as the next live version."""
+    """Train a persona's adapter from its logs and publish it as the next live version.
+
+    Every training setting has a flag; a flag wins over the persona's persona.yaml ``training:``.
+    """
     from store.errors import StoreError
     from store.registry import PersonaStore
     from store.settings import StoreSettings
@@ -65,16 +102,16 @@ def train(
 
     if bool(name) == all_:
         fail("name one persona or pass --all")
-    settings = build_settings(StoreSettings, personas_dir=personas_dir, base_model=base_model)
-    store = PersonaStore(settings.personas_dir)
-    flags = given(qlora=qlora, epochs=epochs, max_steps=max_steps, learning_rate=learning_rate, lora_r=lora_r, seed=seed)
+    settings_ = build_settings(StoreSettings, personas_dir=personas_dir, base_model=base_model)
+    store = PersonaStore(settings_.personas_dir)
+    flags = given(**settings)
     failures = 0
     try:
         if all_:
             personas, problems = store.scan()
             for bad, message in problems.items():
                 typer.secho(f"{bad}: skipped: {message}", fg=typer.colors.YELLOW, err=True)
-            names = [p.name for p in personas if needs_training(settings, p)]
+            names = [p.name for p in personas if needs_training(settings_, p)]
             typer.echo(f"to train: {', '.join(names) or 'none (every live version matches its logs)'}")
         else:
             names = [name]
@@ -83,7 +120,9 @@ def train(
     for persona_name in names:
         try:
             config = config_for(store.get(persona_name), flags)
-            result = train_persona(settings, persona_name, config, max_lora_rank=settings.max_lora_rank, resume=resume)
+            result = train_persona(
+                settings_, persona_name, config, max_lora_rank=settings_.max_lora_rank, resume=resume
+            )
         except (StoreError, TrainingError, IngestError) as exc:
             typer.secho(f"{persona_name}: {exc}", fg=typer.colors.RED, err=True)
             failures += 1

@@ -1,29 +1,33 @@
-"""Training settings: one documented dataclass, its defaults, and validation of overrides.
+"""Training settings: one pydantic model that is their documentation, defaults and validation.
 
 Settings come from three places, later ones winning::
 
     TrainConfig()                     # the defaults below, sized for a persona on two CPU cores
-    persona.yaml  training: {...}     # per-persona overrides, validated here
-    command-line flags                # per-run overrides, validated here
+    persona.yaml  training: {...}     # per-persona overrides
+    command-line flags                # per-run overrides (``persona train --help`` lists one per field)
 
 ``TrainConfig.from_overrides(card.training, flags)`` builds the effective settings and raises
-:class:`ConfigError` naming the offending field (``persona.yaml: training.lora_r: must be a positive
-integer``). The ``training:`` keys that shape the examples (``window``, ``session_gap_hours``,
-``heldout_fraction``, ``min_examples``, ``name_prefixes``) are read by
-``training.ingest.ExampleSettings.from_overrides`` and skipped here.
+:class:`ConfigError` naming the source and the field (``persona.yaml: training.lora_r: must be a
+positive integer``). The ``training:`` keys that shape the examples (:func:`example_keys`, the fields of
+``training.ingest.ExampleSettings``) are read by ``ExampleSettings.from_overrides`` and skipped here.
 
-Epochs, when not set, are chosen from the data size (:meth:`TrainConfig.resolve_epochs`): the run aims
-to show the model about ``auto_target_tokens`` trained (persona) tokens, so a small persona gets several
-passes and a big one a single pass, never more than ``max_auto_epochs``. Early stopping on the held-out
-loss then ends the run when more passes stop helping.
+Each field's docstring is its documentation: the command-line help and the README point here.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
-from dataclasses import asdict, dataclass, fields
-from typing import Any, Mapping
+import typing
+from collections.abc import Callable, Mapping
+from datetime import timedelta
+from functools import cache
+from typing import Annotated, Any
+
+from annotated_types import Ge, Gt, Le, Lt
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
+from pydantic_core import PydanticCustomError
 
 from store.adapters import SERVABLE_MODULES
 
@@ -32,15 +36,29 @@ __all__ = [
     "TrainConfig",
     "TrainingError",
     "LINEAR_MODULES",
-    "EXAMPLE_KEYS",
+    "example_keys",
+    "flag_name",
     "machine_threads",
+    "setting_type",
 ]
 
 LINEAR_MODULES: tuple[str, ...] = SERVABLE_MODULES
 """Every linear layer of a Llama-style decoder block: what the server can apply LoRA to."""
 
-EXAMPLE_KEYS = frozenset({"window", "session_gap_hours", "heldout_fraction", "min_examples", "name_prefixes"})
-"""``training:`` keys of ``persona.yaml`` that belong to example building, not to the trainer."""
+RESUME_FREE = (
+    "max_steps",
+    "threads",
+    "checkpoint_every",
+    "eval_every",
+    "early_stopping_patience",
+    "early_stopping_min_delta",
+    "tune_allocator",
+    "gradient_checkpointing",
+    "fused_lora",
+    "head_on_trained_positions",
+)
+"""Settings a resumed run may change: they decide how long, how often or how fast, not what is learnt
+(the fused forward and the trimmed head compute the same values, up to float rounding)."""
 
 
 class TrainingError(Exception):
@@ -48,7 +66,19 @@ class TrainingError(Exception):
 
 
 class ConfigError(TrainingError, ValueError):
-    """A training setting is invalid; the message names where it came from and the field."""
+    """A training setting is invalid; the message names where it came from and the field.
+
+    ``problems`` holds ``(field, what is wrong)`` pairs when the settings model found them, so that
+    :meth:`TrainConfig.from_overrides` can name each field's source instead.
+    """
+
+    def __init__(self, message: str, problems: list[tuple[str, str]] | None = None) -> None:
+        super().__init__(message)
+        self.problems = problems or []
+
+    @classmethod
+    def of(cls, problems: list[tuple[str, str]], label: Callable[[str], str] = str) -> ConfigError:
+        return cls("; ".join(f"{label(name)}: {text}" for name, text in problems), problems)
 
 
 def machine_threads() -> int:
@@ -59,82 +89,165 @@ def machine_threads() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-@dataclass(frozen=True)
-class TrainConfig:
-    """How a persona's adapter is trained. Every field has a default; see the module docstring."""
+@cache
+def example_keys() -> frozenset[str]:
+    """``training:`` keys of ``persona.yaml`` that shape the examples: the fields of ``ExampleSettings``,
+    a duration given in hours (``session_gap`` is ``session_gap_hours``), as its ``from_overrides`` reads them."""
+    from training.ingest.examples import ExampleSettings
+
+    hints = typing.get_type_hints(ExampleSettings)
+    return frozenset(
+        f"{f.name}_hours" if hints[f.name] is timedelta else f.name for f in dataclasses.fields(ExampleSettings)
+    )
+
+
+def _no_bool(value: Any) -> Any:
+    """YAML's ``true`` is not a number: refuse it where pydantic would read it as 1."""
+    if isinstance(value, bool):
+        raise PydanticCustomError("not_a_number", "booleans are not numbers")
+    return value
+
+
+def _module_list(value: Any) -> Any:
+    """Modules as a YAML list or a comma-separated string (a flag)."""
+    if isinstance(value, str):
+        value = [part.strip() for part in value.split(",") if part.strip()]
+    if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) and v for v in value):
+        raise PydanticCustomError("setting", "must be a list of module names, e.g. [q_proj, v_proj]")
+    return tuple(value)
+
+
+Int = Annotated[int, BeforeValidator(_no_bool)]
+Float = Annotated[float, BeforeValidator(_no_bool)]
+Modules = Annotated[tuple[str, ...], BeforeValidator(_module_list)]
+
+
+class TrainConfig(BaseModel):
+    """How a persona's adapter is trained. Every field has a default; its docstring documents it."""
+
+    model_config = ConfigDict(
+        frozen=True, extra="forbid", use_attribute_docstrings=True, allow_inf_nan=False, validate_default=True
+    )
 
     # --- the adapter -------------------------------------------------------------------------------
-    lora_r: int = 16
-    """LoRA rank. Must not exceed the server's ``max_lora_rank``."""
-    lora_alpha: float = 32.0
-    """LoRA scaling numerator: the update is scaled by ``lora_alpha / lora_r``."""
-    lora_dropout: float = 0.05
+    lora_r: Int = Field(16, ge=1)
+    """LoRA rank. Must not exceed the server's max_lora_rank."""
+    lora_alpha: Float = Field(32.0, gt=0)
+    """LoRA scaling numerator: the update is scaled by lora_alpha / lora_r."""
+    lora_dropout: Float = Field(0.05, ge=0, lt=1)
     """Dropout on the LoRA input during training (0 turns it off)."""
-    target_modules: tuple[str, ...] = LINEAR_MODULES
-    """Module names that get a LoRA; the default is every linear layer of each block. Embeddings and
-    the output head are never adapted (the server cannot load ``modules_to_save``)."""
+    target_modules: Modules = LINEAR_MODULES
+    """Module names that get a LoRA (a list, or comma-separated); the default is every linear layer of
+    each block. Embeddings and the output head are never adapted (the server cannot load
+    modules_to_save)."""
 
     # --- optimisation ------------------------------------------------------------------------------
-    learning_rate: float = 1e-3
-    """Peak AdamW learning rate (after warm-up; cosine decay to ``min_lr_ratio`` of it)."""
-    min_lr_ratio: float = 0.1
+    learning_rate: Float = Field(1e-3, gt=0, le=1)
+    """Peak AdamW learning rate (after warm-up; cosine decay to min_lr_ratio of it)."""
+    min_lr_ratio: Float = Field(0.1, ge=0, le=1)
     """Final learning rate as a fraction of the peak."""
-    warmup_ratio: float = 0.05
+    warmup_ratio: Float = Field(0.05, ge=0, lt=1)
     """Share of the steps spent warming the learning rate up linearly (at least one step)."""
-    weight_decay: float = 0.0
+    weight_decay: Float = Field(0.0, ge=0)
     """AdamW weight decay on the LoRA weights."""
-    max_grad_norm: float = 1.0
+    max_grad_norm: Float = Field(1.0, ge=0)
     """Gradient clipping norm (0 turns clipping off)."""
-    batch_tokens: int = 2048
+    batch_tokens: Int = Field(2048, ge=1)
     """Token budget of one optimizer step: examples of similar length are grouped until their padded
     size (longest length x count) would exceed it (a longer example makes a step of its own). Bigger
     means fewer, smoother steps."""
 
     # --- how long ----------------------------------------------------------------------------------
-    epochs: int | None = None
-    """Passes over the training examples; ``None`` chooses them from the data size."""
-    auto_target_tokens: int = 6_500
-    """With ``epochs: null``: trained (persona) tokens the run aims to show the model in all. On the
-    example personas (3,500-5,000 trained tokens a pass) the held-out loss is lowest after about two
-    passes (bench/RESULTS.md, persona voice)."""
-    max_auto_epochs: int = 5
-    """With ``epochs: null``: the most passes chosen automatically."""
-    max_steps: int | None = None
+    epochs: Int | None = Field(None, ge=1)
+    """Passes over the training examples; unset (null) chooses them from the data size: enough passes
+    to show the model about auto_target_tokens trained tokens, at most max_auto_epochs, so a small
+    persona gets several passes and a big one a single pass."""
+    auto_target_tokens: Int = Field(6_500, ge=1)
+    """With epochs unset: trained (persona) tokens the run aims to show the model in all. The default
+    is where the example personas' held-out loss was lowest (bench/RESULTS.md, persona voice)."""
+    max_auto_epochs: Int = Field(5, ge=1)
+    """With epochs unset: the most passes chosen automatically."""
+    max_steps: Int | None = Field(None, ge=1)
     """Stop after this many optimizer steps in all (mainly for tests and quick trials)."""
-    max_seq_length: int = 1024
+    max_seq_length: Int = Field(1024, ge=16)
     """Longest example in tokens. Longer ones lose their oldest context turns, then tokens from the
     left, always keeping the target reply; they are counted in the report."""
 
     # --- evaluation --------------------------------------------------------------------------------
-    eval_every: int | None = None
-    """Held-out evaluation every N steps (and before training and at the end); ``None`` means twice
-    per epoch."""
-    early_stopping_patience: int = 3
+    eval_every: Int | None = Field(None, ge=1)
+    """Held-out evaluation every N steps (and before training and at the end); unset means twice per
+    epoch."""
+    early_stopping_patience: Int = Field(3, ge=0)
     """Stop after this many evaluations without a better held-out loss (0 turns it off). The adapter
     with the best held-out loss is the one published."""
-    early_stopping_min_delta: float = 0.001
+    early_stopping_min_delta: Float = Field(0.001, ge=0)
     """How much lower a held-out loss must be to count as better."""
 
     # --- the run -----------------------------------------------------------------------------------
-    seed: int = 1234
+    seed: Int = Field(1234, ge=0)
     """Seed for the LoRA initialisation, batch order and dropout: the same data gives the same adapter."""
     qlora: bool = False
     """Load the base model in 4-bit NF4 (bitsandbytes) and train the LoRA on top: less memory, on CPU
     slower than fp32 for small models."""
+    load_in_8bit: bool = False
+    """Load the base model in 8-bit (bitsandbytes LLM.int8) and train the LoRA on top: half the
+    memory of fp32 weights for a bigger base model; not together with qlora."""
+    gradient_checkpointing: bool = False
+    """Recompute each decoder layer's activations in the backward pass instead of keeping them: much
+    less memory for long examples or big models, at the cost of a second forward pass."""
     bf16: bool = False
     """Compute in bfloat16 (autocast; the LoRA weights and optimizer stay fp32). Faster on GPUs and on
     CPUs with AVX512-BF16 or AMX; the default computes in fp32."""
-    threads: int | None = None
-    """Torch CPU threads; ``None`` uses every core this process may run on."""
-    checkpoint_every: int = 25
+    threads: Int | None = Field(None, ge=1)
+    """Torch CPU threads; unset uses every core this process may run on."""
+    checkpoint_every: Int = Field(25, ge=1)
     """Save a resumable checkpoint every N steps (also at each evaluation and on Ctrl-C)."""
 
+    # --- speed-ups (each can be turned off to measure it: bench/train_speed.py --ablate) -------------
+    fused_lora: bool = True
+    """Run each LoRA layer's scaled up-projection and residual addition as one addmm: the element-wise
+    passes PEFT spends on them cost as much as the LoRA matmuls on a CPU."""
+    head_on_trained_positions: bool = True
+    """Run the output head (the vocabulary-wide projection and softmax) only at positions whose next
+    token is trained, not at every position of the batch."""
+    shared_dropout: bool = True
+    """Layers that read the same input (q/k/v, gate/up) share one dropout draw of it, as a fused QKV
+    LoRA does, instead of drawing a mask each."""
+    fast_dropout: bool = True
+    """Draw LoRA dropout masks from packed 16-bit random integers instead of one Bernoulli draw per
+    element (the drop probability is rounded to a multiple of 1/32768)."""
+    tune_allocator: bool = True
+    """Tell glibc to keep freed activation buffers in the process instead of returning them to the
+    kernel after every step, where page faults would dominate the element-wise work. Process-wide
+    and lasting."""
+
     # ------------------------------------------------------------------------------------------------
-    def __post_init__(self) -> None:
-        problems = _problems(self)
-        if problems:
-            name, message = problems[0]
-            raise ConfigError(f"{name}: {message}")
+    def __init__(self, **values: Any) -> None:
+        try:
+            super().__init__(**values)
+        except ValidationError as error:
+            raise ConfigError.of(_problems(error)) from None
+
+    @field_validator("target_modules")
+    @classmethod
+    def _servable(cls, modules: tuple[str, ...]) -> tuple[str, ...]:
+        if not modules:
+            raise PydanticCustomError("setting", "must be a non-empty list of module names, got []")
+        unknown = sorted(set(modules) - set(SERVABLE_MODULES))
+        if unknown:
+            raise PydanticCustomError(
+                "setting",
+                "the server can only adapt {allowed}; got {unknown}",
+                {"allowed": ", ".join(SERVABLE_MODULES), "unknown": str(unknown)},
+            )
+        return modules
+
+    @field_validator("load_in_8bit")
+    @classmethod
+    def _one_quantization(cls, value: bool, info: Any) -> bool:
+        if value and info.data.get("qlora"):
+            raise PydanticCustomError("setting", "load the base in 4-bit (qlora) or in 8-bit, not both")
+        return value
 
     @classmethod
     def from_overrides(
@@ -143,53 +256,46 @@ class TrainConfig:
         flags: Mapping[str, Any] | None = None,
         *,
         card_label: str = "persona.yaml",
-    ) -> "TrainConfig":
+    ) -> TrainConfig:
         """Defaults, then the card's ``training:`` mapping, then flags (``None`` values are not set).
 
         Raises :class:`ConfigError` naming the source and the field, e.g.
         ``persona.yaml: training.lora_r: must be a positive integer`` or ``--lora-r: must be ...``.
         """
-        known = {f.name: f for f in fields(cls)}
-        values: dict[str, Any] = {}
-        sources: dict[str, str] = {}
         if card_overrides is not None and not isinstance(card_overrides, Mapping):
             raise ConfigError(f"{card_label}: training: must be a mapping of settings")
+        known = set(cls.model_fields)
+        values: dict[str, Any] = {}
+        sources: dict[str, str] = {}
         for key, value in (card_overrides or {}).items():
             label = f"{card_label}: training.{key}"
-            if key in EXAMPLE_KEYS:
-                continue
-            if key not in known:
-                raise ConfigError(f"{label}: unknown setting (known: {', '.join(sorted(set(known) | EXAMPLE_KEYS))})")
-            values[key] = _coerce(key, value, label)
-            sources[key] = label
+            if key in known:
+                values[key], sources[key] = value, label
+            elif key not in example_keys():
+                raise ConfigError(f"{label}: unknown setting (known: {', '.join(sorted(known | example_keys()))})")
         for key, value in (flags or {}).items():
-            if value is None:
-                continue
-            label = "--" + key.replace("_", "-")
+            label = flag_name(key)
             if key not in known:
                 raise ConfigError(f"{label}: unknown training setting")
-            values[key] = _coerce(key, value, label)
-            sources[key] = label
-        candidate = {f.name: f.default for f in fields(cls)} | values
-        for name, message in _problems_of(candidate):
-            raise ConfigError(f"{sources.get(name, name)}: {message}")
-        return cls(**values)
+            if value is not None:
+                values[key], sources[key] = value, label
+        try:
+            return cls(**values)
+        except ConfigError as error:
+            raise ConfigError.of(error.problems, lambda name: sources.get(name, name)) from None
 
-    def replace(self, **changes: Any) -> "TrainConfig":
+    def replace(self, **changes: Any) -> TrainConfig:
         """A copy with some fields changed (validated)."""
-        return type(self)(**(asdict(self) | changes))
+        return type(self)(**(self.model_dump() | changes))
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready settings, as recorded in an adapter's metadata."""
-        data = asdict(self)
-        data["target_modules"] = list(self.target_modules)
-        return data
+        return self.model_dump(mode="json")
 
     def fingerprint(self) -> dict[str, Any]:
-        """The settings a checkpoint must share to be resumed (those that change the result)."""
+        """The settings a checkpoint must share to be resumed (those that change what is learnt)."""
         data = self.to_dict()
-        for name in ("max_steps", "threads", "checkpoint_every", "eval_every", "early_stopping_patience",
-                     "early_stopping_min_delta"):
+        for name in RESUME_FREE:
             data.pop(name)
         return data
 
@@ -198,8 +304,7 @@ class TrainConfig:
         """Epochs for a training set with this many trained tokens per pass.
 
         ``epochs`` when set; otherwise ``ceil(auto_target_tokens / target_tokens_per_epoch)`` clamped to
-        1..``max_auto_epochs``. With the defaults a persona of 2,000 trained tokens gets 4 passes, one of
-        4,000 gets 2, one of 50,000 gets 1.
+        1..``max_auto_epochs``.
         """
         if self.epochs is not None:
             return self.epochs
@@ -217,107 +322,65 @@ class TrainConfig:
         return self.threads or machine_threads()
 
 
-# --- validation ------------------------------------------------------------------------------------
-
-_INT_FIELDS = {"lora_r", "batch_tokens", "auto_target_tokens", "max_auto_epochs", "max_seq_length",
-               "early_stopping_patience", "seed", "checkpoint_every", "epochs", "max_steps",
-               "eval_every", "threads"}
-_FLOAT_FIELDS = {"lora_alpha", "lora_dropout", "learning_rate", "min_lr_ratio", "warmup_ratio",
-                 "weight_decay", "max_grad_norm", "early_stopping_min_delta"}
-_OPTIONAL = {"epochs", "max_steps", "eval_every", "threads"}
+def flag_name(field: str) -> str:
+    """The command-line flag of a setting: ``lora_r`` is ``--lora-r``."""
+    return "--" + field.replace("_", "-")
 
 
-def _coerce(name: str, value: Any, label: str) -> Any:
-    """Accept the obvious spellings (YAML/CLI): ints for floats, lists or comma strings for modules."""
-    if value is None and name in _OPTIONAL:
-        return None
-    if name == "target_modules":
-        if isinstance(value, str):
-            value = [part.strip() for part in value.split(",") if part.strip()]
-        if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) and v for v in value):
-            raise ConfigError(f"{label}: must be a list of module names, e.g. [q_proj, v_proj]")
-        return tuple(value)
-    if name in _FLOAT_FIELDS and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if name in _FLOAT_FIELDS and isinstance(value, str):
-        try:
-            return float(value)
-        except ValueError:
-            raise ConfigError(f"{label}: must be a number, got {value!r}") from None
-    if name in _INT_FIELDS and isinstance(value, str) and value.strip().lstrip("-").isdigit():
-        return int(value)
-    if name in ("qlora", "bf16") and isinstance(value, str) and value.lower() in {"true", "false", "yes", "no", "1", "0"}:
-        return value.lower() in {"true", "yes", "1"}
-    return value
+# --- messages --------------------------------------------------------------------------------------
 
 
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
+def setting_type(name: str) -> tuple[type, bool]:
+    """(the plain type, whether null is allowed) of a setting: ``(int, True)`` for ``epochs``."""
+    return _kind(TrainConfig.model_fields[name].annotation)
 
 
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+def _kind(annotation: Any) -> tuple[Any, bool]:
+    args = typing.get_args(annotation)
+    optional = type(None) in args
+    if optional:
+        annotation = next(a for a in args if a is not type(None))
+    if typing.get_origin(annotation) is Annotated:
+        annotation = typing.get_args(annotation)[0]
+    return typing.get_origin(annotation) or annotation, optional
 
 
-def _problems_of(values: Mapping[str, Any]) -> list[tuple[str, str]]:
-    """(field, message) for every invalid value, in field order."""
-    out: list[tuple[str, str]] = []
-
-    def positive_int(name: str, optional: bool = False) -> None:
-        value = values[name]
-        if optional and value is None:
-            return
-        if not _is_int(value) or value < 1:
-            out.append((name, "must be a positive integer" + (" or null" if optional else "") + f", got {value!r}"))
-
-    def non_negative_int(name: str) -> None:
-        value = values[name]
-        if not _is_int(value) or value < 0:
-            out.append((name, f"must be a whole number of at least 0, got {value!r}"))
-
-    def number(name: str, low: float, high: float | None, low_open: bool = False, high_open: bool = False) -> None:
-        value = values[name]
-        ok = _is_number(value) and (value > low if low_open else value >= low)
-        if ok and high is not None:
-            ok = value < high if high_open else value <= high
-        if not ok:
-            low_text = f"above {low}" if low_open else f"at least {low}"
-            high_text = "" if high is None else (f" and below {high}" if high_open else f" and at most {high}")
-            out.append((name, f"must be a number {low_text}{high_text}, got {value!r}"))
-
-    positive_int("lora_r")
-    number("lora_alpha", 0, None, low_open=True)
-    number("lora_dropout", 0, 1, high_open=True)
-    modules = values["target_modules"]
-    if not isinstance(modules, (tuple, list)) or not modules or not all(isinstance(m, str) and m for m in modules):
-        out.append(("target_modules", f"must be a non-empty list of module names, got {modules!r}"))
-    elif set(modules) - set(SERVABLE_MODULES):
-        out.append(("target_modules", f"the server can only adapt {', '.join(SERVABLE_MODULES)}; "
-                                      f"got {sorted(set(modules) - set(SERVABLE_MODULES))}"))
-    number("learning_rate", 0, 1, low_open=True)
-    number("min_lr_ratio", 0, 1)
-    number("warmup_ratio", 0, 1, high_open=True)
-    number("weight_decay", 0, None)
-    number("max_grad_norm", 0, None)
-    positive_int("batch_tokens")
-    positive_int("epochs", optional=True)
-    positive_int("auto_target_tokens")
-    positive_int("max_auto_epochs")
-    positive_int("max_steps", optional=True)
-    value = values["max_seq_length"]
-    if not _is_int(value) or value < 16:
-        out.append(("max_seq_length", f"must be an integer of at least 16, got {value!r}"))
-    positive_int("eval_every", optional=True)
-    non_negative_int("early_stopping_patience")
-    number("early_stopping_min_delta", 0, None)
-    non_negative_int("seed")
-    for name in ("qlora", "bf16"):
-        if not isinstance(values[name], bool):
-            out.append((name, f"must be true or false, got {values[name]!r}"))
-    positive_int("threads", optional=True)
-    positive_int("checkpoint_every")
-    return out
+def expectation(name: str) -> str:
+    """What a field accepts, in words, read from its type and bounds (``must be a positive integer``)."""
+    info = TrainConfig.model_fields[name]
+    kind, optional = setting_type(name)
+    bounds = {
+        type(m).__name__: getattr(m, type(m).__name__.lower()) for m in info.metadata if isinstance(m, (Ge, Gt, Le, Lt))
+    }
+    if kind is bool:
+        text = "must be true or false"
+    elif kind is tuple:
+        text = "must be a list of module names"
+    elif kind is int:
+        low = bounds.get("Ge", 0)
+        text = {1: "must be a positive integer", 0: "must be a whole number of at least 0"}.get(
+            low, f"must be an integer of at least {low}"
+        )
+    else:
+        text = "must be a number"
+        if "Gt" in bounds or "Ge" in bounds:
+            text += f" above {bounds['Gt']}" if "Gt" in bounds else f" at least {bounds['Ge']}"
+        if "Lt" in bounds or "Le" in bounds:
+            text += f" and below {bounds['Lt']}" if "Lt" in bounds else f" and at most {bounds['Le']}"
+    return text + (" or null" if optional else "")
 
 
-def _problems(config: TrainConfig) -> list[tuple[str, str]]:
-    return _problems_of({f.name: getattr(config, f.name) for f in fields(config)})
+def _problems(error: ValidationError) -> list[tuple[str, str]]:
+    """``(field, what it must be, got what)`` for each invalid field, in field order."""
+    out: dict[str, str] = {}
+    for item in error.errors():
+        name = str(item["loc"][0]) if item["loc"] else "?"
+        if name in out:
+            continue  # a union reports each of its branches; one message per field is enough
+        if item["type"] == "extra_forbidden":
+            out[name] = "unknown training setting"
+        elif item["type"] == "setting":
+            out[name] = item["msg"]
+        else:
+            out[name] = f"{expectation(name)}, got {item['input']!r}"
+    return list(out.items())

@@ -1,10 +1,11 @@
-"""Training settings: defaults, persona.yaml and flag overrides, validation messages, automatic epochs."""
+"""Training settings: defaults, persona.yaml and flag overrides, validation messages, automatic epochs,
+and the one model they come from (its docstrings are the flags' help)."""
 
 from __future__ import annotations
 
 import pytest
 
-from training.config import LINEAR_MODULES, ConfigError, TrainConfig
+from training.config import LINEAR_MODULES, ConfigError, TrainConfig, example_keys
 
 
 def test_defaults_are_a_rank_16_lora_on_every_linear_layer():
@@ -12,7 +13,11 @@ def test_defaults_are_a_rank_16_lora_on_every_linear_layer():
     assert (config.lora_r, config.lora_alpha) == (16, 32.0)
     assert config.target_modules == LINEAR_MODULES
     assert set(LINEAR_MODULES) == {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}
-    assert config.epochs is None and config.qlora is False and config.seed == TrainConfig().seed
+    assert config.epochs is None and config.qlora is False and config.load_in_8bit is False
+    assert isinstance(config.seed, int)  # seeded by default: the same data gives the same adapter
+    # every speed-up is on and every memory saver off unless asked
+    assert config.fused_lora and config.head_on_trained_positions and config.shared_dropout
+    assert config.fast_dropout and config.tune_allocator and not config.gradient_checkpointing
 
 
 def test_card_overrides_then_flags_win():
@@ -27,16 +32,26 @@ def test_card_overrides_then_flags_win():
 
 
 def test_yaml_spellings_are_accepted():
-    config = TrainConfig.from_overrides({"lora_alpha": 16, "target_modules": "q_proj, k_proj", "epochs": None},
-                                        {"learning_rate": "5e-4", "lora_r": "4", "qlora": "yes"})
+    config = TrainConfig.from_overrides(
+        {"lora_alpha": 16, "target_modules": "q_proj, k_proj", "epochs": None},
+        {"learning_rate": "5e-4", "lora_r": "4", "qlora": "yes"},
+    )
     assert config.lora_alpha == 16.0 and isinstance(config.lora_alpha, float)
     assert config.target_modules == ("q_proj", "k_proj")
     assert config.learning_rate == 5e-4 and config.lora_r == 4 and config.qlora is True
 
 
 def test_example_building_keys_are_left_to_ingest():
-    config = TrainConfig.from_overrides({"window": 4, "heldout_fraction": 0.2, "min_examples": 5,
-                                         "session_gap_hours": 2, "name_prefixes": False, "lora_r": 4})
+    config = TrainConfig.from_overrides(
+        {
+            "window": 4,
+            "heldout_fraction": 0.2,
+            "min_examples": 5,
+            "session_gap_hours": 2,
+            "name_prefixes": False,
+            "lora_r": 4,
+        }
+    )
     assert config.lora_r == 4
 
 
@@ -51,8 +66,15 @@ def test_example_building_keys_are_left_to_ingest():
         ({"learning_rate": "fast"}, "persona.yaml: training.learning_rate: must be a number"),
         ({"epochs": 0}, "persona.yaml: training.epochs: must be a positive integer or null"),
         ({"target_modules": []}, "persona.yaml: training.target_modules: must be a non-empty list"),
-        ({"target_modules": ["q_proj", "lm_head"]}, "persona.yaml: training.target_modules: the server can only adapt q_proj"),
-        ({"target_modules": ["qkv"]}, "persona.yaml: training.target_modules: the server can only adapt q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj; got ['qkv']"),
+        (
+            {"target_modules": ["q_proj", "lm_head"]},
+            "persona.yaml: training.target_modules: the server can only adapt q_proj",
+        ),
+        (
+            {"target_modules": ["qkv"]},
+            "persona.yaml: training.target_modules: the server can only adapt q_proj, k_proj, v_proj, o_proj, "
+            "gate_proj, up_proj, down_proj; got ['qkv']",
+        ),
         ({"target_modules": 3}, "persona.yaml: training.target_modules: must be a list of module names"),
         ({"qlora": "maybe"}, "persona.yaml: training.qlora: must be true or false"),
         ({"max_seq_length": 8}, "persona.yaml: training.max_seq_length: must be an integer of at least 16"),
@@ -123,3 +145,60 @@ def test_fingerprint_ignores_run_length_and_reporting():
     assert a == TrainConfig().fingerprint()
     assert TrainConfig(lora_r=8).fingerprint() != TrainConfig().fingerprint()
     assert TrainConfig().to_dict()["target_modules"] == list(LINEAR_MODULES)
+
+
+def test_every_setting_is_documented_by_its_docstring():
+    for name, field in TrainConfig.model_fields.items():
+        assert field.description and len(field.description) > 20, name
+
+
+def test_every_setting_is_a_flag_of_persona_train_with_its_doc_as_help():
+    import typer.main
+
+    from cli.main import app
+
+    command = typer.main.get_command(app).commands["train"]
+    options = {opt: param for param in command.params for opt in param.opts}
+    for name, field in TrainConfig.model_fields.items():
+        flag = "--" + name.replace("_", "-")
+        assert flag in options, flag
+        assert options[flag].help.startswith(" ".join(field.description.split())), flag
+        if field.annotation is bool:
+            assert "--no-" + flag[2:] in options[flag].secondary_opts
+
+
+def test_flags_reach_the_settings_with_their_names_in_errors(tmp_path):
+    from typer.testing import CliRunner
+
+    from cli.main import app
+
+    (tmp_path / "echo" / "logs").mkdir(parents=True)
+    result = CliRunner().invoke(
+        app, ["train", "echo", "--personas-dir", str(tmp_path), "--lora-dropout", "1.5", "--no-fused-lora"]
+    )
+    assert result.exit_code == 1
+    assert "--lora-dropout: must be a number at least 0 and below 1, got 1.5" in result.output
+
+
+def test_example_keys_are_the_fields_example_building_reads():
+    from training.ingest import ExampleSettings
+
+    assert example_keys() == {"window", "session_gap_hours", "heldout_fraction", "min_examples", "name_prefixes"}
+    defaults = ExampleSettings()
+    changed = {"window": 2, "session_gap_hours": 1, "heldout_fraction": 0.3, "min_examples": 1, "name_prefixes": False}
+    assert changed.keys() == example_keys()
+    for key, value in changed.items():
+        assert ExampleSettings.from_overrides({key: value}) != defaults, key
+
+
+def test_one_quantized_base_at_a_time_and_every_bad_field_is_named():
+    with pytest.raises(ConfigError, match=r"^persona.yaml: training.load_in_8bit: load the base in 4-bit"):
+        TrainConfig.from_overrides({"qlora": True, "load_in_8bit": True})
+    with pytest.raises(ConfigError) as caught:
+        TrainConfig.from_overrides({"lora_r": 0}, {"seed": -1})
+    assert str(caught.value) == (
+        "persona.yaml: training.lora_r: must be a positive integer, got 0; "
+        "--seed: must be a whole number of at least 0, got -1"
+    )
+    with pytest.raises(ConfigError, match=r"^learning_rate: must be a number above 0 and at most 1, got nan"):
+        TrainConfig(learning_rate=float("nan"))
