@@ -1,0 +1,40 @@
+"""Fidelity: does an adapter keep its character's voice better than a well-written prompt?
+
+Every figure is measured on the persona's held-out sessions, for three systems: the base model alone,
+the prompt-only persona (base model + the full card) and the adapter as it is served::
+
+    from training.fidelity import evaluate_version, gate_version, decide
+    report = evaluate_version(store_settings, "wren", "v3", "http://127.0.0.1:8000/v1")
+    report.systems.adapter.perplexity, report.systems.card.centroid_similarity, report.real.centroid_ceiling
+    report = gate_version(store_settings, "wren", 4, url)      # report.gate: go live or held back
+
+Modules: :mod:`.plan` (what is asked and scored), :mod:`.card_prompt` (the full card),
+:mod:`.generate` (replies through the server), :mod:`.perplexity`, :mod:`.embed`, :mod:`.metrics`
+(pure figures), :mod:`.general` (forgetting), :mod:`.report` (JSON, Markdown, PNG), :mod:`.gate`,
+:mod:`.server` (``persona serve`` as a child process when no server is given), :mod:`.settings`
+(the card's ``fidelity:`` section) and :mod:`.schema` (the report's shape).
+"""
+
+from .evaluate import evaluate_version, gate_version, settings_for
+from .gate import comparable, decide
+from .schema import FIDELITY_JSON, FIDELITY_MD, FIDELITY_PNG, FidelityReport, GateDecision, read_report
+from .server import served
+from .settings import FidelityError, FidelitySettings, GateThresholds
+
+__all__ = [
+    "FIDELITY_JSON",
+    "FIDELITY_MD",
+    "FIDELITY_PNG",
+    "FidelityError",
+    "FidelityReport",
+    "FidelitySettings",
+    "GateDecision",
+    "GateThresholds",
+    "comparable",
+    "decide",
+    "evaluate_version",
+    "gate_version",
+    "read_report",
+    "served",
+    "settings_for",
+]

@@ -1,0 +1,233 @@
+"""Evaluating one adapter version end to end, and the gate's whole decision for a new version.
+
+    report = evaluate_version(store_settings, "wren", "v3", "http://127.0.0.1:8000/v1")
+    report = gate_version(store_settings, "wren", 3, url)   # report.gate.go_live, report.gate.reasons
+
+Order of work: generate every reply through the server (all systems at once, so the engine batches),
+then score perplexity on the CPU with the base model and the version's PEFT adapter, then embed the
+replies and compute the figures. Reports are written beside the version.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from store.base_model import BaseModel, resolve_base_model
+from store.names import check_version, version_name
+from store.registry import Persona, PersonaStore, check_same_base
+from store.settings import StoreSettings
+
+from . import metrics
+from .card_prompt import example_exchanges, full_card_prompt
+from .embed import EMBEDDING_MODEL, Embedder
+from .gate import comparable, decide
+from .general import general_conversations
+from .generate import Reply, Sampling, System, generate
+from .perplexity import Scorer
+from .plan import Plan, make_plan
+from .report import write_report
+from .schema import FidelityReport, RealFigures, Sample, SystemFigures, Systems, read_report
+from .settings import FidelityError, FidelitySettings
+
+__all__ = ["evaluate_version", "gate_version", "settings_for"]
+
+SAMPLES = 3
+
+
+def _say(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def settings_for(persona: Persona) -> FidelitySettings:
+    """The persona's evaluation settings: defaults, then its card's ``fidelity:`` section."""
+    return FidelitySettings.from_card(persona.card.fidelity, persona.path / "persona.yaml")
+
+
+def _version_number(persona: Persona, version: int | str | None) -> int:
+    if version is None:
+        if persona.live is None:
+            raise FidelityError(f"persona '{persona.name}' has no live version; name one with --version")
+        return persona.live
+    return check_version(version) if isinstance(version, str) else version
+
+
+@dataclass
+class _Context:
+    """What evaluating several versions of one persona shares: examples, plan, base model, embedder."""
+
+    settings: StoreSettings
+    persona: Persona
+    fidelity: FidelitySettings
+    base: BaseModel
+    examples: Any
+    plan: Plan
+    card_prompt: str
+    say: Callable[[str], None]
+    embedder: Embedder | None = None
+
+    def embed(self, texts: list[str]) -> Any:
+        if self.embedder is None:
+            self.embedder = Embedder()
+        return self.embedder(texts)
+
+
+def _context(settings: StoreSettings, persona: Persona, fidelity: FidelitySettings | None,
+             say: Callable[[str], None]) -> _Context:
+    from training.ingest import ExampleSettings, build_examples, load_logs
+
+    fidelity = fidelity or settings_for(persona)
+    try:
+        example_settings = ExampleSettings.from_overrides(persona.card.training)
+    except ValueError as exc:
+        raise FidelityError(f"{persona.path / 'persona.yaml'}: training: {exc}") from exc
+    examples = build_examples(load_logs(persona.logs_dir), persona.name, persona.card, example_settings)
+    if not len(examples.heldout):
+        raise FidelityError(
+            f"persona '{persona.name}' has no held-out sessions to evaluate on ({examples.sessions} sessions in "
+            f"its logs; at least 3 are needed, and training.heldout_fraction must be above 0)")
+    plan = make_plan(examples.heldout, persona.card.example_questions, prompts=fidelity.heldout_prompts,
+                     probes=fidelity.probes, sessions=fidelity.sessions, scored=fidelity.perplexity_examples,
+                     seed=fidelity.seed)
+    if len(plan.prompts) < 2 or not plan.probes:
+        raise FidelityError(f"persona '{persona.name}': its held-out sessions have too few prompts that a "
+                            "user started, so no style figures can be measured")
+    card_prompt = full_card_prompt(persona.title, persona.card.description, persona.system_prompt,
+                                   example_exchanges(examples.train, fidelity.example_exchanges))
+    base = resolve_base_model(settings.base_model, settings.cache_dir, settings.allow_download)
+    return _Context(settings, persona, fidelity, base, examples, plan, card_prompt, say)
+
+
+def _sampling(ctx: _Context) -> Sampling:
+    card = ctx.persona.card.sampling
+    temperature = ctx.fidelity.temperature if ctx.fidelity.temperature is not None else card.temperature
+    top_p = ctx.fidelity.top_p if ctx.fidelity.top_p is not None else card.top_p
+    return Sampling(temperature=0.8 if temperature is None else temperature,
+                    top_p=0.95 if top_p is None else top_p, max_tokens=ctx.fidelity.max_tokens)
+
+
+def _perplexities(ctx: _Context, number: int, general: list) -> dict[str, dict[str, float | None]]:
+    """Held-out perplexity for the three systems and general-conversation perplexity before/after."""
+    scorer = Scorer.load(ctx.base.path, ctx.persona.version_path(number),
+                         max_length=ctx.fidelity.max_length, batch_size=ctx.fidelity.batch_size)
+    plan = ctx.plan
+    out: dict[str, dict[str, float | None]] = {
+        "base": {"perplexity": scorer.score(plan.scored_as(None), adapter=False).perplexity},
+        "card": {"perplexity": scorer.score(plan.scored_as(ctx.card_prompt), adapter=False).perplexity},
+        "adapter": {"perplexity": scorer.score(plan.scored_as(ctx.persona.system_prompt), adapter=True).perplexity},
+    }
+    for key, adapter in (("base", False), ("adapter", True)):
+        out[key]["general_perplexity"] = scorer.score(general, adapter=adapter).perplexity if general else None
+    return out
+
+
+def _style(ctx: _Context, replies: list[Reply], real_vectors: Any) -> dict[str, Any]:
+    """Style, consistency, context cost and voice markers of one system's replies."""
+    plan, markers = ctx.plan, ctx.persona.card.voice_markers
+    heldout, probes = replies[: len(plan.prompts)], replies[len(plan.prompts) :]
+    vectors = ctx.embed([r.text for r in heldout])
+    probe_vectors = ctx.embed([r.text for r in probes])
+    n = len(plan.probes)
+    groups = [probe_vectors[[s * n + p for s in range(plan.sessions)]] for p in range(n)]
+    rate, per_marker = metrics.marker_rates([r.text for r in replies], markers) if markers else (None, {})
+    return {
+        "pair_similarity": metrics.pair_similarity(vectors, real_vectors),
+        "centroid_similarity": metrics.centroid_similarity(vectors, real_vectors),
+        "classifier_accuracy": metrics.classifier_accuracy(vectors, real_vectors, seed=ctx.fidelity.seed),
+        "session_variation": metrics.session_variation(groups),
+        "prompt_tokens": metrics.prompt_tokens_per_request([r.prompt_tokens for r in probes[:n]]),
+        "marker_rate": rate,
+        "markers": per_marker,
+    }
+
+
+def _evaluate(ctx: _Context, number: int, server_url: str) -> FidelityReport:
+    started = time.perf_counter()
+    persona, plan, name = ctx.persona, ctx.plan, version_name(number)
+    check_same_base(persona.metadata(number), ctx.base.hash, ctx.base.id, persona.version_path(number))
+    systems = [System("base", ctx.base.id), System("card", ctx.base.id, ctx.card_prompt),
+               System("adapter", f"{persona.name}@{name}")]
+    ctx.say(f"{persona.name} {name}: {len(plan.prompts)} held-out prompts and {len(plan.probes)} probes x "
+            f"{plan.sessions} sessions for each of {len(systems)} systems through {server_url}")
+    replies = generate(server_url, plan.jobs(systems), _sampling(ctx), concurrency=ctx.fidelity.concurrency)
+    general = general_conversations(ctx.settings.cache_dir, ctx.base.id, ctx.base.hash, server_url,
+                                    concurrency=ctx.fidelity.concurrency)
+    ctx.say(f"{persona.name} {name}: replies in {time.perf_counter() - started:.0f} s; scoring "
+            f"{len(plan.scored)} real replies and {len(general)} general answers")
+    figures = _perplexities(ctx, number, general)
+    ctx.say(f"{persona.name} {name}: scored at {time.perf_counter() - started:.0f} s; embedding replies with "
+            f"{EMBEDDING_MODEL}")
+    real_texts = [p.real for p in plan.prompts]
+    real_vectors = ctx.embed(real_texts)
+    markers = ctx.persona.card.voice_markers
+    real_rate, real_markers = metrics.marker_rates(real_texts, markers) if markers else (None, {})
+    by_key = {s.key: r for s, r in zip(systems, replies)}
+    for key, system_replies in by_key.items():
+        figures[key].update(_style(ctx, system_replies, real_vectors))
+    base_general, adapter_general = figures["base"]["general_perplexity"], figures["adapter"]["general_perplexity"]
+    samples = [
+        Sample(prompt=prompt.conversation[-1]["content"], real=prompt.real,
+               **{key: by_key[key][i].text for key in by_key})
+        for i, prompt in enumerate(plan.prompts[:SAMPLES])
+    ]
+    return FidelityReport(
+        persona=persona.name, version=name, base_model=ctx.base.id, data_hash=ctx.examples.data_hash,
+        duration_s=round(time.perf_counter() - started, 1), heldout_sessions=len(ctx.examples.heldout_sessions),
+        scored_examples=len(plan.scored), prompts=len(plan.prompts), probes=plan.probes, sessions=plan.sessions,
+        settings=ctx.fidelity.model_dump(), card_prompt=ctx.card_prompt, embedding_model=EMBEDDING_MODEL,
+        systems=Systems(**{key: SystemFigures(**values) for key, values in figures.items()}),
+        real=RealFigures(replies=len(real_texts), centroid_ceiling=metrics.leave_one_out_ceiling(real_vectors),
+                         marker_rate=real_rate, markers=real_markers),
+        forgetting=(adapter_general / base_general - 1.0) if base_general and adapter_general else None,
+        samples=samples,
+    )
+
+
+def _persona(settings: StoreSettings, persona: Persona | str) -> Persona:
+    return persona if isinstance(persona, Persona) else PersonaStore(settings.personas_dir).get(persona)
+
+
+def evaluate_version(settings: StoreSettings, persona: Persona | str, version: int | str | None, server_url: str, *,
+                     fidelity: FidelitySettings | None = None, write: bool = True,
+                     say: Callable[[str], None] = _say) -> FidelityReport:
+    """The fidelity report of one version (``None``: the live one), measured through the server at
+    ``server_url`` (``http://host:port/v1``), written beside the version unless ``write`` is false.
+
+    Raises :class:`FidelityError` or a :class:`store.errors.StoreError` naming what is wrong.
+    """
+    persona = _persona(settings, persona)
+    number = _version_number(persona, version)
+    persona.version_path(number)  # an unknown version fails here, before any work
+    report = _evaluate(_context(settings, persona, fidelity, say), number, server_url)
+    if write:
+        write_report(report, persona.version_path(number))
+    return report
+
+
+def gate_version(settings: StoreSettings, persona: Persona | str, version: int | str, server_url: str, *,
+                 fidelity: FidelitySettings | None = None, say: Callable[[str], None] = _say) -> FidelityReport:
+    """Evaluate a new version and decide whether it may go live against the live version.
+
+    The live version's stored report is reused when it was measured on the same data and settings;
+    otherwise the live version is evaluated again (and its report rewritten). The decision is in the
+    returned report's ``gate`` (also written beside the new version). Nothing is made live here: the
+    publish path acts on ``report.gate.go_live``.
+    """
+    persona = _persona(settings, persona)
+    number = _version_number(persona, version)
+    persona.version_path(number)
+    ctx = _context(settings, persona, fidelity, say)
+    report = _evaluate(ctx, number, server_url)
+    live = None
+    if persona.live is not None and persona.live != number:
+        live = read_report(persona.version_path(persona.live))
+        if live is None or comparable(report, live) is not None:
+            say(f"{persona.name}: evaluating live {version_name(persona.live)} on the same data for the gate")
+            live = _evaluate(ctx, persona.live, server_url)
+            write_report(live, persona.version_path(persona.live))
+    report.gate = decide(report, live, ctx.fidelity.gate)
+    write_report(report, persona.version_path(number))
+    return report

@@ -1,0 +1,99 @@
+"""Replies from the three systems through the running server's OpenAI-compatible API.
+
+* ``base``: the base model's id, no system message (the template's own default prompt);
+* ``card``: the base model's id with the full card as the request's system message (a request's
+  own system message replaces any persona prompt);
+* ``adapter``: ``<name>@vN``, no system message, so the server adds the persona's short system prompt
+  exactly as it does for users.
+
+Every request of every system is in flight at once (up to a limit), so the engine batches them; each
+request carries its own seed, so two evaluations of one version ask the same questions the same way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from .settings import FidelityError
+
+__all__ = ["Ask", "Reply", "Sampling", "System", "generate"]
+
+
+@dataclass(frozen=True)
+class System:
+    """One way of answering: a served model id and the system message the request carries (if any)."""
+
+    key: str
+    model: str
+    system_prompt: str | None = None
+
+    def messages(self, conversation: Sequence[Mapping[str, str]]) -> list[dict[str, str]]:
+        head = [{"role": "system", "content": self.system_prompt}] if self.system_prompt else []
+        return head + [{"role": m["role"], "content": m["content"]} for m in conversation]
+
+
+@dataclass(frozen=True)
+class Ask:
+    """One request: the conversation so far (no system message) and its seed."""
+
+    conversation: tuple[Mapping[str, str], ...]
+    seed: int
+
+
+@dataclass(frozen=True)
+class Reply:
+    text: str
+    prompt_tokens: int
+
+
+@dataclass(frozen=True)
+class Sampling:
+    temperature: float
+    top_p: float
+    max_tokens: int
+
+
+async def _ask_all(url: str, jobs: Sequence[tuple[System, Sequence[Ask]]], sampling: Sampling,
+                   concurrency: int, client_options: Mapping[str, Any]) -> list[list[Reply]]:
+    import openai
+
+    gate = asyncio.Semaphore(concurrency)
+    options = {"api_key": "unused", "max_retries": 0, "timeout": 600, **client_options}
+    async with openai.AsyncOpenAI(base_url=url, **options) as client:
+
+        async def one(system: System, ask: Ask) -> Reply:
+            async with gate:
+                try:
+                    response = await client.chat.completions.create(
+                        model=system.model, messages=system.messages(ask.conversation), seed=ask.seed,
+                        temperature=sampling.temperature, top_p=sampling.top_p, max_tokens=sampling.max_tokens,
+                    )
+                except openai.APIConnectionError as exc:
+                    raise FidelityError(f"cannot reach the server at {url}: {exc}") from exc
+                except openai.APIStatusError as exc:
+                    raise FidelityError(f"the server at {url} refused model '{system.model}' "
+                                        f"({exc.status_code}): {exc.message}") from exc
+            usage = response.usage.prompt_tokens if response.usage else 0
+            return Reply(text=response.choices[0].message.content or "", prompt_tokens=usage)
+
+        per_system = [[one(system, ask) for ask in asks] for system, asks in jobs]
+        flat = await asyncio.gather(*(task for tasks in per_system for task in tasks))
+    out, at = [], 0
+    for tasks in per_system:
+        out.append(list(flat[at : at + len(tasks)]))
+        at += len(tasks)
+    return out
+
+
+def generate(url: str, jobs: Sequence[tuple[System, Sequence[Ask]]], sampling: Sampling, *,
+             concurrency: int = 24, client_options: Mapping[str, Any] | None = None) -> list[list[Reply]]:
+    """Replies to every ``Ask`` of every job, in order; all requests share one concurrency limit.
+
+    ``url`` is the API root (``http://host:port/v1``). ``client_options`` go to ``openai.AsyncOpenAI``
+    (a custom ``http_client``). Raises :class:`FidelityError` when the server cannot be reached or
+    refuses a model.
+    """
+    return asyncio.run(_ask_all(url, jobs, sampling, concurrency, client_options or {}))
