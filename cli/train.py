@@ -128,7 +128,7 @@ def train(
             failures += 1
             continue
         typer.echo(
-            f"{persona_name}: published v{result.version} ({result.steps} steps, {result.duration_s:.0f} s, "
+            f"{persona_name}: published v{result.version} ({result.steps} steps, {result.total_s:.0f} s, "
             f"{result.tokens_per_s:.0f} tokens/s); held-out loss {_fmt(result.eval_loss_before)} -> "
             f"{_fmt(result.eval_loss_after)}"
         )

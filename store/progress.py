@@ -20,13 +20,18 @@ PROGRESS_FILE = "progress.json"
 
 
 class TrainingProgress(BaseModel):
+    """Where a run stands: what the training loop reports after each step, as the server shows it."""
+
     state: Literal["running", "done", "failed"]
     step: int = 0
     total_steps: int = 0
     epoch: float = 0.0
     train_loss: float | None = None
     eval_loss: float | None = None
+    best_eval_loss: float | None = None
     tokens_per_s: float | None = None
+    elapsed_s: float | None = None
+    eta_s: float | None = None
     message: str = ""
     pid: int = Field(default_factory=os.getpid)
     updated_at: float = Field(default_factory=time.time)

@@ -18,10 +18,11 @@ import torch
 
 from store import adapters
 from store.adapters import AdapterMetadata, LoraShape
+from store.base_model import BaseModel
 from store.errors import StoreError
 
 from .config import TrainingError
-from .trainer import TrainOutcome
+from .result import TrainResult
 
 __all__ = ["publish_adapter", "write_loss_plot", "write_report", "build_metadata", "verify_loads"]
 
@@ -29,7 +30,7 @@ LOSS_PLOT = "loss.png"
 REPORT = "report.md"
 
 
-def build_metadata(outcome: TrainOutcome, data_hash: str, extra: dict[str, Any] | None = None) -> AdapterMetadata:
+def build_metadata(outcome: TrainResult, data_hash: str, extra: dict[str, Any] | None = None) -> AdapterMetadata:
     """``metadata.json`` of the new version: base, data, settings and the figures of the run."""
     config = outcome.config
     return AdapterMetadata(
@@ -50,6 +51,8 @@ def build_metadata(outcome: TrainOutcome, data_hash: str, extra: dict[str, Any] 
         stopped_early=outcome.stopped_early,
         tokens_per_s=round(outcome.tokens_per_s, 1),
         evals=[{"step": int(e["step"]), "loss": round(e["loss"], 5)} for e in outcome.evals],
+        peak_rss_mb=outcome.peak_rss_mb,
+        peak_cuda_mb=outcome.peak_cuda_mb,
         **(extra or {}),
     )
 
@@ -58,7 +61,7 @@ def _round(value: float | None) -> float | None:
     return None if value is None else round(float(value), 5)
 
 
-def write_loss_plot(outcome: TrainOutcome, path: Path) -> None:
+def write_loss_plot(outcome: TrainResult, path: Path) -> None:
     """Training loss per step (and its running mean) with the held-out loss at each evaluation."""
     import matplotlib
 
@@ -71,20 +74,31 @@ def write_loss_plot(outcome: TrainOutcome, path: Path) -> None:
     losses = [h["loss"] for h in outcome.history]
     if steps:
         window = max(1, min(10, len(losses) // 5))
-        axes.plot(steps, losses, color="#9bb7d4" if window > 1 else "#1f5f9e", linewidth=1 if window > 1 else 2,
-                  label="train loss (per step)")
+        axes.plot(
+            steps,
+            losses,
+            color="#9bb7d4" if window > 1 else "#1f5f9e",
+            linewidth=1 if window > 1 else 2,
+            label="train loss (per step)",
+        )
         if window > 1:
-            smooth = [sum(losses[max(0, i - window + 1): i + 1]) / len(losses[max(0, i - window + 1): i + 1])
-                      for i in range(len(losses))]
+            smooth = [
+                sum(losses[max(0, i - window + 1) : i + 1]) / len(losses[max(0, i - window + 1) : i + 1])
+                for i in range(len(losses))
+            ]
             axes.plot(steps, smooth, color="#1f5f9e", linewidth=2, label=f"train loss (mean of {window} steps)")
     if outcome.evals:
-        axes.plot([e["step"] for e in outcome.evals], [e["loss"] for e in outcome.evals], "o-",
-                  color="#d45f1f", label="held-out loss")
+        axes.plot(
+            [e["step"] for e in outcome.evals],
+            [e["loss"] for e in outcome.evals],
+            "o-",
+            color="#d45f1f",
+            label="held-out loss",
+        )
         if outcome.best_step is not None:
             best = [e for e in outcome.evals if e["step"] == outcome.best_step]
             if best:
-                axes.plot([best[0]["step"]], [best[0]["loss"]], "*", markersize=14, color="#d45f1f",
-                          label="published")
+                axes.plot([best[0]["step"]], [best[0]["loss"]], "*", markersize=14, color="#d45f1f", label="published")
     axes.set_xlabel("step")
     axes.set_ylabel("loss (cross-entropy per persona token)")
     axes.grid(alpha=0.3)
@@ -93,8 +107,9 @@ def write_loss_plot(outcome: TrainOutcome, path: Path) -> None:
     figure.savefig(path)
 
 
-def write_report(outcome: TrainOutcome, metadata: AdapterMetadata, persona: str, path: Path) -> None:
+def write_report(outcome: TrainResult, metadata: AdapterMetadata, persona: str, path: Path) -> None:
     """A short human-readable ``report.md``."""
+
     def fmt(value: float | None) -> str:
         return "n/a" if value is None else f"{value:.4f}"
 
@@ -106,19 +121,25 @@ def write_report(outcome: TrainOutcome, metadata: AdapterMetadata, persona: str,
         f"- Data: {tokens.get('train_examples', 0)} training and {tokens.get('heldout_examples', 0)} held-out "
         f"examples, hash `{metadata.data_hash[:12]}`",
         f"- LoRA: r={outcome.config.lora_r}, alpha={outcome.config.lora_alpha:g}, "
-        f"modules {', '.join(sorted(outcome.config.target_modules))}" + (" (QLoRA, 4-bit base)" if outcome.config.qlora else ""),
+        f"modules {', '.join(sorted(outcome.config.target_modules))}"
+        + (" (QLoRA, 4-bit base)" if outcome.config.qlora else ""),
         f"- Run: {outcome.steps} steps = {outcome.steps / outcome.steps_per_epoch:.2g} epoch(s) of "
         f"{outcome.steps_per_epoch} steps ({outcome.epochs} planned"
         + (f", max_steps {outcome.config.max_steps}" if outcome.config.max_steps else "")
         + (", stopped early on the held-out loss" if outcome.stopped_early else "")
-        + (f", resumed at step {outcome.resumed_from}" if outcome.resumed_from else "") + ")",
+        + (f", resumed at step {outcome.resumed_from}" if outcome.resumed_from else "")
+        + ")",
         f"- Time: {outcome.duration_s:.0f} s, {outcome.tokens_per_s:.0f} training tokens/s",
+        f"- Peak memory: {_mb(outcome.peak_rss_mb)} resident"
+        + (f", {_mb(outcome.peak_cuda_mb)} CUDA" if outcome.peak_cuda_mb is not None else ""),
         "",
         "| held-out loss | value | perplexity |",
         "|---|---|---|",
     ]
-    for label, value in (("base model (before)", outcome.eval_loss_before),
-                         (f"published adapter (step {outcome.best_step})", outcome.eval_loss_after)):
+    for label, value in (
+        ("base model (before)", outcome.eval_loss_before),
+        (f"published adapter (step {outcome.best_step})", outcome.eval_loss_after),
+    ):
         ppl = "n/a" if value is None else f"{_exp(value):.2f}"
         lines.append(f"| {label} | {fmt(value)} | {ppl} |")
     lines += [
@@ -132,6 +153,10 @@ def write_report(outcome: TrainOutcome, metadata: AdapterMetadata, persona: str,
         "",
     ]
     path.write_text("\n".join(lines), encoding="utf-8")
+
+
+def _mb(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.0f} MiB"
 
 
 def _exp(value: float) -> float:
@@ -152,17 +177,12 @@ def _lora_tensors(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return out
 
 
-def verify_loads(staged: Path, base_path: Path, expected: dict[str, torch.Tensor] | None = None) -> None:
+def verify_loads(staged: Path, base: BaseModel, expected: dict[str, torch.Tensor] | None = None) -> None:
     """Load the staged adapter with PEFT onto a fresh copy of the base; compare the weights."""
-    from peft import PeftModel
-    from transformers import AutoModelForCausalLM
+    from .model import load_adapter_model
 
-    base = AutoModelForCausalLM.from_pretrained(base_path, dtype=torch.float32)
-    try:
-        loaded = PeftModel.from_pretrained(base, staged, is_trainable=False)
-    except Exception as exc:
-        raise TrainingError(f"{staged}: the adapter does not load with PEFT: {exc}") from exc
-    got = _lora_tensors({k: v for k, v in loaded.state_dict().items()})
+    loaded = load_adapter_model(base, staged)
+    got = _lora_tensors({k: v.cpu() for k, v in loaded.state_dict().items()})
     if not got:
         raise TrainingError(f"{staged}: the adapter loaded without any LoRA weights")
     if expected is not None:
@@ -172,12 +192,12 @@ def verify_loads(staged: Path, base_path: Path, expected: dict[str, torch.Tensor
         for key, value in want.items():
             if not torch.equal(value.to(got[key].dtype), got[key]):
                 raise TrainingError(f"{staged}: weights of {key} differ from the trained adapter after loading")
-    del loaded, base
+    del loaded
 
 
 def publish_adapter(
     persona_path: Path,
-    outcome: TrainOutcome,
+    outcome: TrainResult,
     *,
     data_hash: str,
     max_lora_rank: int,
@@ -204,7 +224,7 @@ def publish_adapter(
         write_loss_plot(outcome, staged / LOSS_PLOT)
         write_report(outcome, metadata, persona_name or persona_path.name, staged / REPORT)
         adapters.check_servable(staged, max_lora_rank, allowed_modules)
-        verify_loads(staged, outcome.base.path, trained)
+        verify_loads(staged, outcome.base, trained)
         version = adapters.publish(persona_path, staged, make_live=make_live)
     except BaseException as exc:
         shutil.rmtree(staged, ignore_errors=True)

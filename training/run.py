@@ -14,10 +14,10 @@ version is published.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import time
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from store.base_model import resolve_base_model
 from store.progress import TrainingProgress, work_dir, write_progress
@@ -25,29 +25,9 @@ from store.registry import Persona, PersonaStore
 from store.settings import StoreSettings
 
 from .config import ConfigError, TrainConfig, TrainingError
+from .result import TrainResult
 
-__all__ = ["TrainResult", "train_persona", "needs_training", "data_hash", "config_for"]
-
-
-@dataclass
-class TrainResult:
-    """What one training run produced."""
-
-    name: str
-    version: int
-    path: Path
-    data_hash: str
-    train_loss: float | None
-    eval_loss_before: float | None
-    eval_loss_after: float | None
-    steps: int
-    epochs: int
-    stopped_early: bool
-    tokens_per_s: float
-    duration_s: float
-    tokens: dict[str, int] = field(default_factory=dict)
-    resumed_from: int | None = None
-    truncated_examples: int = 0
+__all__ = ["TrainResult", "train_persona", "needs_training", "config_for"]
 
 
 def _persona(store_settings: StoreSettings, persona: Persona | str) -> Persona:
@@ -58,8 +38,7 @@ def _persona(store_settings: StoreSettings, persona: Persona | str) -> Persona:
 
 def config_for(persona: Persona, flags: dict[str, Any] | None = None) -> TrainConfig:
     """The effective settings of a persona: defaults, its card's ``training:``, then ``flags``."""
-    return TrainConfig.from_overrides(persona.card.training, flags or {},
-                                      card_label=str(persona.path / "persona.yaml"))
+    return TrainConfig.from_overrides(persona.card.training, flags or {}, card_label=str(persona.path / "persona.yaml"))
 
 
 def _examples(persona: Persona):
@@ -72,11 +51,6 @@ def _examples(persona: Persona):
     if not persona.logs_dir.is_dir():
         raise TrainingError(f"persona '{persona.name}' has no logs folder ({persona.logs_dir}); add chat logs there")
     return build_examples(load_logs(persona.logs_dir), persona.name, persona.card, settings)
-
-
-def data_hash(store_settings: StoreSettings, persona: Persona | str) -> str:
-    """The data hash the persona's current logs give (as recorded in an adapter's metadata)."""
-    return _examples(_persona(store_settings, persona)).data_hash
 
 
 def needs_training(store_settings: StoreSettings, persona: Persona | str) -> bool:
@@ -100,7 +74,7 @@ def train_persona(
     allowed_modules: set[str] | None = None,
     resume: bool = False,
     progress: bool = True,
-    on_step: Callable[[Any], None] | None = None,
+    on_step: Callable[[TrainingProgress], None] | None = None,
 ) -> TrainResult:
     """Train persona ``name`` from its logs and publish the adapter as its next live version.
 
@@ -109,15 +83,49 @@ def train_persona(
     data or other settings). Raises :class:`TrainingError`, :class:`ConfigError` or a
     :class:`store.errors.StoreError`; the previous live version stays live on any failure.
     """
-    from .trainer import work_lock
+    from .checkpoint import work_lock
 
     persona = PersonaStore(store_settings.personas_dir).get(name)
     config = config or config_for(persona)
     if config.lora_r > max_lora_rank:
         raise ConfigError(f"lora_r: {config.lora_r} is above the server's max_lora_rank ({max_lora_rank})")
     with work_lock(work_dir(persona.path)):
-        return _train_locked(store_settings, persona, config, max_lora_rank=max_lora_rank,
-                             allowed_modules=allowed_modules, resume=resume, progress=progress, on_step=on_step)
+        return _train_locked(
+            store_settings,
+            persona,
+            config,
+            max_lora_rank=max_lora_rank,
+            allowed_modules=allowed_modules,
+            resume=resume,
+            progress=progress,
+            on_step=on_step,
+        )
+
+
+class _ProgressFile:
+    """Keeps the persona's ``progress.json`` current for the server, and passes each report on."""
+
+    def __init__(self, persona: Persona, on_step: Callable[[TrainingProgress], None] | None) -> None:
+        self.persona, self.on_step = persona, on_step
+        self.last = TrainingProgress(state="running", message=f"preparing {persona.name}")
+        write_progress(persona.path, self.last)
+
+    def __call__(self, info: TrainingProgress) -> None:
+        # Publishing follows: the run is not done before it.
+        self.write(info.model_copy(update={"state": "running", "message": f"training {self.persona.name}"}))
+        if self.on_step:
+            self.on_step(info)
+
+    def write(self, progress: TrainingProgress) -> None:
+        self.last = progress
+        with contextlib.suppress(OSError):
+            write_progress(self.persona.path, progress)
+
+    def failed(self, exc: BaseException) -> None:
+        interrupted = not isinstance(exc, Exception)
+        message = "interrupted (resume with --resume)" if interrupted else str(exc)[:500]
+        self.write(TrainingProgress(state="failed", step=self.last.step, total_steps=self.last.total_steps,
+                                    message=message))  # fmt: skip
 
 
 def _train_locked(
@@ -129,81 +137,36 @@ def _train_locked(
     allowed_modules: set[str] | None,
     resume: bool,
     progress: bool,
-    on_step: Callable[[Any], None] | None,
+    on_step: Callable[[TrainingProgress], None] | None,
 ) -> TrainResult:
+    from .checkpoint import CHECKPOINT_FILE
+    from .loop import train
     from .publish import publish_adapter
-    from .trainer import CHECKPOINT_FILE, train
 
     started = time.perf_counter()
-    name = persona.name
-    work = work_dir(persona.path)
-    checkpoint = work / CHECKPOINT_FILE
-    write_progress(persona.path, TrainingProgress(state="running", message=f"preparing {name}"))
+    name, work = persona.name, work_dir(persona.path)
+    report = _ProgressFile(persona, on_step)
     try:
         examples = _examples(persona)
         base = resolve_base_model(store_settings.base_model, store_settings.cache_dir, store_settings.allow_download)
-    except BaseException as exc:
-        with contextlib.suppress(Exception):
-            write_progress(persona.path, TrainingProgress(state="failed", message=str(exc)[:500]))
-        raise
-    if not resume:
-        checkpoint.unlink(missing_ok=True)
-
-    last: dict[str, Any] = {}
-
-    def report(info: Any) -> None:
-        last.update(step=info.step, total=info.total_steps)
-        with contextlib.suppress(OSError):
-            write_progress(persona.path, TrainingProgress(
-                state="running", step=info.step, total_steps=info.total_steps, epoch=info.epoch,
-                train_loss=info.loss, eval_loss=info.eval_loss, tokens_per_s=info.tokens_per_s,
-                message=f"training {name}",
-            ))
-        if on_step:
-            on_step(info)
-
-    try:
-        outcome = train(
-            base, examples.train, examples.heldout, config,
-            work_dir=work, resume=resume, progress=progress, on_step=report, description=name, lock=False,
-        )
-        write_progress(persona.path, TrainingProgress(
-            state="running", step=outcome.steps, total_steps=outcome.total_steps,
-            eval_loss=outcome.eval_loss_after, message="publishing",
-        ))
+        if not resume:
+            (work / CHECKPOINT_FILE).unlink(missing_ok=True)
+        outcome = train(base, examples.train, examples.heldout, config, work_dir=work, resume=resume,
+                        progress=progress, on_step=report, description=name, lock=False)  # fmt: skip
+        report.write(TrainingProgress(state="running", step=outcome.steps, total_steps=outcome.total_steps,
+                                      eval_loss=outcome.eval_loss_after, message="publishing"))  # fmt: skip
         version, path = publish_adapter(
             persona.path, outcome, data_hash=examples.data_hash, max_lora_rank=max_lora_rank,
-            allowed_modules=allowed_modules, persona_name=name,
-            extra_metadata={"persona": name, "qlora": config.qlora},
-        )
+            allowed_modules=allowed_modules, persona_name=name, extra_metadata={"persona": name, "qlora": config.qlora},
+        )  # fmt: skip
     except BaseException as exc:
-        interrupted = not isinstance(exc, Exception)
-        with contextlib.suppress(Exception):
-            write_progress(persona.path, TrainingProgress(
-                state="failed", step=last.get("step", 0), total_steps=last.get("total", 0),
-                message="interrupted (resume with --resume)" if interrupted else str(exc)[:500],
-            ))
+        report.failed(exc)
         raise
-    checkpoint.unlink(missing_ok=True)
-    write_progress(persona.path, TrainingProgress(
-        state="done", step=outcome.steps, total_steps=outcome.total_steps,
-        train_loss=outcome.train_loss, eval_loss=outcome.eval_loss_after,
-        tokens_per_s=round(outcome.tokens_per_s, 1), message=f"published v{version}",
-    ))
-    return TrainResult(
-        name=name,
-        version=version,
-        path=path,
-        data_hash=examples.data_hash,
-        train_loss=outcome.train_loss,
-        eval_loss_before=outcome.eval_loss_before,
-        eval_loss_after=outcome.eval_loss_after,
-        steps=outcome.steps,
-        epochs=outcome.epochs,
-        stopped_early=outcome.stopped_early,
-        tokens_per_s=outcome.tokens_per_s,
-        duration_s=time.perf_counter() - started,
-        tokens=dict(outcome.tokens),
-        resumed_from=outcome.resumed_from,
-        truncated_examples=outcome.tokens.get("truncated_examples", 0),
-    )
+    (work / CHECKPOINT_FILE).unlink(missing_ok=True)
+    report.write(TrainingProgress(
+        state="done", step=outcome.steps, total_steps=outcome.total_steps, train_loss=outcome.train_loss,
+        eval_loss=outcome.eval_loss_after, tokens_per_s=round(outcome.tokens_per_s, 1), message=f"published v{version}",
+    ))  # fmt: skip
+    total_s = time.perf_counter() - started
+    return dataclasses.replace(outcome, model=None, name=name, version=version, path=path,
+                               data_hash=examples.data_hash, total_s=total_s)  # fmt: skip

@@ -12,7 +12,8 @@ from .config import TrainConfig
 
 def count_tokens(settings: StoreSettings, examples: Any, config: TrainConfig | None = None) -> dict[str, int]:
     """Tokens, trained tokens and truncated examples per split, with the base tokenizer and template."""
-    from .trainer import encode_split, load_tokenizer
+    from .batches import encode_split
+    from .model import load_tokenizer
 
     config = config or TrainConfig()
     tokenizer = load_tokenizer(resolve_base_model(settings.base_model, settings.cache_dir, settings.allow_download))

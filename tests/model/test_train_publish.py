@@ -1,4 +1,5 @@
-"""A real, tiny LoRA run on the bundled model, then publishing it: versions, LIVE, failures, resume."""
+"""Real, tiny LoRA runs on the bundled model, then publishing them: versions, LIVE, failures, resume,
+QLoRA and 8-bit bases, and the speed-up and memory switches."""
 
 from __future__ import annotations
 
@@ -12,8 +13,9 @@ import torch
 from store import adapters
 from store.errors import BaseModelMismatch, StoreError
 from store.settings import StoreSettings
+from training.checkpoint import CHECKPOINT_FILE, work_lock
 from training.config import TrainConfig, TrainingError
-from training.trainer import CHECKPOINT_FILE, encode_split, plan_batches, train
+from training.loop import train
 
 PHRASE = "The blue heron flies at dawn over the river."
 
@@ -34,8 +36,16 @@ def phrase_rows(count: int, start: int = 0) -> list[dict]:
 
 TRAIN_ROWS = phrase_rows(8)
 HELDOUT_ROWS = phrase_rows(2, start=100)
-TINY = TrainConfig(max_steps=4, batch_tokens=128, learning_rate=3e-3, eval_every=2, checkpoint_every=1,
-                   lora_r=8, lora_alpha=16, warmup_ratio=0.0)
+TINY = TrainConfig(
+    max_steps=4,
+    batch_tokens=128,
+    learning_rate=3e-3,
+    eval_every=2,
+    checkpoint_every=1,
+    lora_r=8,
+    lora_alpha=16,
+    warmup_ratio=0.0,
+)
 
 
 @pytest.fixture(scope="module")
@@ -68,41 +78,16 @@ def test_training_lowers_the_loss_on_a_repeated_phrase(trained):
     assert not any(p.requires_grad for n, p in trained.model.named_parameters() if "lora_" not in n)
 
 
-def test_batches_group_lengths_within_the_token_budget():
-    lengths = [5, 40, 7, 38, 6, 41, 39, 8, 100]
-    batches = plan_batches(lengths, 80, seed=1, epoch=0)
-    assert sorted(i for b in batches for i in b) == list(range(len(lengths)))
-    for batch in batches:
-        assert len(batch) == 1 or max(lengths[i] for i in batch) * len(batch) <= 80
-    padded = sum(max(lengths[i] for i in b) * len(b) for b in batches)
-    assert padded - sum(lengths) <= 12  # similar lengths share a batch
-    assert plan_batches(lengths, 80, seed=1, epoch=0) == batches
-    assert len(plan_batches(lengths, 80, seed=1, epoch=1)) == len(batches)
-
-
-def test_long_examples_lose_old_context_but_keep_the_target(base_model):
-    from transformers import AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(base_model.path)
-    row = phrase_rows(1)[0]
-    context = [{"role": r, "content": f"filler words number {i} " * 8, "weight": 0.0}
-               for i, r in enumerate(["user", "assistant"] * 6)]
-    row = {"messages": [row["messages"][0], *context, *row["messages"][1:]], "session": "long"}
-    split = encode_split(tokenizer, [row], max_seq_length=64)
-    assert split.truncated == 1 and len(split.ids[0]) <= 64
-    kept = tokenizer.decode(split.ids[0])
-    assert kept.startswith("<|im_start|>system\nYou are Echo.") and PHRASE in kept
-    assert tokenizer.decode([t for t, m in zip(split.ids[0], split.masks[0]) if m]) == PHRASE + "<|im_end|>"
-    tiny = encode_split(tokenizer, [row], max_seq_length=16)
-    assert len(tiny.ids[0]) == 16 and tiny.ids[0][-1] == tokenizer.eos_token_id and tiny.masks[0][-1] == 1
-
-
 def test_publish_writes_a_version_and_makes_it_live(trained, persona):
     from training.publish import publish_adapter
 
-    version, path = publish_adapter(persona, trained, data_hash="abc123", max_lora_rank=16,
-                                    allowed_modules={"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj",
-                                                     "up_proj", "down_proj"})
+    version, path = publish_adapter(
+        persona,
+        trained,
+        data_hash="abc123",
+        max_lora_rank=16,
+        allowed_modules={"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"},
+    )
     assert (version, path) == (1, adapters.adapters_root(persona) / "v1")
     assert adapters.read_live(persona) == 1
     for name in ("adapter_model.safetensors", "adapter_config.json", "metadata.json", "loss.png", "report.md"):
@@ -115,6 +100,7 @@ def test_publish_writes_a_version_and_makes_it_live(trained, persona):
     assert meta.data_hash == "abc123" and meta.lora.r == 8 and meta.lora.alpha == 16
     assert meta.eval_loss_after < meta.eval_loss_before and meta.train_loss is not None
     assert meta.settings["max_steps"] == 4 and meta.tokens["train_examples"] == 8 and meta.duration_s > 0
+    assert meta.peak_rss_mb > 100 and meta.peak_cuda_mb is None  # the run's peak memory, no CUDA here
     assert "held-out loss" in (path / "report.md").read_text()
     assert _staging_dirs(persona) == []
 
@@ -201,7 +187,6 @@ def _write_logs(persona: Path, sessions: int, start: int = 0) -> None:
 
 
 def test_train_persona_end_to_end_and_needs_training(base_model, persona, cache_dir):
-    pytest.importorskip("training.ingest")
     from training.run import needs_training, train_persona
 
     (persona / "persona.yaml").write_text("training:\n  min_examples: 1\n  max_steps: 2\n  batch_tokens: 256\n")
@@ -224,11 +209,8 @@ def test_train_persona_end_to_end_and_needs_training(base_model, persona, cache_
     assert needs_training(settings, "echo")
 
     # one run per persona at a time; the refused one leaves the other's progress alone
-    from training.trainer import work_lock
-
-    with work_lock(persona / "adapters" / ".work"):
-        with pytest.raises(TrainingError, match="in progress"):
-            train_persona(settings, "echo", max_lora_rank=16, progress=False)
+    with work_lock(persona / "adapters" / ".work"), pytest.raises(TrainingError, match="in progress"):
+        train_persona(settings, "echo", max_lora_rank=16, progress=False)
     assert json.loads((persona / "adapters" / ".work" / "progress.json").read_text())["state"] == "done"
     # a rank above the server's limit is refused before any training
     with pytest.raises(TrainingError, match="max_lora_rank"):
@@ -238,7 +220,7 @@ def test_train_persona_end_to_end_and_needs_training(base_model, persona, cache_
 def test_fused_lora_forward_matches_peft(base_model):
     from peft.tuners.lora.layer import Linear as LoraLinear
 
-    from training.trainer import load_model
+    from training.model import load_model
 
     model = load_model(base_model, TrainConfig(lora_r=4, lora_alpha=8, lora_dropout=0.0))
     layers = [m for m in model.modules() if type(m) is LoraLinear]
@@ -265,21 +247,6 @@ def test_fused_lora_forward_matches_peft(base_model):
         assert torch.allclose(got, want, atol=1e-5, rtol=1e-3)
 
 
-def test_fast_dropout_keeps_the_expectation():
-    from training.trainer import FastDropout
-
-    torch.manual_seed(0)
-    drop = FastDropout(0.1)
-    x = torch.ones(1000, 1000)
-    y = drop(x)
-    zero = (y == 0).float().mean().item()
-    assert abs(zero - 0.1) < 0.005 and abs(y.mean().item() - 1.0) < 0.01
-    kept = torch.unique(y[y != 0])
-    assert len(kept) == 1 and kept.item() == pytest.approx(1 / (1 - drop.threshold / 32768))
-    drop.eval()
-    assert drop(x) is x
-
-
 def test_qlora_steps_run_on_cpu_and_publish_a_servable_adapter(base_model, persona):
     from training.publish import publish_adapter
 
@@ -289,15 +256,65 @@ def test_qlora_steps_run_on_cpu_and_publish_a_servable_adapter(base_model, perso
     assert type(base_layer).__name__ == "Linear4bit"
     assert outcome.steps == 3 and outcome.eval_loss_after < outcome.eval_loss_before
     # published like any adapter, and proven to load on the full-precision base the server uses
-    version, path = publish_adapter(persona, outcome, data_hash="q", max_lora_rank=16,
-                                    extra_metadata={"qlora": True})
+    version, path = publish_adapter(persona, outcome, data_hash="q", max_lora_rank=16, extra_metadata={"qlora": True})
     assert version == 1 and adapters.read_live(persona) == 1
     assert adapters.read_metadata(path).settings["qlora"] is True
     assert not json.loads((path / "adapter_config.json").read_text()).get("modules_to_save")
 
 
 def test_bf16_autocast_trains(base_model):
-    outcome = train(base_model, TRAIN_ROWS[:4], HELDOUT_ROWS, TINY.replace(bf16=True, max_steps=2, eval_every=2),
-                    progress=False)
+    outcome = train(
+        base_model, TRAIN_ROWS[:4], HELDOUT_ROWS, TINY.replace(bf16=True, max_steps=2, eval_every=2), progress=False
+    )
     assert outcome.steps == 2 and outcome.eval_loss_after < outcome.eval_loss_before
     assert all(p.dtype == torch.float32 for p in outcome.model.parameters() if p.requires_grad)
+
+
+def test_8bit_base_trains_and_publishes_a_servable_adapter(base_model, persona):
+    from training.publish import publish_adapter
+
+    outcome = train(
+        base_model,
+        TRAIN_ROWS[:4],
+        HELDOUT_ROWS,
+        TINY.replace(load_in_8bit=True, max_steps=3, eval_every=3),
+        progress=False,
+    )
+    base_layer = outcome.model.get_base_model().model.layers[0].self_attn.q_proj.base_layer
+    assert type(base_layer).__name__ == "Linear8bitLt"
+    assert outcome.steps == 3 and outcome.eval_loss_after < outcome.eval_loss_before
+    version, path = publish_adapter(persona, outcome, data_hash="8", max_lora_rank=16)
+    assert version == 1 and adapters.read_metadata(path).settings["load_in_8bit"] is True
+
+
+def test_gradient_checkpointing_saves_memory_without_changing_the_steps(trained, base_model):
+    outcome = train(
+        base_model, TRAIN_ROWS, HELDOUT_ROWS, TINY.replace(gradient_checkpointing=True, max_steps=2), progress=False
+    )
+    assert outcome.model.get_base_model().model.gradient_checkpointing
+    for got, want in zip(outcome.history, trained.history[:2]):
+        assert math.isclose(got["loss"], want["loss"], rel_tol=1e-4)
+
+
+def test_speedups_change_the_speed_not_the_steps(base_model):
+    """With no dropout (whose draws the dropout speed-ups change), every speed-up off trains the same."""
+    plain = TINY.replace(lora_dropout=0.0, max_steps=2, eval_every=2)
+    fast = train(base_model, TRAIN_ROWS, HELDOUT_ROWS, plain, progress=False)
+    slow = train(
+        base_model,
+        TRAIN_ROWS,
+        HELDOUT_ROWS,
+        plain.replace(
+            fused_lora=False,
+            head_on_trained_positions=False,
+            shared_dropout=False,
+            fast_dropout=False,
+            tune_allocator=False,
+        ),
+        progress=False,
+    )
+    assert not any("forward" in vars(m) for m in slow.model.modules())  # PEFT's own LoRA forward
+    assert any("forward" in vars(m) for m in fast.model.modules())
+    for got, want in zip(slow.history, fast.history, strict=True):
+        assert math.isclose(got["loss"], want["loss"], rel_tol=1e-4)
+    assert math.isclose(slow.eval_loss_after, fast.eval_loss_after, rel_tol=1e-4)

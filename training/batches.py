@@ -1,0 +1,179 @@
+"""Examples to token batches: render and tokenize once, group by length under a token budget, collate.
+
+Padding goes on the right and no attention mask is built: with causal attention no real token can
+see a later (pad) position, so the model runs its plain causal kernel. Each batch carries only the
+positions whose next token is trained and those tokens, which is all the loss needs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from . import torch_env  # noqa: F401  (process options torch reads when it loads)
+
+# isort: split
+import torch
+
+from store.chat_format import RenderError, render_conversation, trained
+
+from .config import TrainingError
+
+__all__ = ["Batch", "EncodedSplit", "collate", "encode_split", "fit_length", "pad_id", "plan_batches"]
+
+
+@dataclass
+class EncodedSplit:
+    """A split rendered and tokenized once: ids and loss masks per example, and their counts."""
+
+    ids: list[list[int]]
+    masks: list[list[int]]
+    truncated: int = 0
+    """Examples over ``max_seq_length`` that lost context (they are kept)."""
+    skipped: int = 0
+    """Examples with no trained token (nothing to learn from them)."""
+
+    @property
+    def lengths(self) -> list[int]:
+        return [len(i) for i in self.ids]
+
+    @property
+    def tokens(self) -> int:
+        return sum(len(i) for i in self.ids)
+
+    @property
+    def target_tokens(self) -> int:
+        return sum(sum(m) for m in self.masks)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def digest(self) -> str:
+        """Identifies the exact token data (a checkpoint is only resumed on the same data)."""
+        h = hashlib.sha256()
+        for ids, mask in zip(self.ids, self.masks):
+            h.update(json.dumps([ids, mask], separators=(",", ":")).encode())
+        return h.hexdigest()
+
+
+def encode_split(tokenizer: Any, rows: Iterable[Mapping[str, Any]] | None, max_seq_length: int) -> EncodedSplit:
+    """Render and tokenize every row (``{"messages": [...]}``) with the base tokenizer's template.
+
+    An example longer than ``max_seq_length`` first loses its oldest context turns (the system prompt
+    stays), then tokens from the left; the target reply is always kept (its end, if it alone is too
+    long). Such examples are counted in ``truncated``.
+    """
+    out = EncodedSplit(ids=[], masks=[])
+    for number, row in enumerate(rows if rows is not None else []):
+        messages = list(row["messages"])
+        try:
+            ids, mask = render_conversation(tokenizer, messages)
+            if len(ids) > max_seq_length:
+                out.truncated += 1
+                ids, mask = _shorten(tokenizer, messages, ids, mask, max_seq_length)
+        except RenderError as exc:
+            raise TrainingError(f"example {number} (session {row.get('session', '?')}): {exc}") from exc
+        if not any(mask):
+            out.skipped += 1
+            continue
+        out.ids.append(ids)
+        out.masks.append(mask)
+    return out
+
+
+def fit_length(tokenizer: Any, messages: Sequence[Mapping[str, Any]], limit: int) -> tuple[list[int], list[int]]:
+    """Ids and loss mask of ``messages`` in at most ``limit`` tokens, as training sees them: the oldest
+    context turns go first (the system prompt stays), then tokens from the left; the end of the
+    trained reply is always kept."""
+    ids, mask = render_conversation(tokenizer, list(messages))
+    return _shorten(tokenizer, list(messages), ids, mask, limit) if len(ids) > limit else (ids, mask)
+
+
+def _shorten(tokenizer: Any, messages: list[dict], ids: list[int], mask: list[int], limit: int):
+    """Fit a rendered example into ``limit`` tokens (see :func:`fit_length`)."""
+    first = 1 if messages and messages[0].get("role") == "system" else 0
+    trimmed = list(messages)
+    while len(ids) > limit and first < len(trimmed) - 1 and not trained(trimmed[first]):
+        del trimmed[first]
+        ids, mask = render_conversation(tokenizer, trimmed)
+    if len(ids) > limit:
+        # End at the last trained token (the end-of-turn token), so the target's end is always kept.
+        end = max((i for i, m in enumerate(mask) if m), default=len(ids) - 1) + 1
+        end = max(end, limit)
+        ids, mask = ids[end - limit : end], mask[end - limit : end]
+    return ids, mask
+
+
+def plan_batches(lengths: Sequence[int], batch_tokens: int, seed: int, epoch: int) -> list[list[int]]:
+    """Batches of example indices for one epoch: length-sorted, packed to ``batch_tokens``, shuffled.
+
+    Similar lengths share a batch, so almost no compute goes to padding; the batch order is shuffled
+    every epoch and the grouping varies among examples of equal length. The same (lengths, budget,
+    seed, epoch) always gives the same batches; the number of batches depends only on the lengths and
+    the budget, so it is the same every epoch.
+    """
+    rng = random.Random(f"{seed}:{epoch}")
+    order = sorted(range(len(lengths)), key=lambda i: (lengths[i], rng.random()))
+    batches: list[list[int]] = []
+    current: list[int] = []
+    longest = 0
+    for index in order:
+        length = lengths[index]
+        if current and max(longest, length) * (len(current) + 1) > batch_tokens:
+            batches.append(current)
+            current, longest = [], 0
+        current.append(index)
+        longest = max(longest, length)
+    if current:
+        batches.append(current)
+    rng.shuffle(batches)
+    return batches
+
+
+@dataclass
+class Batch:
+    """Right-padded ids, and where the loss is taken."""
+
+    input_ids: torch.Tensor
+    """[B, L], right-padded."""
+    positions: torch.Tensor
+    """Flat indices into [B*L] of the hidden states that predict a trained token."""
+    labels: torch.Tensor
+    """The trained tokens, aligned with ``positions``."""
+    tokens: int
+    """Real (unpadded) tokens."""
+    targets: int
+
+
+def pad_id(tokenizer: Any) -> int:
+    """The id padding uses: the tokenizer's pad token, else its end-of-sequence token."""
+    if tokenizer.pad_token_id is not None:
+        return tokenizer.pad_token_id
+    return tokenizer.eos_token_id or 0
+
+
+def collate(split: EncodedSplit, indices: Sequence[int], pad: int, device: torch.device | None = None) -> Batch:
+    """One batch of the examples at ``indices``, on ``device``."""
+    width = max(len(split.ids[i]) for i in indices)
+    input_ids = torch.full((len(indices), width), pad, dtype=torch.long)
+    positions: list[int] = []
+    labels: list[int] = []
+    tokens = 0
+    for row, index in enumerate(indices):
+        ids, mask = split.ids[index], split.masks[index]
+        input_ids[row, : len(ids)] = torch.tensor(ids, dtype=torch.long)
+        tokens += len(ids)
+        base = row * width
+        for t in range(1, len(ids)):
+            if mask[t]:
+                positions.append(base + t - 1)
+                labels.append(ids[t])
+    positions_t = torch.tensor(positions, dtype=torch.long)
+    labels_t = torch.tensor(labels, dtype=torch.long)
+    if device is not None and device.type != "cpu":
+        input_ids, positions_t, labels_t = input_ids.to(device), positions_t.to(device), labels_t.to(device)
+    return Batch(input_ids=input_ids, positions=positions_t, labels=labels_t, tokens=tokens, targets=len(labels))
