@@ -26,6 +26,25 @@ ERRORS: dict[int, str] = {
 """What each error status means on this server."""
 
 
+EVENT_STREAM: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "The completion; with `stream: true`, OpenAI's server-sent events ending in `data: [DONE]`.",
+        "content": {
+            "text/event-stream": {
+                "schema": {
+                    "type": "object",
+                    "required": ["data"],
+                    "properties": {
+                        "data": {"type": "string", "description": "A ChatCompletionChunk, an ErrorResponse or [DONE]."}
+                    },
+                }
+            }
+        },
+    }
+}
+"""The streamed answer of a chat completion, one schema per event."""
+
+
 def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     """``responses=`` for a route: each status with its meaning and OpenAI's error body."""
     return {status: {"model": ErrorResponse, "description": ERRORS[status]} for status in statuses}

@@ -18,7 +18,7 @@ from store.names import version_name
 
 from .chat import ChatService, PreparedChat
 from .errors import APIError, model_not_found, unauthorized
-from .openapi import error_responses
+from .openapi import EVENT_STREAM, error_responses
 from .persona_status import PERSONA_STATES, PersonaList, PersonaProblem, PersonaStatus, persona_status
 from .protocol import (
     ChatCompletionChunk,
@@ -57,28 +57,11 @@ def require_key(request: Request, credentials: HTTPAuthorizationCredentials | No
 api = APIRouter(prefix="/v1", dependencies=[Depends(require_key)], responses=error_responses(401))
 ops = APIRouter()
 
-STREAM_RESPONSE = {
-    200: {
-        "description": "The completion; with `stream: true`, OpenAI's server-sent events ending in `data: [DONE]`.",
-        "content": {
-            "text/event-stream": {
-                "schema": {
-                    "type": "object",
-                    "required": ["data"],
-                    "properties": {
-                        "data": {"type": "string", "description": "A ChatCompletionChunk, an ErrorResponse or [DONE]."}
-                    },
-                }
-            }
-        },
-    }
-}
-
 
 @api.post(
     "/chat/completions",
     response_model=ChatCompletionResponse,
-    responses={**STREAM_RESPONSE, **error_responses(400, 404, 409, 500, 503)},
+    responses={**EVENT_STREAM, **error_responses(400, 404, 409, 500, 503)},
 )
 async def chat_completions(body: ChatCompletionRequest, chat: ChatService = Depends(chat_service)):
     """OpenAI's chat completion; ``model`` is a persona, ``persona@vN`` or the base model."""
@@ -172,7 +155,7 @@ async def list_models(chat: ChatService = Depends(chat_service)) -> ModelList:
     return ModelList(data=cards)
 
 
-@api.get("/models/{model_id}", response_model=ModelCard, responses=error_responses(404, 503))
+@api.get("/models/{model_id:path}", response_model=ModelCard, responses=error_responses(404, 503))
 async def get_model(model_id: str, chat: ChatService = Depends(chat_service)) -> ModelCard:
     for card in (await list_models(chat)).data:
         if card.id == model_id:

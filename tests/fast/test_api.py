@@ -84,6 +84,13 @@ def test_models_lists_base_personas_and_versions(client: TestClient) -> None:
     assert by_id["alpha@v1"]["persona"] == client.get("/v1/personas/alpha").json(), "one persona status everywhere"
 
 
+def test_one_model_by_id(client: TestClient) -> None:
+    assert client.get("/v1/models/alpha@v1").json()["parent"] == "alpha"
+    assert client.get("/v1/models/SmolLM2-135M-Instruct").json()["persona"] is None
+    for missing in ("nobody", "org/nobody", "alpha@v9"):
+        assert_openai_error(client.get(f"/v1/models/{missing}"), 404, "model", "model_not_found")
+
+
 def test_persona_uses_live_adapter_and_its_system_prompt(client: TestClient, engine: FakeEngine, base_model) -> None:
     body = chat(client, "alpha").json()
     assert body["object"] == "chat.completion"
