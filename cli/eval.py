@@ -32,16 +32,13 @@ def eval_(
     import contextlib
 
     from store.errors import StoreError
-    from store.names import check_version
-    from store.registry import PersonaStore
     from store.settings import StoreSettings
     from training.fidelity import (
         FIDELITY_JSON,
         FIDELITY_MD,
         FIDELITY_PNG,
+        Evaluation,
         FidelityError,
-        evaluate_version,
-        gate_version,
         served,
     )
     from training.fidelity.report import FIGURES
@@ -52,12 +49,10 @@ def eval_(
         fail("--gate needs --version: a version is compared with the live one")
     settings = build_settings(StoreSettings, personas_dir=personas_dir, base_model=base_model)
     try:
-        persona = PersonaStore(settings.personas_dir).get(name)
+        evaluation = Evaluation.prepare(settings, name)
+        number = evaluation.check(version)  # before a server is started
         with (contextlib.nullcontext(server.rstrip("/")) if server else served(settings)) as url:
-            if gate:
-                report = gate_version(settings, persona, version, url)
-            else:
-                report = evaluate_version(settings, persona, version, url)
+            report = evaluation.gate(number, url) if gate else evaluation.evaluate(number, url)
     except (FidelityError, StoreError, IngestError) as exc:
         fail(str(exc))
     typer.echo(f"{report.persona} {report.version} on {report.heldout_sessions} held-out sessions "
@@ -69,5 +64,5 @@ def eval_(
         typer.echo(_row(f"{label} ({better})", values + [real], pattern))
     if report.gate is not None:
         typer.echo(f"gate: {report.gate.status}" + "".join(f"\n  - {r}" for r in report.gate.reasons))
-    folder = persona.version_path(check_version(report.version))
+    folder = evaluation.persona.version_path(number)
     typer.echo(f"report: {folder / FIDELITY_MD} (and {FIDELITY_JSON}, {FIDELITY_PNG})")

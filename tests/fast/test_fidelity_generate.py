@@ -10,7 +10,7 @@ import pytest
 from training.fidelity import FidelityError
 from training.fidelity.generate import Ask, Sampling, System, generate
 
-SAMPLING = Sampling(temperature=0.7, top_p=0.9, max_tokens=32)
+SAMPLING = Sampling(temperature=0.7, top_p=0.9, max_tokens=32, presence_penalty=0.5)
 
 
 def fake_server(seen: list[dict], status: int = 200):
@@ -51,6 +51,7 @@ def test_each_system_sends_its_model_and_system_message_with_the_sampling_and_se
     card = next(b for b in seen if b["messages"][0]["role"] == "system")
     assert card["messages"][0]["content"] == "FULL CARD TEXT"
     assert all(b["temperature"] == 0.7 and b["top_p"] == 0.9 and b["max_tokens"] == 32 for b in seen)
+    assert all(b["presence_penalty"] == 0.5 and "frequency_penalty" not in b for b in seen)
 
 
 def test_a_refused_model_is_an_error_naming_it() -> None:

@@ -15,7 +15,7 @@ Modules: :mod:`.plan` (what is asked and scored), :mod:`.card_prompt` (the full 
 (the card's ``fidelity:`` section) and :mod:`.schema` (the report's shape).
 """
 
-from .evaluate import evaluate_version, gate_version, settings_for
+from .evaluate import Evaluation, evaluate_version, gate_version, settings_for
 from .gate import comparable, decide
 from .schema import FIDELITY_JSON, FIDELITY_MD, FIDELITY_PNG, FidelityReport, GateDecision, read_report
 from .server import served
@@ -25,6 +25,7 @@ __all__ = [
     "FIDELITY_JSON",
     "FIDELITY_MD",
     "FIDELITY_PNG",
+    "Evaluation",
     "FidelityError",
     "FidelityReport",
     "FidelitySettings",

@@ -3,6 +3,11 @@
     report = evaluate_version(store_settings, "wren", "v3", "http://127.0.0.1:8000/v1")
     report = gate_version(store_settings, "wren", 3, url)   # report.gate.go_live, report.gate.reasons
 
+    evaluation = Evaluation.prepare(store_settings, "wren")  # fails fast: logs, card, held-out split
+    number = evaluation.check("v3")                          # fails fast: unknown version, other base
+    with served(store_settings) as url:                      # only then start a server
+        report = evaluation.evaluate(number, url)
+
 Order of work: generate every reply through the server (all systems at once, so the engine batches),
 then score perplexity on the CPU with the base model and the version's PEFT adapter, then embed the
 replies and compute the figures. Reports are written beside the version.
@@ -33,7 +38,7 @@ from .report import write_report
 from .schema import FidelityReport, RealFigures, Sample, SystemFigures, Systems, read_report
 from .settings import FidelityError, FidelitySettings
 
-__all__ = ["evaluate_version", "gate_version", "settings_for"]
+__all__ = ["Evaluation", "evaluate_version", "gate_version", "settings_for"]
 
 SAMPLES = 3
 
@@ -47,17 +52,11 @@ def settings_for(persona: Persona) -> FidelitySettings:
     return FidelitySettings.from_card(persona.card.fidelity, persona.path / "persona.yaml")
 
 
-def _version_number(persona: Persona, version: int | str | None) -> int:
-    if version is None:
-        if persona.live is None:
-            raise FidelityError(f"persona '{persona.name}' has no live version; name one with --version")
-        return persona.live
-    return check_version(version) if isinstance(version, str) else version
-
-
 @dataclass
-class _Context:
-    """What evaluating several versions of one persona shares: examples, plan, base model, embedder."""
+class Evaluation:
+    """One persona's evaluation, prepared once: examples, plan, full card, base model (and the embedder,
+    loaded on first use). Everything that could stop it is checked in :meth:`prepare` and
+    :meth:`check`, before a server is started or a reply generated."""
 
     settings: StoreSettings
     persona: Persona
@@ -66,50 +65,91 @@ class _Context:
     examples: Any
     plan: Plan
     card_prompt: str
-    say: Callable[[str], None]
+    say: Callable[[str], None] = _say
     embedder: Embedder | None = None
+
+    @classmethod
+    def prepare(cls, settings: StoreSettings, persona: Persona | str, fidelity: FidelitySettings | None = None,
+                say: Callable[[str], None] = _say) -> Evaluation:
+        """Read the persona's logs and card; raises :class:`FidelityError` when they cannot be evaluated."""
+        from training.ingest import ExampleSettings, build_examples, load_logs
+
+        if not isinstance(persona, Persona):
+            persona = PersonaStore(settings.personas_dir).get(persona)
+        fidelity = fidelity or settings_for(persona)
+        try:
+            example_settings = ExampleSettings.from_overrides(persona.card.training)
+        except ValueError as exc:
+            raise FidelityError(f"{persona.path / 'persona.yaml'}: training: {exc}") from exc
+        examples = build_examples(load_logs(persona.logs_dir), persona.name, persona.card, example_settings)
+        if not len(examples.heldout):
+            raise FidelityError(
+                f"persona '{persona.name}' has no held-out sessions to evaluate on ({examples.sessions} sessions "
+                "in its logs; at least 3 are needed, and training.heldout_fraction must be above 0)")
+        plan = make_plan(examples.heldout, persona.card.example_questions, prompts=fidelity.heldout_prompts,
+                         probes=fidelity.probes, sessions=fidelity.sessions, scored=fidelity.perplexity_examples,
+                         seed=fidelity.seed)
+        if len(plan.prompts) < 2 or not plan.probes:
+            raise FidelityError(f"persona '{persona.name}': its held-out sessions have too few prompts that a "
+                                "user started, so no style figures can be measured")
+        card_prompt = full_card_prompt(persona.title, persona.card.description, persona.system_prompt,
+                                       example_exchanges(examples.train, fidelity.example_exchanges))
+        base = resolve_base_model(settings.base_model, settings.cache_dir, settings.allow_download)
+        return cls(settings, persona, fidelity, base, examples, plan, card_prompt, say)
+
+    def check(self, version: int | str | None) -> int:
+        """The version's number (``None``: the live one), once it exists and was trained on this base."""
+        if version is None:
+            if self.persona.live is None:
+                raise FidelityError(f"persona '{self.persona.name}' has no live version; name a version")
+            version = self.persona.live
+        number = check_version(version) if isinstance(version, str) else version
+        path = self.persona.version_path(number)
+        check_same_base(self.persona.metadata(number), self.base.hash, self.base.id, path)
+        return number
 
     def embed(self, texts: list[str]) -> Any:
         if self.embedder is None:
             self.embedder = Embedder()
         return self.embedder(texts)
 
+    def evaluate(self, version: int | str | None, server_url: str, *, write: bool = True) -> FidelityReport:
+        """The report of one version, written beside it unless ``write`` is false."""
+        number = self.check(version)
+        report = _measure(self, number, server_url)
+        if write:
+            write_report(report, self.persona.version_path(number))
+        return report
 
-def _context(settings: StoreSettings, persona: Persona, fidelity: FidelitySettings | None,
-             say: Callable[[str], None]) -> _Context:
-    from training.ingest import ExampleSettings, build_examples, load_logs
+    def gate(self, version: int | str, server_url: str) -> FidelityReport:
+        """The report of a new version with the gate's decision against the live version in ``report.gate``.
 
-    fidelity = fidelity or settings_for(persona)
-    try:
-        example_settings = ExampleSettings.from_overrides(persona.card.training)
-    except ValueError as exc:
-        raise FidelityError(f"{persona.path / 'persona.yaml'}: training: {exc}") from exc
-    examples = build_examples(load_logs(persona.logs_dir), persona.name, persona.card, example_settings)
-    if not len(examples.heldout):
-        raise FidelityError(
-            f"persona '{persona.name}' has no held-out sessions to evaluate on ({examples.sessions} sessions in "
-            f"its logs; at least 3 are needed, and training.heldout_fraction must be above 0)")
-    plan = make_plan(examples.heldout, persona.card.example_questions, prompts=fidelity.heldout_prompts,
-                     probes=fidelity.probes, sessions=fidelity.sessions, scored=fidelity.perplexity_examples,
-                     seed=fidelity.seed)
-    if len(plan.prompts) < 2 or not plan.probes:
-        raise FidelityError(f"persona '{persona.name}': its held-out sessions have too few prompts that a "
-                            "user started, so no style figures can be measured")
-    card_prompt = full_card_prompt(persona.title, persona.card.description, persona.system_prompt,
-                                   example_exchanges(examples.train, fidelity.example_exchanges))
-    base = resolve_base_model(settings.base_model, settings.cache_dir, settings.allow_download)
-    return _Context(settings, persona, fidelity, base, examples, plan, card_prompt, say)
+        The live version's stored report is reused when it was measured the same way; otherwise the
+        live version is evaluated again (and its report rewritten). Nothing is made live here.
+        """
+        number = self.check(version)
+        report = _measure(self, number, server_url)
+        live, live_number = None, self.persona.live
+        if live_number is not None and live_number != number:
+            live = read_report(self.persona.version_path(live_number))
+            if live is None or comparable(report, live) is not None:
+                self.say(f"{self.persona.name}: evaluating live {version_name(live_number)} the same way for the gate")
+                live = self.evaluate(live_number, server_url)
+        report.gate = decide(report, live, self.fidelity.gate)
+        write_report(report, self.persona.version_path(number))
+        return report
 
 
-def _sampling(ctx: _Context) -> Sampling:
+def _sampling(ctx: Evaluation) -> Sampling:
     card = ctx.persona.card.sampling
     temperature = ctx.fidelity.temperature if ctx.fidelity.temperature is not None else card.temperature
     top_p = ctx.fidelity.top_p if ctx.fidelity.top_p is not None else card.top_p
     return Sampling(temperature=0.8 if temperature is None else temperature,
-                    top_p=0.95 if top_p is None else top_p, max_tokens=ctx.fidelity.max_tokens)
+                    top_p=0.95 if top_p is None else top_p, max_tokens=ctx.fidelity.max_tokens,
+                    presence_penalty=card.presence_penalty, frequency_penalty=card.frequency_penalty)
 
 
-def _perplexities(ctx: _Context, number: int, general: list) -> dict[str, dict[str, float | None]]:
+def _perplexities(ctx: Evaluation, number: int, general: list) -> dict[str, dict[str, float | None]]:
     """Held-out perplexity for the three systems and general-conversation perplexity before/after."""
     scorer = Scorer.load(ctx.base.path, ctx.persona.version_path(number),
                          max_length=ctx.fidelity.max_length, batch_size=ctx.fidelity.batch_size)
@@ -124,7 +164,7 @@ def _perplexities(ctx: _Context, number: int, general: list) -> dict[str, dict[s
     return out
 
 
-def _style(ctx: _Context, replies: list[Reply], real_vectors: Any) -> dict[str, Any]:
+def _style(ctx: Evaluation, replies: list[Reply], real_vectors: Any) -> dict[str, Any]:
     """Style, consistency, context cost and voice markers of one system's replies."""
     plan, markers = ctx.plan, ctx.persona.card.voice_markers
     heldout, probes = replies[: len(plan.prompts)], replies[len(plan.prompts) :]
@@ -144,10 +184,10 @@ def _style(ctx: _Context, replies: list[Reply], real_vectors: Any) -> dict[str, 
     }
 
 
-def _evaluate(ctx: _Context, number: int, server_url: str) -> FidelityReport:
+def _measure(ctx: Evaluation, number: int, server_url: str) -> FidelityReport:
+    """Generate, score, embed and compute every figure of one (checked) version."""
     started = time.perf_counter()
     persona, plan, name = ctx.persona, ctx.plan, version_name(number)
-    check_same_base(persona.metadata(number), ctx.base.hash, ctx.base.id, persona.version_path(number))
     systems = [System("base", ctx.base.id), System("card", ctx.base.id, ctx.card_prompt),
                System("adapter", f"{persona.name}@{name}")]
     ctx.say(f"{persona.name} {name}: {len(plan.prompts)} held-out prompts and {len(plan.probes)} probes x "
@@ -186,10 +226,6 @@ def _evaluate(ctx: _Context, number: int, server_url: str) -> FidelityReport:
     )
 
 
-def _persona(settings: StoreSettings, persona: Persona | str) -> Persona:
-    return persona if isinstance(persona, Persona) else PersonaStore(settings.personas_dir).get(persona)
-
-
 def evaluate_version(settings: StoreSettings, persona: Persona | str, version: int | str | None, server_url: str, *,
                      fidelity: FidelitySettings | None = None, write: bool = True,
                      say: Callable[[str], None] = _say) -> FidelityReport:
@@ -198,36 +234,11 @@ def evaluate_version(settings: StoreSettings, persona: Persona | str, version: i
 
     Raises :class:`FidelityError` or a :class:`store.errors.StoreError` naming what is wrong.
     """
-    persona = _persona(settings, persona)
-    number = _version_number(persona, version)
-    persona.version_path(number)  # an unknown version fails here, before any work
-    report = _evaluate(_context(settings, persona, fidelity, say), number, server_url)
-    if write:
-        write_report(report, persona.version_path(number))
-    return report
+    return Evaluation.prepare(settings, persona, fidelity, say).evaluate(version, server_url, write=write)
 
 
 def gate_version(settings: StoreSettings, persona: Persona | str, version: int | str, server_url: str, *,
                  fidelity: FidelitySettings | None = None, say: Callable[[str], None] = _say) -> FidelityReport:
-    """Evaluate a new version and decide whether it may go live against the live version.
-
-    The live version's stored report is reused when it was measured on the same data and settings;
-    otherwise the live version is evaluated again (and its report rewritten). The decision is in the
-    returned report's ``gate`` (also written beside the new version). Nothing is made live here: the
-    publish path acts on ``report.gate.go_live``.
-    """
-    persona = _persona(settings, persona)
-    number = _version_number(persona, version)
-    persona.version_path(number)
-    ctx = _context(settings, persona, fidelity, say)
-    report = _evaluate(ctx, number, server_url)
-    live = None
-    if persona.live is not None and persona.live != number:
-        live = read_report(persona.version_path(persona.live))
-        if live is None or comparable(report, live) is not None:
-            say(f"{persona.name}: evaluating live {version_name(persona.live)} on the same data for the gate")
-            live = _evaluate(ctx, persona.live, server_url)
-            write_report(live, persona.version_path(persona.live))
-    report.gate = decide(report, live, ctx.fidelity.gate)
-    write_report(report, persona.version_path(number))
-    return report
+    """Evaluate a new version and decide whether it may go live (:meth:`Evaluation.gate`); the publish
+    path acts on ``report.gate.go_live``."""
+    return Evaluation.prepare(settings, persona, fidelity, say).gate(version, server_url)

@@ -51,9 +51,19 @@ class Reply:
 
 @dataclass(frozen=True)
 class Sampling:
+    """The same for every system, so replies differ only by prompt and adapter."""
+
     temperature: float
     top_p: float
     max_tokens: int
+    presence_penalty: float | None = None
+    frequency_penalty: float | None = None
+
+    def request(self) -> dict[str, float | int]:
+        """Keyword arguments of a chat completion request (penalties only when set)."""
+        values = {"temperature": self.temperature, "top_p": self.top_p, "max_tokens": self.max_tokens,
+                  "presence_penalty": self.presence_penalty, "frequency_penalty": self.frequency_penalty}
+        return {key: value for key, value in values.items() if value is not None}
 
 
 async def _ask_all(url: str, jobs: Sequence[tuple[System, Sequence[Ask]]], sampling: Sampling,
@@ -69,7 +79,7 @@ async def _ask_all(url: str, jobs: Sequence[tuple[System, Sequence[Ask]]], sampl
                 try:
                     response = await client.chat.completions.create(
                         model=system.model, messages=system.messages(ask.conversation), seed=ask.seed,
-                        temperature=sampling.temperature, top_p=sampling.top_p, max_tokens=sampling.max_tokens,
+                        **sampling.request(),
                     )
                 except openai.APIConnectionError as exc:
                     raise FidelityError(f"cannot reach the server at {url}: {exc}") from exc

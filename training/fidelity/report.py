@@ -14,7 +14,7 @@ from store.files import atomic_write
 
 from .schema import FIDELITY_JSON, FIDELITY_MD, FIDELITY_PNG, SYSTEMS, FidelityReport, SystemFigures
 
-__all__ = ["FIGURES", "render_markdown", "render_png", "write_report"]
+__all__ = ["FIGURES", "figure_table", "render_markdown", "render_png", "write_report"]
 
 LABELS = {"base": "base model", "card": "prompt-only (full card)", "adapter": "adapter"}
 COLOURS = {"base": "#9e9e9e", "card": "#e08a2c", "adapter": "#2c7be0"}
@@ -46,7 +46,7 @@ def _real_column(report: FidelityReport, field: str) -> str:
     return ""
 
 
-def _figure_table(report: FidelityReport) -> list[str]:
+def figure_table(report: FidelityReport) -> list[str]:
     lines = ["| figure | better | base model | prompt-only (full card) | adapter | real replies |",
              "| --- | --- | ---: | ---: | ---: | ---: |"]
     for field, label, better, pattern in FIGURES:
@@ -84,7 +84,7 @@ def render_markdown(report: FidelityReport) -> str:
         f"each system, {len(report.probes)} probe questions in {report.sessions} fresh sessions. Base model "
         f"{report.base_model}; embeddings {report.embedding_model}.", "",
     ]
-    body = _figure_table(report)
+    body = figure_table(report)
     if report.forgetting is not None:
         body += ["", f"Forgetting: the adapter's perplexity on general conversation is {report.forgetting:+.1%} "
                      "relative to the base model's."]

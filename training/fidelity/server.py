@@ -67,6 +67,9 @@ def served(settings: StoreSettings, *, timeout: float = 600.0,
         "PERSONA_HOST": "127.0.0.1",
         "PERSONA_PORT": str(port),
         "PERSONA_UI": "false",
+        # Serve only: this server must not start training the personas it finds.
+        "PERSONA_TRAIN": "false",
+        "PERSONA_AUTO_TRAIN": "false",
     }
     handle, name = tempfile.mkstemp(prefix="persona-eval-serve-", suffix=".log")
     log = Path(name)
