@@ -29,6 +29,7 @@ from pydantic import BaseModel, Field
 from .errors import StoreError
 from .files import atomic_write
 from .names import check_name
+from .progress import TrainingProgress
 
 __all__ = ["Job", "JobError", "JobEvent", "JobStore", "JobQueue", "JOBS_DIR", "ACTIVE", "FINISHED"]
 
@@ -52,21 +53,6 @@ class JobError(BaseModel):
     param: str | None = None
 
 
-class JobProgress(BaseModel):
-    """Where a running job is; written by the training process after every step."""
-
-    step: int = 0
-    total_steps: int = 0
-    train_loss: float | None = None
-    eval_loss: float | None = None
-    tokens_per_s: float | None = None
-    eta_s: float | None = None
-
-    @property
-    def fraction(self) -> float:
-        return self.step / self.total_steps if self.total_steps else 0.0
-
-
 class Job(BaseModel):
     """One training job, from any source, as the worker, the status endpoints and the page see it."""
 
@@ -83,7 +69,8 @@ class Job(BaseModel):
     """Publish even if the new version is worse than the live one."""
     automatic: bool = False
     """Started by a change in the logs; a pinned persona is not retrained by such a job."""
-    progress: JobProgress | None = None
+    progress: TrainingProgress | None = None
+    """The training run's last report (written by the training process about once a second)."""
     version: int | None = None
     """The version this job published (or held back)."""
     outcome: str | None = None

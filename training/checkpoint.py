@@ -28,7 +28,7 @@ from store.registry import check_same_base
 
 from .config import TrainConfig, TrainingError
 
-__all__ = ["CHECKPOINT_FILE", "Record", "TrainState", "load_checkpoint", "run_meta", "save_checkpoint", "work_lock"]
+__all__ = ["CHECKPOINT_FILE", "CheckpointMismatch", "Record", "TrainState", "load_checkpoint", "run_meta", "save_checkpoint", "work_lock"]
 
 CHECKPOINT_FILE = "checkpoint.pt"
 CHECKPOINT_FORMAT = 1
@@ -112,19 +112,23 @@ def save_checkpoint(path: Path, meta: Mapping[str, Any], state: TrainState) -> N
         torch.save({"format": CHECKPOINT_FORMAT, "meta": dict(meta), **state.state_dict()}, handle)
 
 
+class CheckpointMismatch(TrainingError):
+    """The checkpoint was made from other data, settings or trainer: the run must start over."""
+
+
 def load_checkpoint(path: Path, base: BaseModel, meta: Mapping[str, Any]) -> dict[str, Any]:
     """The saved state for :meth:`TrainState.load_state_dict`, refused (``TrainingError``, or
     ``BaseModelMismatch``) when it was made from another base model, other data or other settings."""
     saved = torch.load(path, map_location="cpu", weights_only=False)
     if saved.get("format") != CHECKPOINT_FORMAT:
-        raise TrainingError(f"{path}: checkpoint from another version of the trainer; train without resume")
+        raise CheckpointMismatch(f"{path}: checkpoint from another version of the trainer; train without resume")
     was = saved["meta"]
     check_same_base(AdapterMetadata(base_model=was["base_model"], base_hash=was["base_hash"]), base.hash, base.id, path)
     if was["data"] != meta["data"]:
-        raise TrainingError(f"{path}: the examples changed since this checkpoint; train without resume to start over")
+        raise CheckpointMismatch(f"{path}: the examples changed since this checkpoint; train without resume to start over")
     if was["config"] != meta["config"]:
         changed = sorted(k for k in meta["config"] if was["config"].get(k) != meta["config"][k])
-        raise TrainingError(
+        raise CheckpointMismatch(
             f"{path}: settings changed since this checkpoint ({', '.join(changed)}); train without resume to start over"
         )
     return saved

@@ -15,9 +15,10 @@ from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
 from store.adapters import is_pinned
-from store.errors import StoreError
+from store.errors import BaseModelMismatch, StoreError
 from store.fingerprint import logs_fingerprint, write_seen
-from store.jobs import Job, JobError, JobProgress, JobStore, this_process
+from store.jobs import Job, JobError, JobStore, this_process
+from store.progress import TrainingProgress
 from store.registry import LOGS_DIR, PersonaStore
 from store.settings import StoreSettings
 
@@ -32,20 +33,20 @@ class JobSettings(StoreSettings):
 
     train_threads: int = Field(default=0, ge=0)
     """Torch threads; 0 = every core."""
+    eval_url: str | None = None
+    """A server's ``/v1`` root to evaluate new versions through (the fidelity gate); none: no gate."""
 
 
 def _progress_writer(jobs: JobStore, job_id: str):
     """An ``on_step`` callback that keeps the job's progress and heartbeat current (at most 1/s)."""
     last = [0.0]
 
-    def on_step(info) -> None:
+    def on_step(info: TrainingProgress) -> None:
         now = time.monotonic()
         if now - last[0] < 1.0 and info.step < info.total_steps:
             return
         last[0] = now
-        progress = JobProgress(step=info.step, total_steps=info.total_steps, train_loss=info.train_loss,
-                               eval_loss=info.eval_loss, tokens_per_s=info.tokens_per_s, eta_s=info.eta_s)
-        jobs.update(job_id, progress=progress, **this_process())
+        jobs.update(job_id, progress=info, **this_process())
 
     return on_step
 
@@ -64,9 +65,47 @@ def _skip_reason(settings: StoreSettings, job: Job) -> str | None:
     return None
 
 
-def run(settings: JobSettings, job_id: str) -> Job:
-    from .run import config_for, train_persona
+BATCH_TOKENS_PER_EXAMPLE = 256
+"""The fine-tuning API's ``batch_size`` counts examples; batches here are packed by tokens, so a batch
+of N examples becomes a budget of N x this many tokens."""
 
+
+def _config(settings: JobSettings, persona, job: Job):
+    """The run's settings: card, the job's overrides, the fine-tuning API's hyperparameters, threads."""
+    from .run import config_for
+
+    config = config_for(persona, job.overrides)
+    hyper = job.extra.get("hyperparameters") or {}
+    changes = {}
+    if isinstance(hyper.get("learning_rate_multiplier"), (int, float)):
+        changes["learning_rate"] = config.learning_rate * hyper["learning_rate_multiplier"]
+    if isinstance(hyper.get("batch_size"), int):
+        changes["batch_tokens"] = hyper["batch_size"] * BATCH_TOKENS_PER_EXAMPLE
+    if settings.train_threads and "threads" not in job.overrides:
+        changes["threads"] = settings.train_threads
+    return config.replace(**changes) if changes else config
+
+
+def _train(settings: JobSettings, jobs: JobStore, job: Job, persona, config):
+    """Train, resuming an interrupted run's checkpoint when it was made from the same data and settings."""
+    from .checkpoint import CheckpointMismatch
+    from .run import train_persona
+
+    def attempt(resume: bool):
+        return train_persona(
+            settings, job.persona, config, max_lora_rank=settings.max_lora_rank, resume=resume, progress=False,
+            on_step=_progress_writer(jobs, job.id), make_live=not is_pinned(persona.path), eval_url=settings.eval_url,
+            force=job.force,
+        )
+
+    try:
+        return attempt(resume=True)
+    except (CheckpointMismatch, BaseModelMismatch) as exc:
+        jobs.log(job.id, f"Starting over: {exc}", level="warn")
+        return attempt(resume=False)
+
+
+def run(settings: JobSettings, job_id: str) -> Job:
     jobs = JobStore(settings.personas_dir)
     job = jobs.update(job_id, **this_process())
     persona_path = PersonaStore(settings.personas_dir).get(job.persona).path
@@ -78,21 +117,16 @@ def run(settings: JobSettings, job_id: str) -> Job:
             jobs.log(job_id, skip)
             return jobs.update(job_id, status="succeeded", outcome="unchanged", finished_at=time.time())
         persona = PersonaStore(settings.personas_dir).get(job.persona)
-        config = config_for(persona, job.overrides)
-        if settings.train_threads and "threads" not in job.overrides:
-            config = config.replace(threads=settings.train_threads)
-        result = train_persona(
-            settings, job.persona, config, max_lora_rank=settings.max_lora_rank, resume=True, progress=False,
-            on_step=_progress_writer(jobs, job_id), make_live=not is_pinned(persona.path), force=job.force,
-        )
+        config = _config(settings, persona, job)
+        result = _train(settings, jobs, job, persona, config)
     except (TrainingError, IngestError, StoreError) as exc:
         jobs.log(job_id, str(exc), level="error")
         return jobs.update(job_id, status="failed", finished_at=time.time(),
                            error=JobError(code="invalid_training_data" if isinstance(exc, IngestError) else "training_failed",
                                           message=str(exc)))
     outcome = "held back" if result.held_back else "published"
-    jobs.log(job_id, f"{outcome} v{result.version}", data={"eval_loss": result.eval_loss_after,
-                                                           "train_loss": result.train_loss})
+    jobs.log(job_id, f"{outcome} v{result.version}" + (f": {'; '.join(result.gate_reasons)}" if result.gate_reasons else ""),
+             data={"step": result.steps, "train_loss": result.train_loss, "valid_loss": result.eval_loss_after})
     return jobs.update(job_id, status="succeeded", outcome=outcome, version=result.version, finished_at=time.time(),
                        trained_tokens=int(result.tokens.get("seen_tokens", 0)))
 

@@ -53,6 +53,7 @@ def build_metadata(outcome: TrainResult, data_hash: str, extra: dict[str, Any] |
         evals=[{"step": int(e["step"]), "loss": round(e["loss"], 5)} for e in outcome.evals],
         peak_rss_mb=outcome.peak_rss_mb,
         peak_cuda_mb=outcome.peak_cuda_mb,
+        resumed_from=outcome.resumed_from,
         **(extra or {}),
     )
 

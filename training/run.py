@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from store.adapters import set_live
 from store.base_model import resolve_base_model
 from store.progress import TrainingProgress, work_dir, write_progress
 from store.registry import Persona, PersonaStore
@@ -75,8 +76,16 @@ def train_persona(
     resume: bool = False,
     progress: bool = True,
     on_step: Callable[[TrainingProgress], None] | None = None,
+    make_live: bool = True,
+    eval_url: str | None = None,
+    force: bool = False,
 ) -> TrainResult:
-    """Train persona ``name`` from its logs and publish the adapter as its next live version.
+    """Train persona ``name`` from its logs and publish the adapter as its next version.
+
+    With ``eval_url`` (a server's ``/v1`` root) the new version's fidelity report is written beside it
+    and the gate decides whether it goes live (``force`` skips the decision); the evaluation also
+    loads it once in the running engine. Without, it goes live as soon as it is published.
+    ``make_live=False`` (a pinned persona) publishes it beside the live version.
 
     ``config`` defaults to :func:`config_for` (defaults + the card's overrides). ``resume`` continues
     from the checkpoint in the work folder (refused when it was made on another base model, other
@@ -99,6 +108,9 @@ def train_persona(
             resume=resume,
             progress=progress,
             on_step=on_step,
+            make_live=make_live,
+            eval_url=eval_url,
+            force=force,
         )
 
 
@@ -138,6 +150,9 @@ def _train_locked(
     resume: bool,
     progress: bool,
     on_step: Callable[[TrainingProgress], None] | None,
+    make_live: bool,
+    eval_url: str | None,
+    force: bool,
 ) -> TrainResult:
     from .checkpoint import CHECKPOINT_FILE
     from .loop import train
@@ -157,16 +172,43 @@ def _train_locked(
                                       eval_loss=outcome.eval_loss_after, message="publishing"))  # fmt: skip
         version, path = publish_adapter(
             persona.path, outcome, data_hash=examples.data_hash, max_lora_rank=max_lora_rank,
-            allowed_modules=allowed_modules, persona_name=name, extra_metadata={"persona": name, "qlora": config.qlora},
+            allowed_modules=allowed_modules, persona_name=name, make_live=False,
+            extra_metadata={"persona": name, "qlora": config.qlora},
         )  # fmt: skip
+        (work / CHECKPOINT_FILE).unlink(missing_ok=True)
+        outcome.model = None  # the evaluation loads the published adapter itself
+        report.write(report.last.model_copy(update={"message": f"evaluating v{version}"}))
+        go_live, reasons = _gate(store_settings, persona, version, eval_url, force)
+        if go_live and make_live:
+            set_live(persona.path, version)
     except BaseException as exc:
         report.failed(exc)
         raise
-    (work / CHECKPOINT_FILE).unlink(missing_ok=True)
+    state = "published" if go_live and make_live else ("held back" if not go_live else "published beside the pinned version")
     report.write(TrainingProgress(
         state="done", step=outcome.steps, total_steps=outcome.total_steps, train_loss=outcome.train_loss,
-        eval_loss=outcome.eval_loss_after, tokens_per_s=round(outcome.tokens_per_s, 1), message=f"published v{version}",
+        eval_loss=outcome.eval_loss_after, tokens_per_s=round(outcome.tokens_per_s, 1), message=f"{state} v{version}",
     ))  # fmt: skip
     total_s = time.perf_counter() - started
-    return dataclasses.replace(outcome, model=None, name=name, version=version, path=path,
-                               data_hash=examples.data_hash, total_s=total_s)  # fmt: skip
+    return dataclasses.replace(outcome, model=None, name=name, version=version, path=path, data_hash=examples.data_hash,
+                               total_s=total_s, held_back=not go_live, gate_reasons=reasons)  # fmt: skip
+
+
+def _gate(settings: StoreSettings, persona: Persona, version: int, eval_url: str | None,
+          force: bool) -> tuple[bool, list[str] | None]:
+    """Evaluate the new version through the server at ``eval_url`` and let the gate decide.
+
+    A persona whose held-out data cannot be evaluated (too few sessions) goes live unjudged, with
+    the reason kept; so does every version when there is no server to evaluate through.
+    """
+    if eval_url is None:
+        return True, None
+    from .fidelity import FidelityError, gate_version
+
+    try:
+        report = gate_version(settings, persona.name, version, eval_url, say=lambda _: None)
+    except FidelityError as exc:
+        return True, [f"not evaluated: {exc}"]
+    if force or report.gate is None:
+        return True, None
+    return report.gate.go_live, list(report.gate.reasons) or None

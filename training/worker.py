@@ -43,6 +43,11 @@ class WorkerSettings(StoreSettings):
     its share of the cores here."""
     train_nice: int = Field(default=10, ge=0, le=19)
     """Scheduling niceness of training processes: serving keeps priority on a shared machine."""
+    eval_url: str | None = None
+    """A server's ``/v1`` root through which new versions are evaluated before they go live (the
+    fidelity gate); a server that starts its own worker passes its address. None: no gate."""
+    eval_api_key: str | None = None
+    """The key for ``eval_url`` when that server has API keys."""
     retries: int = Field(default=1, ge=0)
     """How often a job whose training process died is queued again (it resumes from its checkpoint)."""
 
@@ -61,6 +66,10 @@ def _child_env(settings: WorkerSettings) -> dict[str, str]:
         "PERSONA_MAX_LORA_RANK": str(settings.max_lora_rank),
         "PERSONA_TRAIN_THREADS": str(settings.train_threads),
     })
+    if settings.eval_url:
+        env["PERSONA_EVAL_URL"] = settings.eval_url
+    if settings.eval_api_key:
+        env["PERSONA_EVAL_API_KEY"] = settings.eval_api_key
     return env
 
 

@@ -13,6 +13,7 @@ request carries its own seed, so two evaluations of one version ask the same que
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -71,7 +72,8 @@ async def _ask_all(url: str, jobs: Sequence[tuple[System, Sequence[Ask]]], sampl
     import openai
 
     gate = asyncio.Semaphore(concurrency)
-    options = {"api_key": "unused", "max_retries": 0, "timeout": 600, **client_options}
+    key = os.environ.get("PERSONA_EVAL_API_KEY") or "unused"  # the server's key when it has keys
+    options = {"api_key": key, "max_retries": 0, "timeout": 600, **client_options}
     async with openai.AsyncOpenAI(base_url=url, **options) as client:
 
         async def one(system: System, ask: Ask) -> Reply:
