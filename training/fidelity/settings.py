@@ -9,7 +9,7 @@ Every field has a default sized so that a report takes a minute or two on two CP
       max_tokens: 64           # reply length for the report
       gate:
         max_perplexity_increase: 0.02   # new may be at most 2% above the live version
-        max_similarity_drop: 0.02       # centroid similarity may drop by at most 0.02
+        max_similarity_drop: 0.05       # centroid similarity may drop by at most 0.05
 
 :meth:`FidelitySettings.from_card` raises :class:`FidelityError` naming the file and the field.
 """
@@ -32,15 +32,16 @@ class FidelityError(ValueError):
 class GateThresholds(BaseModel):
     """How much worse than the live version a new version may be and still go live.
 
-    Sampling makes the style figures move a little between two evaluations of the same adapter; the
-    tolerances keep that noise from holding a version back.
+    Perplexity is measured on the same real replies every time, so its tolerance can be small. The
+    style figures come from a few sampled replies and move between two evaluations of equally good
+    versions, so their tolerance is wider.
     """
 
     model_config = ConfigDict(extra="forbid")
 
     max_perplexity_increase: float = Field(default=0.02, ge=0.0)
     """Relative: held-out perplexity of the adapter may be at most this much above the live one's."""
-    max_similarity_drop: float = Field(default=0.02, ge=0.0)
+    max_similarity_drop: float = Field(default=0.05, ge=0.0)
     """Absolute: style similarity to the real replies' centroid may drop by at most this much."""
     max_forgetting: float | None = Field(default=None, ge=0.0)
     """Relative: perplexity on general conversation may rise at most this much above the base model's;
