@@ -52,31 +52,40 @@ class LiveServer:
             "PYTHONUNBUFFERED": "1",
         }
         self.process = None
+        self._log = None
 
-    def start(self, timeout: float = 300.0) -> None:
-        import subprocess
-        import sys
-        import time
+    def healthy(self) -> bool:
         import urllib.request
 
+        try:
+            with urllib.request.urlopen(self.url + "/health", timeout=2) as response:
+                return response.status == 200
+        except OSError:
+            return False
+
+    def start(self, timeout: float = 600.0) -> None:
+        import subprocess
+        import sys
+
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        log = open(self.log_path, "w")
+        self._log = open(self.log_path, "w")  # noqa: SIM115 (the server writes to it until stop())
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "cli.main", "serve"], cwd=REPO, env=self.env, stdout=log, stderr=subprocess.STDOUT
+            [sys.executable, "-m", "cli.main", "serve"],
+            cwd=REPO,
+            env=self.env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
         )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"server exited with {self.process.returncode}; see {self.log_path}")
-            try:
-                with urllib.request.urlopen(self.url + "/health", timeout=2) as response:
-                    if response.status == 200:
-                        return
-            except OSError:
-                pass
-            time.sleep(1)
-        self.stop()
-        raise RuntimeError(f"server not healthy after {timeout}s; see {self.log_path}")
+        process = self.process
+        try:
+            wait_until(
+                lambda: process.poll() is not None or self.healthy(), timeout, f"a healthy server (see {self.log_path})"
+            )
+        except AssertionError:
+            self.stop()
+            raise
+        if process.poll() is not None:
+            raise RuntimeError(f"server exited with {process.returncode}; see {self.log_path}")
 
     def stop(self) -> None:
         if self.process and self.process.poll() is None:
@@ -85,6 +94,34 @@ class LiveServer:
                 self.process.wait(timeout=30)
             except Exception:
                 self.process.kill()
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+
+def wait_until(condition, timeout: float, what: str, every: float = 0.25):
+    """Poll ``condition`` until it returns something true (returned), or fail naming ``what`` at the deadline."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        result = condition()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"no {what} after {timeout:.0f}s")
+        time.sleep(every)
+
+
+def persona_name_for(test_name: str, suffix: str = "") -> str:
+    """A persona name that belongs to one test (``test_errors_show[x]`` -> ``errors-show-x-<hash>``),
+    so tests that add personas to the shared store never meet each other's."""
+    import hashlib
+    import re
+
+    slug = re.sub(r"[^a-z0-9]+", "-", test_name.lower().removeprefix("test_")).strip("-")[:40]
+    digest = hashlib.sha1(f"{test_name}/{suffix}".encode()).hexdigest()[:6]
+    return "-".join(part for part in (slug, suffix, digest) if part)
 
 
 @pytest.fixture(scope="session")
@@ -100,7 +137,29 @@ def live_personas(tmp_path_factory, base_model) -> Path:
 @pytest.fixture(scope="session")
 def live_server(live_personas: Path, cache_dir: Path, base_model):
     """One real server (vLLM on the bundled model) shared by the real and browser tiers."""
-    server = LiveServer(live_personas, cache_dir, ARTIFACTS / "server.log")
+    server = LiveServer(live_personas, cache_dir, ARTIFACTS / f"server-{os.getpid()}.log")
     server.start()
     yield server
     server.stop()
+
+
+@pytest.fixture()
+def own_persona(live_server, request):
+    """Make persona folders in the shared server's store that belong to this test alone: named after
+    it (:func:`persona_name_for`), a copy of an example persona or empty, removed after the test."""
+    import shutil
+
+    made: list[Path] = []
+
+    def make(suffix: str = "", copy_of: str | None = None) -> Path:
+        folder = live_server.personas_dir / persona_name_for(request.node.name, suffix)
+        if copy_of:
+            shutil.copytree(live_server.personas_dir / copy_of, folder, ignore=shutil.ignore_patterns("adapters"))
+        else:
+            (folder / "logs").mkdir(parents=True)
+        made.append(folder)
+        return folder
+
+    yield make
+    for folder in made:
+        shutil.rmtree(folder, ignore_errors=True)

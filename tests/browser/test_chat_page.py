@@ -10,24 +10,32 @@ from __future__ import annotations
 import re
 import shutil
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
+import httpx
 import pytest
+from playwright.sync_api import TimeoutError as PlaywrightTimeout
+from playwright.sync_api import expect, sync_playwright
 
+from service.ui.page import REFRESH_SECONDS
 from store.card import PersonaCard, load_card
+from tests.conftest import wait_until
 
 pytestmark = pytest.mark.browser
-
-playwright_sync = pytest.importorskip("playwright.sync_api")
-expect = playwright_sync.expect
 
 REPO = Path(__file__).resolve().parents[2]
 SHOTS = REPO / "test-artifacts" / "browser"
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
 ]
 REPLY_TOKENS = 24
 REPLY_TIMEOUT_MS = 120_000
@@ -37,9 +45,11 @@ PHONE = {"width": 390, "height": 844}
 @pytest.fixture(scope="module")
 def browser() -> Iterator[object]:
     if not CHROMIUM.exists():
-        pytest.fail(f"{CHROMIUM} is not installed: run `make test` (it installs Debian's chromium) or apt-get install chromium")
+        pytest.fail(
+            f"{CHROMIUM} is not installed: run `make test` (it installs Debian's chromium) or apt-get install chromium"
+        )
     SHOTS.mkdir(parents=True, exist_ok=True)
-    with playwright_sync.sync_playwright() as playwright:
+    with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         yield browser
         browser.close()
@@ -53,7 +63,7 @@ class ChatPage:
         self.url = url
         self.prefix = prefix
 
-    def open(self) -> "ChatPage":
+    def open(self) -> ChatPage:
         # The page never reaches "network idle" here (the queue keeps a connection open): wait for elements.
         self.page.goto(self.url + "/ui", wait_until="domcontentloaded")
         expect(self.page.locator("#chat")).to_be_visible(timeout=60_000)
@@ -85,6 +95,22 @@ class ChatPage:
         self.page.locator("#persona-picker input").blur()
         return texts
 
+    def wait_for_option(self, label: str, timeout: float = 30) -> None:
+        """Wait until the persona list shows ``label``. The page refreshes the list every few seconds
+        and an open list closes when it does, so the list is opened again until the deadline."""
+        option = self.page.get_by_role("option", name=re.compile(rf"^\W*{re.escape(label)}\s*$"))
+        deadline = time.monotonic() + timeout
+        while True:
+            self.open_list("persona-picker")
+            try:
+                expect(option).to_be_visible(timeout=int(REFRESH_SECONDS * 1500))
+                break
+            except AssertionError:
+                if time.monotonic() > deadline:
+                    raise AssertionError(f"{label!r} never appeared in the persona list") from None
+        self.page.keyboard.press("Escape")
+        self.page.locator("#persona-picker input").blur()
+
     def pick(self, card: PersonaCard, name: str) -> None:
         """Pick a persona from the list; wait until its card, greeting and sampling defaults are shown."""
         title = card.title(name)
@@ -94,7 +120,7 @@ class ChatPage:
                 self.open_list("persona-picker")
                 option.click(timeout=5_000)
                 break
-            except (AssertionError, playwright_sync.TimeoutError):
+            except (AssertionError, PlaywrightTimeout):
                 if attempt == 2:
                     raise
         expect(self.page.locator("#persona-card")).to_contain_text(title)
@@ -181,6 +207,10 @@ class ChatPage:
             timeout=REPLY_TIMEOUT_MS,
         )
         # The buttons can switch back a moment before the chat has drawn the last chunk of text.
+        self.wait_still()
+
+    def wait_still(self) -> None:
+        """Wait until the last reply's text has not changed for half a second (drawing has caught up)."""
         self.page.wait_for_function(
             """() => {
                 const rows = document.querySelectorAll('#chat .bot-row');
@@ -189,7 +219,8 @@ class ChatPage:
                 if (window.__lastText !== text) { window.__lastText = text; window.__since = now; }
                 return now - window.__since > 500;
             }""",
-            timeout=REPLY_TIMEOUT_MS, polling=100,
+            timeout=REPLY_TIMEOUT_MS,
+            polling=100,
         )
 
     def send(self, text: str | None = None, *, enter: bool = False) -> str:
@@ -252,7 +283,9 @@ def test_chat_with_a_persona(desktop: ChatPage, live_server) -> None:
     page.pick(wren, "wren")
     expect(page.page.locator("#persona-description")).to_contain_text("The Crooked Loaf")
     assert (page.slider("temperature"), page.slider("top-p"), page.slider("max-tokens")) == (
-        wren.sampling.temperature, wren.sampling.top_p, wren.sampling.max_tokens,
+        wren.sampling.temperature,
+        wren.sampling.top_p,
+        wren.sampling.max_tokens,
     ), "the sliders start at the card's sampling defaults"
     assert page.bot_rows().count() == 1 and page.user_rows().count() == 0
     page.shot("02-greeting")
@@ -269,9 +302,12 @@ def test_chat_with_a_persona(desktop: ChatPage, live_server) -> None:
     assert partial, f"the reply did not stream in (texts seen: {page.seen()})"
 
     expected, fingerprint = api_reply(
-        live_server, "wren",
+        live_server,
+        "wren",
         [{"role": "assistant", "content": wren.greeting}, {"role": "user", "content": question}],
-        temperature=0, top_p=page.slider("top-p"), max_tokens=REPLY_TOKENS,
+        temperature=0,
+        top_p=page.slider("top-p"),
+        max_tokens=REPLY_TOKENS,
     )
     assert fingerprint == "card"
     assert words(reply) == words(expected), f"page: {reply!r}\napi:  {expected!r}"
@@ -303,12 +339,23 @@ def test_chat_with_a_persona(desktop: ChatPage, live_server) -> None:
     page.shot("06-new-session")
 
 
+def metric(server, name: str, **labels: str) -> float:
+    """One value of the server's ``/metrics`` (0 before it is first counted)."""
+    wanted = name + ("{" + ",".join(f'{k}="{v}"' for k, v in labels.items()) + "}" if labels else "")
+    for line in httpx.get(server.url + "/metrics", timeout=30).text.splitlines():
+        if line.startswith(wanted + " "):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
 def test_stop_ends_the_reply(desktop: ChatPage, live_server) -> None:
     zeph = load_card(live_server.personas_dir / "zeph")
     page = desktop.open()
     page.pick(zeph, "zeph")
     page.set_slider("temperature", 0)
     page.set_slider("max-tokens", 400)
+    cut_short = {"name": "persona_chat_requests_total", "kind": "card", "status": "error"}
+    before = metric(live_server, **cut_short)
     page.start("Tell me everything about every planet, one by one, in great detail.")
     expect(page.page.locator("#stop")).to_be_visible()
     page.page.wait_for_function(
@@ -318,14 +365,16 @@ def test_stop_ends_the_reply(desktop: ChatPage, live_server) -> None:
     )
     page.click("stop")
     expect(page.page.locator("#send")).to_be_visible(timeout=15_000)
+    # The server counts a request that ended before the engine had finished it: Stop really stopped
+    # the generation, so nothing more can come; the page then shows what came, and only that.
+    wait_until(lambda: metric(live_server, **cut_short) == before + 1, 30, "request cut short by Stop")
+    page.wait_still()
     stopped = page.reply()
-    time.sleep(3)
-    assert page.reply() == stopped, "the reply kept growing after Stop"
     assert stopped and page.caption() == "zeph · card"
     page.shot("01-stopped")
 
 
-def test_errors_show_the_api_message(desktop: ChatPage, live_server) -> None:
+def test_errors_show_the_api_message(desktop: ChatPage, live_server, own_persona) -> None:
     page = desktop.open()
     wren = load_card(live_server.personas_dir / "wren")
     page.pick(wren, "wren")
@@ -338,28 +387,22 @@ def test_errors_show_the_api_message(desktop: ChatPage, live_server) -> None:
     page.shot("01-too-long")
 
     # A persona dropped in shows up in the list without a reload; removed, it answers with the API's 404.
-    folder = live_server.personas_dir / "pip"
-    shutil.copytree(live_server.personas_dir / "zeph", folder, ignore=shutil.ignore_patterns("adapters"))
+    folder = own_persona(copy_of="zeph")
+    name = folder.name
     card = (folder / "persona.yaml").read_text()
     card = re.sub(r"(?m)^display_name: .*$", "display_name: Pip", card)
     card = re.sub(r"(?m)^greeting: .*$", "greeting: pip pip, hello there!", card)
     (folder / "persona.yaml").write_text(card)
-    try:
-        deadline = time.monotonic() + 30
-        while "Pip · served from its card" not in page.options():
-            assert time.monotonic() < deadline, "the new persona never appeared in the list"
-            time.sleep(1)
-        page.pick(load_card(folder), "pip")
-        page.shot("02-new-persona")
-        shutil.rmtree(folder)
-        page.start("Are you still there?", shown=False)
-        expect(error).to_contain_text("The model 'pip' does not exist", timeout=30_000)
-        expect(page.user_rows()).to_have_count(0)
-        expect(page.page.locator("#persona-card")).to_contain_text("no longer in the personas folder", timeout=30_000)
-        assert "Pip · served from its card" not in page.options()
-        page.shot("03-removed")
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
+    page.wait_for_option("Pip · served from its card")
+    page.pick(load_card(folder), name)
+    page.shot("02-new-persona")
+    shutil.rmtree(folder)
+    page.start("Are you still there?", shown=False)
+    expect(error).to_contain_text(f"The model '{name}' does not exist", timeout=30_000)
+    expect(page.user_rows()).to_have_count(0)
+    expect(page.page.locator("#persona-card")).to_contain_text("no longer in the personas folder", timeout=30_000)
+    assert "Pip · served from its card" not in page.options()
+    page.shot("03-removed")
 
 
 def test_phone_width(browser, live_server) -> None:

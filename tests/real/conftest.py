@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from store.adapters import AdapterMetadata, METADATA_FILE, new_staging_dir, publish
+from store.adapters import METADATA_FILE, AdapterMetadata, new_staging_dir, publish
 
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
@@ -19,7 +19,9 @@ def publish_random_adapter(persona_path: Path, base, seed: int, scale: float = 0
     from transformers import AutoModelForCausalLM
 
     model = AutoModelForCausalLM.from_pretrained(base.path, dtype=torch.float32)
-    peft_model = get_peft_model(model, LoraConfig(r=r, lora_alpha=2 * r, target_modules=TARGETS, init_lora_weights=False))
+    peft_model = get_peft_model(
+        model, LoraConfig(r=r, lora_alpha=2 * r, target_modules=TARGETS, init_lora_weights=False)
+    )
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for name, param in peft_model.named_parameters():
@@ -38,8 +40,8 @@ def publish_random_adapter(persona_path: Path, base, seed: int, scale: float = 0
 
 @pytest.fixture(scope="session")
 def random_personas(live_server, base_model) -> tuple[str, str]:
-    """Two personas with different random adapters, added while the server runs."""
-    names = ("lora-a", "lora-b")
+    """Two personas with different random adapters, added while the server runs (names no other test uses)."""
+    names = ("serving-lora-a", "serving-lora-b")
     for seed, name in enumerate(names, start=1):
         folder = live_server.personas_dir / name
         (folder / "logs").mkdir(parents=True, exist_ok=True)

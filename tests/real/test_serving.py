@@ -21,7 +21,8 @@ def opening(text: str, words: int = 6) -> str:
 
 def ask(client, model: str, messages=QUESTION, **params) -> str:
     params.setdefault("max_tokens", 24)
-    reply = client.chat.completions.create(model=model, messages=messages, temperature=0, **params)
+    params.setdefault("temperature", 0)
+    reply = client.chat.completions.create(model=model, messages=messages, **params)
     return reply.choices[0].message.content
 
 
@@ -30,7 +31,7 @@ def test_models_include_base_personas_and_versions(client, random_personas) -> N
     assert ids[0] == BASE
     for name in ("wren", "corvin", "zeph", *random_personas):
         assert name in ids
-    assert "lora-a@v1" in ids
+    assert f"{random_personas[0]}@v1" in ids
 
 
 def test_concurrent_requests_each_get_their_own_adapter(client, async_client, random_personas) -> None:
@@ -40,10 +41,12 @@ def test_concurrent_requests_each_get_their_own_adapter(client, async_client, ra
 
     async def batch():
         models = [a, b, BASE] * 3
-        replies = await asyncio.gather(*(
-            async_client.chat.completions.create(model=m, messages=QUESTION, temperature=0, max_tokens=24)
-            for m in models
-        ))
+        replies = await asyncio.gather(
+            *(
+                async_client.chat.completions.create(model=m, messages=QUESTION, temperature=0, max_tokens=24)
+                for m in models
+            )
+        )
         return list(zip(models, (r.choices[0].message.content for r in replies)))
 
     for model, text in asyncio.run(batch()):
@@ -65,9 +68,17 @@ def test_streaming_yields_chunks_usage_and_done(client, live_server, random_pers
     assert len([c for c in chunks if c.choices and c.choices[0].delta.content]) > 3
     assert opening(text) == opening(ask(client, a, max_tokens=16))
     assert chunks[-1].usage.completion_tokens == 16 and chunks[-1].choices == []
-    with httpx.stream("POST", live_server.url + "/v1/chat/completions", timeout=120, json={
-        "model": a, "messages": QUESTION, "max_tokens": 4, "stream": True,
-    }) as response:
+    with httpx.stream(
+        "POST",
+        live_server.url + "/v1/chat/completions",
+        timeout=120,
+        json={
+            "model": a,
+            "messages": QUESTION,
+            "max_tokens": 4,
+            "stream": True,
+        },
+    ) as response:
         lines = [line for line in response.iter_lines() if line]
     assert lines[-1] == "data: [DONE]"
     assert json.loads(lines[0][6:])["choices"][0]["delta"]["role"] == "assistant"
@@ -80,7 +91,9 @@ def test_persona_card_prompt_changes_the_reply(client) -> None:
 def test_n_stop_and_seed(client) -> None:
     reply = client.chat.completions.create(model="zeph", messages=QUESTION, n=2, max_tokens=12, temperature=1.0, seed=3)
     assert [c.index for c in reply.choices] == [0, 1]
-    again = client.chat.completions.create(model="zeph", messages=QUESTION, n=1, max_tokens=12, temperature=1.0, seed=11)
+    again = client.chat.completions.create(
+        model="zeph", messages=QUESTION, n=1, max_tokens=12, temperature=1.0, seed=11
+    )
     same = client.chat.completions.create(model="zeph", messages=QUESTION, n=1, max_tokens=12, temperature=1.0, seed=11)
     assert again.choices[0].message.content == same.choices[0].message.content
     full = ask(client, BASE, max_tokens=24)
@@ -95,13 +108,18 @@ def test_seeded_requests_with_long_prompts_at_once(client, async_client) -> None
     topics = ["bread", "rivers", "trains", "owls", "maps", "tea", "snow", "clocks"]
 
     async def burst():
-        return await asyncio.gather(*(
-            async_client.chat.completions.create(
-                model="wren", max_tokens=8, temperature=0.9, seed=i,
-                messages=[{"role": "user", "content": f"Let me tell you about {topic}. " + "It was long. " * 150}],
+        return await asyncio.gather(
+            *(
+                async_client.chat.completions.create(
+                    model="wren",
+                    max_tokens=8,
+                    temperature=0.9,
+                    seed=i,
+                    messages=[{"role": "user", "content": f"Let me tell you about {topic}. " + "It was long. " * 150}],
+                )
+                for i, topic in enumerate(topics)
             )
-            for i, topic in enumerate(topics)
-        ))
+        )
 
     replies = asyncio.run(burst())
     assert all(r.choices[0].message.content and r.usage.prompt_tokens > 400 for r in replies)
@@ -119,3 +137,25 @@ def test_unknown_model_and_bad_input_are_openai_errors(client) -> None:
     with pytest.raises(openai.BadRequestError) as bad:
         client.chat.completions.create(model="wren", messages=QUESTION, temperature=7)
     assert bad.value.body["param"] == "temperature"
+
+
+def test_hostile_values_are_refused_or_served_never_a_server_error(client, live_server) -> None:
+    """Seeds at the ends of the 64-bit range reach vLLM (a negative one still seeds), larger ones and
+    parameters the server cannot honour are 400s naming the parameter, and the server keeps serving."""
+    replies = {seed: ask(client, BASE, max_tokens=6, temperature=1.0, seed=seed) for seed in (2**63 - 1, -(2**63), -1)}
+    assert all(replies.values()), replies
+    assert ask(client, BASE, max_tokens=6, temperature=1.0, seed=-1) == replies[-1], "a negative seed is a seed"
+    for params, param in (
+        ({"seed": 2**80}, "seed"),
+        ({"logit_bias": {"1": 5}}, "logit_bias"),
+        ({"response_format": {"type": "json_object"}}, "response_format"),
+        ({"n": 17}, "n"),
+    ):
+        with pytest.raises(openai.BadRequestError) as refused:
+            client.chat.completions.create(model="wren", messages=QUESTION, max_tokens=4, **params)
+        assert refused.value.body["param"] == param
+    response = httpx.post(
+        live_server.url + "/v1/chat/completions", content=b"{", timeout=30, headers={"content-type": "application/json"}
+    )
+    assert response.status_code == 400 and response.json()["error"]["code"] == "invalid_json"
+    assert ask(client, BASE, max_tokens=4)
