@@ -1,0 +1,124 @@
+"""Grouped LoRA products in plain PyTorch: a fixed number of calls per projection.
+
+vLLM keeps each packed slice's weights apart (``lora_a_stacked[s]``: slots x 1 x rank x in,
+``lora_b_stacked[s]``: slots x 1 x out_s x rank). Here they are fused per slot once, when the slot
+changes: A of every slice stacked (slots x S*rank x in) and B laid out block-diagonally
+(slots x S*rank x sum(out_s)). One shrink and one expand then serve q/k/v or gate/up at once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import torch
+
+from .plan import Plan
+
+
+@dataclass
+class Fused:
+    """One layer's adapters in the fused layout, in the dtype the layer computes in."""
+
+    a: torch.Tensor | None  # slots x S*rank x in; None for expand-only layers (embeddings)
+    b: torch.Tensor  # slots x S*rank x out
+    nonzero: list[bool]  # per slot: whether the adapter touches this layer at all
+    layout: tuple = field(default=())  # the slot layout these weights were copied for
+
+
+def fuse_slot(fused: Fused, slot: int, a_stacked: Sequence[torch.Tensor] | None, b_stacked: Sequence[torch.Tensor]) -> None:
+    """Copy one slot's weights from vLLM's stacked tensors into ``fused``."""
+    rank = b_stacked[0].shape[-1]
+    fused.b[slot].zero_()
+    column = 0
+    for s, b in enumerate(b_stacked):
+        out = b.shape[2]
+        fused.b[slot, s * rank:(s + 1) * rank, column:column + out].copy_(b[slot, 0].t())
+        column += out
+    touched = any(bool(b[slot].any()) for b in b_stacked)
+    if a_stacked is not None:
+        assert fused.a is not None
+        fused.a[slot].copy_(torch.cat([a[slot, 0] for a in a_stacked], dim=0))
+        touched = touched and any(bool(a[slot].any()) for a in a_stacked)
+    fused.nonzero[slot] = touched
+
+
+def new_fused(a_stacked: Sequence[torch.Tensor] | None, b_stacked: Sequence[torch.Tensor], dtype: torch.dtype) -> Fused:
+    slots, rank = b_stacked[0].shape[0], b_stacked[0].shape[-1]
+    width = rank * len(b_stacked)
+    out = sum(b.shape[2] for b in b_stacked)
+    a = None
+    if a_stacked is not None:
+        a = torch.zeros(slots, width, a_stacked[0].shape[-1], dtype=dtype, device=b_stacked[0].device)
+    b = torch.zeros(slots, width, out, dtype=dtype, device=b_stacked[0].device)
+    return Fused(a=a, b=b, nonzero=[False] * slots)
+
+
+class FusedCache:
+    """Fused weights per layer, refreshed slot by slot when vLLM puts another adapter in a slot.
+
+    Layers are told apart by the storage of their first stacked tensor (a compiled graph may hand
+    over a different tensor object for the same storage). vLLM writes a slot's weights before it
+    announces the new slot layout, and never changes the weights of a loaded adapter id.
+    """
+
+    def __init__(self) -> None:
+        self.layout: tuple = ()
+        self._entries: dict[tuple, Fused] = {}
+
+    def get(self, a_stacked: Sequence[torch.Tensor] | None, b_stacked: Sequence[torch.Tensor], dtype: torch.dtype) -> Fused:
+        first = b_stacked[0] if a_stacked is None else a_stacked[0]
+        key = (first.data_ptr(), tuple(first.shape), dtype)
+        fused = self._entries.get(key)
+        if fused is None:
+            fused = self._entries[key] = new_fused(a_stacked, b_stacked, dtype)
+            changed = range(len(fused.nonzero))
+        elif fused.layout != self.layout:
+            old = fused.layout
+            changed = [s for s in range(len(fused.nonzero)) if s >= len(old) or old[s] != self.layout[s]]
+        else:
+            return fused
+        with torch.no_grad():
+            for slot in changed:
+                fuse_slot(fused, slot, a_stacked, b_stacked)
+        fused.layout = self.layout
+        return fused
+
+
+def add_lora(y: torch.Tensor, x: torch.Tensor, fused: Fused, plan: Plan, scale: float = 1.0) -> None:
+    """``y[t] += scale * (x[t] @ A[slot]^T) @ B[slot]`` for every token ``t`` with an adapter slot.
+
+    Without ``fused.a`` (embeddings) ``x`` is already the shrunk input and only B is applied.
+    Only the first ``min(y width, B width)`` columns are written (vocabularies may be padded).
+    """
+    if not plan.groups:
+        return
+    width = min(fused.b.shape[2], y.shape[1])
+    b_all = fused.b if width == fused.b.shape[2] else fused.b[:, :, :width]
+    target = y if width == y.shape[1] else y[:, :width]
+    padded = plan.padded
+    if padded is not None:
+        slots = slice(padded.first, padded.first + padded.count)
+        if not any(fused.nonzero[slots]):
+            return
+        h = x.index_select(0, padded.rows).view(padded.count, padded.width, x.shape[1])
+        if fused.a is not None:
+            h = torch.bmm(h, fused.a[slots].transpose(1, 2))
+        h = h.masked_fill(padded.pad, 0)
+        out = torch.bmm(h, b_all[slots])
+        target.index_add_(0, padded.rows, out.view(-1, width), alpha=scale)
+        return
+    for group in plan.groups:
+        if not fused.nonzero[group.slot]:
+            continue
+        b = b_all[group.slot]
+        if group.rows is None:
+            h = x[group.start:group.stop]
+            if fused.a is not None:
+                h = torch.mm(h, fused.a[group.slot].t())
+            target[group.start:group.stop].addmm_(h, b, alpha=scale)
+        else:
+            h = x.index_select(0, group.rows)
+            if fused.a is not None:
+                h = torch.mm(h, fused.a[group.slot].t())
+            target.index_add_(0, group.rows, torch.mm(h, b), alpha=scale)

@@ -1,0 +1,95 @@
+"""Which tokens of an engine step use which adapter slot, worked out once per step for every layer.
+
+vLLM gives one slot index per token (``-1``: the base model, no adapter). Every LoRA layer of the
+step reuses the plan, so the per-layer work is a handful of tensor calls whatever the batch holds.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+
+PADDING_LIMIT = 2
+"""The padded (batched) form is used while padding at most doubles the rows it multiplies."""
+
+
+@dataclass(frozen=True)
+class Group:
+    """The tokens of one adapter slot: rows ``start:stop`` when contiguous (``rows`` is None)."""
+
+    slot: int
+    start: int
+    stop: int
+    rows: torch.Tensor | None
+
+
+@dataclass(frozen=True)
+class Padded:
+    """The tokens of slots ``first .. first + count - 1`` laid out as ``count`` groups of ``width`` rows.
+
+    ``rows`` gives the token row of each padded position (padding repeats a real row); ``pad``
+    marks the padding, whose products are zeroed before they are added back.
+    """
+
+    first: int
+    count: int
+    width: int
+    rows: torch.Tensor
+    pad: torch.Tensor
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The adapter groups of one step; ``padded`` is set when they are multiplied in one batch."""
+
+    n_tokens: int
+    groups: tuple[Group, ...]
+    padded: Padded | None = None
+
+    @property
+    def active(self) -> bool:
+        return bool(self.groups)
+
+
+NO_ADAPTER = Plan(n_tokens=0, groups=())
+
+
+def build_plan(indices: Sequence[int], padding_limit: float = PADDING_LIMIT) -> Plan:
+    """Group the tokens by slot (``-1`` tokens are left out: they get the base model alone)."""
+    by_slot: dict[int, list[int]] = {}
+    for row, slot in enumerate(indices):
+        if slot >= 0:
+            by_slot.setdefault(slot, []).append(row)
+    groups = tuple(_group(slot, rows) for slot, rows in sorted(by_slot.items()))
+    plan = Plan(n_tokens=len(indices), groups=groups)
+    if len(groups) < 2:
+        return plan
+    first, last = groups[0].slot, groups[-1].slot
+    count = last - first + 1
+    width = max(len(rows) for rows in by_slot.values())
+    used = sum(len(rows) for rows in by_slot.values())
+    if count * width > padding_limit * used:
+        return plan  # too sparse: one pair of matmuls per group wastes less
+    layout: list[int] = []
+    pad: list[bool] = []
+    for slot in range(first, last + 1):
+        rows = by_slot.get(slot, [])
+        filler = rows[0] if rows else groups[0].start
+        layout += rows + [filler] * (width - len(rows))
+        pad += [False] * len(rows) + [True] * (width - len(rows))
+    padded = Padded(
+        first=first,
+        count=count,
+        width=width,
+        rows=torch.tensor(layout, dtype=torch.long),
+        pad=torch.tensor(pad, dtype=torch.bool).view(count, width, 1),
+    )
+    return Plan(n_tokens=len(indices), groups=groups, padded=padded)
+
+
+def _group(slot: int, rows: list[int]) -> Group:
+    start, stop = rows[0], rows[-1] + 1
+    contiguous = stop - start == len(rows)
+    return Group(slot=slot, start=start, stop=stop, rows=None if contiguous else torch.tensor(rows, dtype=torch.long))

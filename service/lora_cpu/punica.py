@@ -1,0 +1,68 @@
+"""A punica wrapper for vLLM's CPU engine that applies LoRA with the grouped ops of :mod:`.ops`.
+
+It keeps vLLM's own metadata (other code reads it) and adds, once per step, a plan for the tokens
+and one for the sampled rows. The linear, embedding and logits paths then cost a fixed number of
+tensor calls each; the shrink/expand entry points used only by tensor-parallel sharded layers are
+vLLM's own.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from vllm.lora.punica_wrapper.punica_cpu import PunicaWrapperCPU
+
+from . import custom_op
+from .ops import FusedCache, add_lora
+from .plan import NO_ADAPTER, Plan, build_plan
+
+
+class PunicaWrapperGroupedCPU(PunicaWrapperCPU):
+    """vLLM's CPU wrapper with grouped, slice-fused LoRA for linear layers, embeddings and logits."""
+
+    def __init__(self, max_num_batched_tokens: int, max_batches: int, device: torch.device | str, **kwargs: Any):
+        super().__init__(max_num_batched_tokens, max_batches, device, **kwargs)
+        self.cache = FusedCache()
+        self.token_plan: Plan = NO_ADAPTER
+        self.sampler_plan: Plan = NO_ADAPTER
+        self.key = custom_op.register_wrapper(self)
+
+    def update_metadata(self, mapping, lora_index_to_id: list[int | None], max_loras: int, vocab_size: int, **kwargs: Any) -> None:
+        super().update_metadata(mapping, lora_index_to_id, max_loras, vocab_size, **kwargs)
+        self.cache.layout = tuple(lora_index_to_id)
+        self.token_plan = build_plan(self.token_lora_indices.tolist())
+        self.sampler_plan = build_plan(self.sampler_indices.tolist())
+
+    def add_lora_linear(self, y: torch.Tensor, x: torch.Tensor, lora_a_stacked, lora_b_stacked, scale: float,
+                        output_slices: tuple[int, ...], *, buffer=None, **kwargs: Any) -> None:
+        assert len(lora_a_stacked) == len(lora_b_stacked) == len(output_slices)
+        assert tuple(b.shape[2] for b in lora_b_stacked) == tuple(output_slices), "LoRA B and output slices differ"
+        custom_op.lora_linear(self.key, y, x.view(-1, x.shape[-1]), list(lora_a_stacked), list(lora_b_stacked), scale)
+
+    def add_lora_embedding(self, y: torch.Tensor, x: torch.Tensor, lora_b_stacked: torch.Tensor,
+                           add_inputs: bool = True, **kwargs: Any) -> None:
+        if not add_inputs:
+            y.zero_()
+        custom_op.lora_embedding(self.key, y, x, lora_b_stacked)
+
+    def add_lora_logits(self, y: torch.Tensor, x: torch.Tensor, lora_a_stacked: torch.Tensor, lora_b_stacked: torch.Tensor,
+                        scale, *, buffer=None, **kwargs: Any) -> None:
+        y2 = y.view(-1, y.shape[-1])
+        fused = self.cache.get((lora_a_stacked,), (lora_b_stacked,), y.dtype)
+        add_lora(y2, x.view(-1, x.shape[-1]).to(y.dtype), fused, self.sampler_plan, scale)
+
+    # called from inside the custom ops (eagerly, also when the model is compiled)
+    def run_linear(self, y: torch.Tensor, x: torch.Tensor, a_stacked, b_stacked, scale: float) -> None:
+        plan = self.token_plan
+        if not plan.active:
+            return
+        y2 = y.view(-1, y.shape[-1])
+        add_lora(y2, x, self.cache.get(a_stacked, b_stacked, y.dtype), plan, scale)
+
+    def run_embedding(self, y: torch.Tensor, x: torch.Tensor, b_stacked: torch.Tensor) -> None:
+        plan = self.token_plan
+        if not plan.active:
+            return
+        fused = self.cache.get(None, (b_stacked,), y.dtype)
+        add_lora(y.view(-1, y.shape[-1]), x.view(-1, x.shape[-1]).to(y.dtype), fused, plan)

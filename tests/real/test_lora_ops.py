@@ -1,0 +1,129 @@
+"""The grouped CPU LoRA ops give vLLM's own CPU ops' results, on random shapes and batches."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+import torch
+
+pytestmark = pytest.mark.real
+
+from vllm.lora.layers import LoRAMapping
+from vllm.lora.punica_wrapper.punica_cpu import PunicaWrapperCPU
+
+from service.lora_cpu.punica import PunicaWrapperGroupedCPU
+
+SLOTS = 5
+LAYOUT = [11, 12, 13, 14, None]  # LoRA id per slot; the last slot is free, as vLLM's ops need it
+TOLERANCE = {torch.float32: 1e-5, torch.bfloat16: 3e-2}
+
+# (tokens per request, LoRA id per request; 0: the base model)
+BATCHES = {
+    "decode, one adapter": ([1], [12]),
+    "decode, base model only": ([1, 1, 1], [0, 0, 0]),
+    "decode, many adapters and the base": ([1] * 9, [11, 0, 12, 13, 11, 14, 0, 12, 13]),
+    "prefill, one adapter": ([37], [13]),
+    "prefill, two adapters evenly": ([8, 7], [11, 12]),
+    "prefill, many adapters and the base": ([5, 17, 3, 9], [14, 0, 11, 14]),
+    "prefill and decode, one busy adapter": ([30, 1, 1], [11, 14, 0]),
+}
+SLICES = {"single": (48,), "q/k/v": (64, 16, 16), "gate/up": (40, 40)}
+
+
+def mapping(tokens: list[int], ids: list[int]):
+    index = tuple(i for n, i in zip(tokens, ids) for _ in range(n))
+    return LoRAMapping(index, tuple(ids), is_prefill=True)
+
+
+def random_stacked(gen: torch.Generator, slices: tuple[int, ...], inp: int, rank: int, dtype):
+    a = tuple(torch.randn(SLOTS, 1, rank, inp, generator=gen).mul_(0.2).to(dtype) for _ in slices)
+    b = tuple(torch.randn(SLOTS, 1, out, rank, generator=gen).mul_(0.2).to(dtype) for out in slices)
+    for weights in (*a, *b):
+        weights[LAYOUT.index(None)].zero_()
+    return a, b
+
+
+def both_wrappers(tokens, ids, layout=LAYOUT):
+    wrappers = PunicaWrapperCPU(512, 64, "cpu"), PunicaWrapperGroupedCPU(512, 64, "cpu")
+    for wrapper in wrappers:
+        wrapper.update_metadata(mapping(tokens, ids), layout, SLOTS + 1, 1000)
+    return wrappers
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["float32", "bfloat16"])
+@pytest.mark.parametrize("slices", SLICES.values(), ids=SLICES.keys())
+@pytest.mark.parametrize("batch", BATCHES.values(), ids=BATCHES.keys())
+def test_linear_matches_vllm(batch, slices, dtype) -> None:
+    tokens, ids = batch
+    rng = random.Random(f"{tokens} {ids} {slices}")
+    gen = torch.Generator().manual_seed(rng.randrange(2**31))
+    inp, rank = rng.choice([32, 96]), rng.choice([8, 16])
+    a, b = random_stacked(gen, slices, inp, rank, dtype)
+    x = torch.randn(sum(tokens), inp, generator=gen).to(dtype)
+    y = torch.randn(sum(tokens), sum(slices), generator=gen).to(dtype)
+    theirs, ours = both_wrappers(tokens, ids)
+    expected, got = y.clone(), y.clone()
+    theirs.add_lora_linear(expected, x, a, b, 0.5, slices)
+    ours.add_lora_linear(got, x, a, b, 0.5, slices)
+    assert torch.allclose(got.float(), expected.float(), atol=TOLERANCE[dtype], rtol=TOLERANCE[dtype])
+    base_rows = [row for row, i in enumerate(i for n, i in zip(tokens, ids) for _ in range(n)) if i == 0]
+    assert torch.equal(got[base_rows], y[base_rows])  # the base model's tokens are left alone
+    if any(ids):
+        assert not torch.equal(got, y)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["float32", "bfloat16"])
+def test_logits_and_embeddings_match_vllm(dtype) -> None:
+    gen = torch.Generator().manual_seed(3)
+    tokens, ids = [4, 1, 1, 1], [12, 0, 11, 12]
+    n, hidden, vocab, rank = sum(tokens), 24, 70, 8
+    (a,), (b,) = random_stacked(gen, (vocab,), hidden, rank, dtype)
+    (_,), (embed_b,) = random_stacked(gen, (hidden,), hidden, rank, dtype)
+    theirs, ours = both_wrappers(tokens, ids)
+
+    logits = torch.randn(len(ids), vocab + 2, generator=gen).to(dtype)  # a padded vocabulary
+    states = torch.randn(len(ids), hidden, generator=gen).to(dtype)
+    expected, got = logits.clone(), logits.clone()
+    theirs.add_lora_logits(expected, states, a, b, 1.0)
+    ours.add_lora_logits(got, states, a, b, 1.0)
+    assert torch.allclose(got.float(), expected.float(), atol=TOLERANCE[dtype], rtol=TOLERANCE[dtype])
+    assert torch.equal(got[1], logits[1])
+
+    shrunk = torch.randn(n, rank, generator=gen).to(dtype)
+    out = torch.randn(n, hidden, generator=gen).to(dtype)
+    expected, got = out.clone(), out.clone()
+    theirs.add_lora_embedding(expected, shrunk, embed_b, add_inputs=True)
+    ours.add_lora_embedding(got, shrunk, embed_b, add_inputs=True)
+    assert torch.allclose(got.float(), expected.float(), atol=TOLERANCE[dtype], rtol=TOLERANCE[dtype])
+
+
+def test_base_model_tokens_untouched_when_every_slot_is_full() -> None:
+    gen = torch.Generator().manual_seed(5)
+    a = (torch.randn(SLOTS, 1, 8, 32, generator=gen),)
+    b = (torch.randn(SLOTS, 1, 16, 8, generator=gen),)
+    full = [11, 12, 13, 14, 15]
+    _, ours = both_wrappers([1, 1, 1], [15, 0, 11], layout=full)
+    x, y = torch.randn(3, 32, generator=gen), torch.zeros(3, 16)
+    ours.add_lora_linear(y, x, a, b, 1.0, (16,))
+    assert torch.equal(y[1], torch.zeros(16))
+    assert torch.allclose(y[0], x[0] @ a[0][4, 0].t() @ b[0][4, 0].t(), atol=1e-5)
+
+
+def test_a_slot_given_another_adapter_uses_its_new_weights() -> None:
+    gen = torch.Generator().manual_seed(7)
+    a, b = random_stacked(gen, (16, 16), 32, 8, torch.float32)
+    x = torch.randn(2, 32, generator=gen)
+    _, ours = both_wrappers([1, 1], [11, 12])
+    before = torch.zeros(2, 32)
+    ours.add_lora_linear(before, x, a, b, 1.0, (16, 16))
+    for weights in (*a, *b):  # vLLM loads adapter 21 into slot 0, then announces the new layout
+        weights[0].copy_(torch.randn(weights[0].shape, generator=gen))
+    ours.update_metadata(mapping([1, 1], [21, 12]), [21, 12, 13, 14, None], SLOTS + 1, 1000)
+    theirs = PunicaWrapperCPU(512, 64, "cpu")
+    theirs.update_metadata(mapping([1, 1], [21, 12]), [21, 12, 13, 14, None], SLOTS + 1, 1000)
+    after, expected = torch.zeros(2, 32), torch.zeros(2, 32)
+    ours.add_lora_linear(after, x, a, b, 1.0, (16, 16))
+    theirs.add_lora_linear(expected, x, a, b, 1.0, (16, 16))
+    assert torch.allclose(after, expected, atol=1e-5)
+    assert not torch.allclose(after[0], before[0]) and torch.equal(after[1], before[1])
