@@ -12,9 +12,12 @@ from fastapi.responses import RedirectResponse
 from store.base_model import BaseModel, resolve_base_model
 from store.registry import PersonaStore
 
+from . import fine_tuning, persona_routes
+from .background import BackgroundTraining
 from .chat import ChatService
 from .engine import Engine, VllmEngine
 from .errors import install_handlers
+from .fine_tuning import FileStore
 from .metrics import Metrics
 from .openapi import install_openapi
 from .resolver import ModelResolver
@@ -44,12 +47,18 @@ def create_app(settings: ServeSettings, engine_factory: EngineFactory = vllm_eng
         engine = engine_factory(settings, base)
         await engine.start()
         resolver = ModelResolver(store, base, settings.max_lora_rank)
+        app.state.resolver = resolver
         app.state.chat = ChatService(engine, resolver, tokenizer, metrics)
+        training = BackgroundTraining(settings, store)
+        await training.start()
+        app.state.training = training
         log.info("serving %s with personas from %s", base.id, settings.personas_dir)
         try:
             yield
         finally:
             app.state.chat = None
+            app.state.training = None
+            await training.stop()
             await engine.stop()
 
     app = FastAPI(title="Persona service", version="0.1.0", lifespan=lifespan)
@@ -57,9 +66,13 @@ def create_app(settings: ServeSettings, engine_factory: EngineFactory = vllm_eng
     app.state.metrics = metrics
     app.state.store = store
     app.state.chat = None
+    app.state.training = None
+    app.state.files = FileStore(settings.personas_dir, settings.max_upload_mb << 20)
     install_handlers(app, metrics)
     install_openapi(app)
     app.include_router(api)
+    app.include_router(persona_routes.router)
+    app.include_router(fine_tuning.router)
     app.include_router(ops)
     if settings.ui:
         from .ui import mount_ui

@@ -15,6 +15,7 @@ from store.adapters import SERVABLE_MODULES, adapter_fingerprint, check_servable
 from store.base_model import BaseModel
 from store.card import PersonaCard, SamplingDefaults
 from store.errors import StoreError
+from store.jobs import JobStore
 from store.names import check_version, version_name
 from store.registry import Persona, PersonaStore, check_same_base
 
@@ -77,6 +78,15 @@ class ModelResolver:
         """Raise a 404 in OpenAI's shape for anything that is not a served model."""
         if model in self.base_names():
             return Target(model=model, persona=None, version=None, adapter=None)
+        if model.startswith("ft:"):
+            # A fine-tuning job's model name always serves the version that job published.
+            from .fine_tuning.names import resolve_fine_tuned
+
+            pinned = resolve_fine_tuned(model, JobStore(self.store.root))
+            if pinned is None:
+                raise model_not_found(model, "no succeeded fine-tuning job has this model name")
+            target = self.resolve(pinned)
+            return Target(model=model, persona=target.persona, version=target.version, adapter=target.adapter)
         name, at, version_text = model.partition("@")
         try:
             persona = self.store.get(name)

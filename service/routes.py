@@ -14,6 +14,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel
 
 from store.errors import StoreError
+from store.jobs import JobStore
 from store.names import version_name
 
 from .chat import ChatService, PreparedChat
@@ -146,8 +147,9 @@ async def list_models(chat: ChatService = Depends(chat_service)) -> ModelList:
     base = chat.resolver.base
     cards = [ModelCard(id=base.id, root=str(base.path))]
     personas, _ = chat.resolver.store.scan()
+    jobs = JobStore(chat.resolver.store.root).all()
     for persona in personas:
-        status = persona_status(persona)
+        status = persona_status(persona, jobs)
         cards.append(ModelCard(id=persona.name, root=base.id, parent=base.id, persona=status))
         for version in persona.versions:
             name = f"{persona.name}@{version_name(version)}"
@@ -167,8 +169,9 @@ async def get_model(model_id: str, chat: ChatService = Depends(chat_service)) ->
 async def list_personas(request: Request) -> PersonaList:
     """Every persona with its card, versions and training; folders that cannot be served, with why."""
     personas, problems = request.app.state.store.scan()
+    jobs = JobStore(request.app.state.store.root).all()
     return PersonaList(
-        data=[persona_status(p) for p in personas],
+        data=[persona_status(p, jobs) for p in personas],
         problems=[PersonaProblem(persona=name, message=message) for name, message in problems.items()],
     )
 
@@ -198,7 +201,8 @@ async def health(request: Request) -> JSONResponse:
 async def metrics(request: Request) -> Response:
     """Prometheus metrics; the persona counts are taken from the store at each scrape."""
     personas, problems = request.app.state.store.scan()
-    counts = Counter(persona_status(p).status for p in personas)
+    jobs = JobStore(request.app.state.store.root).all()
+    counts = Counter(persona_status(p, jobs).status for p in personas)
     gauge = request.app.state.metrics.personas
     for state in PERSONA_STATES:
         gauge.labels(status=state).set(counts[state])

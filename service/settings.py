@@ -42,3 +42,26 @@ class ServeSettings(StoreSettings):
     )
     tensor_parallel_size: int = Field(default=1, ge=1, description="GPUs one replica spreads the model over.")
     max_num_seqs: int = Field(default=64, ge=1, description="Requests decoded in one batch.")
+    fast_lora: bool = Field(
+        default=True, description="Grouped LoRA ops and a compiled model on vLLM's CPU engine (this project's vLLM plugin)."
+    )
+
+    # Background training (the job queue is StoreSettings.queue_url)
+    train: bool = Field(
+        default=True,
+        description="Start a training worker beside the server; off (--no-train) for a replica that only serves "
+        "while `persona worker` processes elsewhere take the jobs.",
+    )
+    auto_train: bool = Field(
+        default=True,
+        description="Train a persona by itself when its logs appear or change (watched folder, start-up); off: "
+        "only `persona train`, the page's Train button or the API queue a run.",
+    )
+    train_threads: int = Field(
+        default=0, ge=0, description="Torch threads of the worker's training runs; 0 = half the cores (serving keeps the rest)."
+    )
+    watch_settle_s: float = Field(
+        default=3.0, gt=0, le=600, description="Seconds a persona folder must stay unchanged before a change starts training."
+    )
+    max_upload_mb: int = Field(default=512, ge=1, description="Largest file accepted by POST /v1/files, in MiB.")
+

@@ -137,8 +137,7 @@ class JobStore:
     def update(self, job_id: str, change: Callable[[Job], None] | None = None, **fields: Any) -> Job:
         """Read, change and write one record under its lock (the worker and the server both write)."""
         with self._locked(job_id):
-            job = self.get(job_id)
-            job = job.model_copy(update=fields)
+            job = Job.model_validate({**self.get(job_id).model_dump(), **fields})
             if change is not None:
                 change(job)
             atomic_write(self._path(job.id), job.model_dump_json())

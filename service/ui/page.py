@@ -14,6 +14,7 @@ import gradio as gr
 from fastapi import FastAPI
 
 from store.errors import StoreError
+from store.jobs import JobStore
 from store.registry import Persona, PersonaStore
 
 from ..chat import ChatService
@@ -226,7 +227,8 @@ class ChatPage:
 
     def _statuses(self) -> tuple[list[PersonaStatus], dict[str, str]]:
         personas, problems = self.store.scan()
-        return [persona_status(p) for p in personas], problems
+        jobs = JobStore(self.store.root).all()
+        return [persona_status(p, jobs) for p in personas], problems
 
     def _problems(self, problems: dict[str, str]) -> Any:
         if not problems:
