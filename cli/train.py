@@ -98,7 +98,8 @@ def train(
     from store.settings import StoreSettings
     from training.config import TrainingError
     from training.ingest import IngestError
-    from training.run import config_for, needs_training, train_persona
+    from store.jobs import JobStore
+    from training.run import config_for, needs_training
 
     if bool(name) == all_:
         fail("name one persona or pass --all")
@@ -117,23 +118,79 @@ def train(
             names = [name]
     except (StoreError, TrainingError, IngestError) as exc:
         fail(str(exc))
+    jobs = JobStore(settings_.personas_dir)
+    queued = bool(jobs.live_workers())
+    if queued:
+        typer.echo("a training worker is running: the runs join its queue")
     for persona_name in names:
         try:
-            config = config_for(store.get(persona_name), flags)
-            result = train_persona(
-                settings_, persona_name, config, max_lora_rank=settings_.max_lora_rank, resume=resume
-            )
+            config = config_for(store.get(persona_name), flags)  # bad settings fail here, before queuing
+            if queued:
+                result = _through_worker(settings_, jobs, persona_name, flags)
+            else:
+                result = _here(settings_, jobs, persona_name, config, resume)
         except (StoreError, TrainingError, IngestError) as exc:
             typer.secho(f"{persona_name}: {exc}", fg=typer.colors.RED, err=True)
             failures += 1
             continue
-        typer.echo(
-            f"{persona_name}: published v{result.version} ({result.steps} steps, {result.total_s:.0f} s, "
-            f"{result.tokens_per_s:.0f} tokens/s); held-out loss {_fmt(result.eval_loss_before)} -> "
-            f"{_fmt(result.eval_loss_after)}"
-        )
+        typer.echo(result)
     if failures:
         raise typer.Exit(1)
+
+
+def _summary(name: str, version: int, held_back: bool, meta) -> str:
+    verb = "published" if not held_back else "published, held back by the fidelity gate,"
+    return (f"{name}: {verb} v{version} ({meta.steps} steps, {meta.duration_s:.0f} s, {meta.tokens_per_s:.0f} "
+            f"tokens/s); held-out loss {_fmt(meta.eval_loss_before)} -> {_fmt(meta.eval_loss_after)}")
+
+
+def _here(settings_, jobs, name: str, config, resume: bool) -> str:
+    """No worker is running: train in this process, recorded as a job like any other."""
+    import time
+
+    from store.jobs import JobError, this_process
+    from store.registry import PersonaStore
+    from training.run import train_persona
+
+    job = jobs.create(name, "cli", status="running", started_at=time.time(), attempts=1, **this_process())
+    try:
+        result = train_persona(settings_, name, config, max_lora_rank=settings_.max_lora_rank, resume=resume)
+    except BaseException as exc:
+        jobs.update(job.id, status="failed", finished_at=time.time(),
+                    error=JobError(code="training_failed", message=str(exc) or type(exc).__name__))
+        raise
+    jobs.update(job.id, status="succeeded", outcome="published", version=result.version, finished_at=time.time(),
+                trained_tokens=int(result.tokens.get("seen_tokens", 0)))
+    persona = PersonaStore(settings_.personas_dir).get(name)
+    return _summary(name, result.version, False, persona.metadata(result.version))
+
+
+def _through_worker(settings_, jobs, name: str, flags: dict) -> str:
+    """Queue the run for the worker and follow it to its end (Ctrl-C stops following, not the run)."""
+    import time
+
+    from tqdm.auto import tqdm
+
+    from store.jobs import FINISHED, JobQueue, submit
+    from store.registry import PersonaStore
+    from training.config import TrainingError
+
+    job = submit(jobs, JobQueue(settings_.queue_url, settings_.personas_dir), name, "cli", overrides=flags)
+    typer.echo(f"{name}: queued as {job.id}")
+    with tqdm(total=1, unit="step", desc=name, dynamic_ncols=True) as bar:
+        while job.status not in FINISHED:
+            time.sleep(1.0)
+            job = jobs.get(job.id)
+            if job.progress and job.progress.total_steps:
+                bar.total = job.progress.total_steps
+                bar.n = job.progress.step
+                bar.refresh()
+    if job.status != "succeeded":
+        raise TrainingError(job.error.message if job.error else f"the job was {job.status}")
+    if job.version is None:
+        return f"{name}: unchanged ({job.outcome})"
+    persona = PersonaStore(settings_.personas_dir).get(name)
+    return _summary(name, job.version, job.outcome == "held back", persona.metadata(job.version))
 
 
 def _fmt(value: float | None) -> str:

@@ -136,8 +136,13 @@ def live_personas(tmp_path_factory, base_model) -> Path:
 
 @pytest.fixture(scope="session")
 def live_server(live_personas: Path, cache_dir: Path, base_model):
-    """One real server (vLLM on the bundled model) shared by the real and browser tiers."""
+    """One real server (vLLM on the bundled model) shared by the real and browser tiers.
+
+    Its worker takes the jobs tests queue, but nothing trains by itself: a persona copied in by one
+    test must not start a run that another test's timing or replies would depend on. The living
+    service's own tests start a server with the defaults (tests/real/test_living_service.py)."""
     server = LiveServer(live_personas, cache_dir, ARTIFACTS / f"server-{os.getpid()}.log")
+    server.env["PERSONA_AUTO_TRAIN"] = "false"
     server.start()
     yield server
     server.stop()
