@@ -18,8 +18,9 @@ from pydantic_core import PydanticCustomError
 
 from .persona_status import PersonaStatus
 
-INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
-"""vLLM's engine takes seeds in this range; larger ones cannot reach it."""
+SEED_BOUND = 2**63
+"""vLLM's engine takes 64-bit signed seeds, ``-SEED_BOUND <= seed < SEED_BOUND``; larger ones cannot reach it.
+(Both ends are exact as JSON numbers, so a client reading the schema in floating point gets them right.)"""
 
 UNSUPPORTED = "x-unsupported"
 """Marks a parameter of OpenAI's API that this server cannot honour, with the reason, in the schema."""
@@ -112,7 +113,7 @@ class ChatCompletionRequest(OpenAIModel):
     max_completion_tokens: int | None = Field(default=None, ge=1)
     temperature: float | None = _finite(ge=0.0, le=2.0)
     top_p: float | None = _finite(gt=0.0, le=1.0)
-    seed: int | None = Field(default=None, ge=INT64_MIN, le=INT64_MAX, description="Same seed, same reply.")
+    seed: int | None = Field(default=None, ge=-SEED_BOUND, lt=SEED_BOUND, description="Same seed, same reply.")
     presence_penalty: float | None = _finite(ge=-2.0, le=2.0)
     frequency_penalty: float | None = _finite(ge=-2.0, le=2.0)
     stream: bool = False

@@ -14,6 +14,9 @@ from dataclasses import dataclass, field
 
 from service.engine import AdapterRef, Chunk, GenerationParams
 
+SERVE_ONLY = {"train": False, "auto_train": False}
+"""Settings for a server over the fake engine: no training worker and no folder watcher beside it."""
+
 SEED_RANGE = (0, 2**63 - 1)
 """Seeds vLLM's engine takes: it cannot serialise larger ones, and reads -1 as "no seed"."""
 

@@ -11,7 +11,7 @@ from fastapi.testclient import TestClient
 from service.app import create_app
 from service.settings import ServeSettings
 
-from .fake_engine import FakeEngine
+from .fake_engine import SERVE_ONLY, FakeEngine
 from .fake_store import write_version
 
 
@@ -41,7 +41,7 @@ def engine() -> FakeEngine:
 
 def make_client(personas: Path, cache_dir: Path, engine: FakeEngine, base_model, **extra) -> TestClient:
     settings = ServeSettings(
-        personas_dir=personas, cache_dir=cache_dir, base_model=str(base_model.path), ui=False, **extra
+        personas_dir=personas, cache_dir=cache_dir, base_model=str(base_model.path), ui=False, **{**SERVE_ONLY, **extra}
     )
     return TestClient(create_app(settings, engine_factory=lambda s, b: engine))
 

@@ -24,7 +24,7 @@ from service.ui.page import NOT_READY, ChatPage
 from store.card import SamplingDefaults
 from store.progress import TrainingProgress
 
-from .fake_engine import FakeEngine
+from .fake_engine import SERVE_ONLY, FakeEngine
 from .fake_store import write_version
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")  # gr.Warning outside a page warns
@@ -194,7 +194,7 @@ def served(personas: Path, cache_dir: Path, engine: FakeEngine, base_model):
         return engine
 
     settings = ServeSettings(
-        personas_dir=personas, cache_dir=cache_dir, base_model=str(base_model.path), max_model_len=512
+        personas_dir=personas, cache_dir=cache_dir, base_model=str(base_model.path), max_model_len=512, **SERVE_ONLY
     )
     app = create_app(settings, engine_factory=factory)
     with TestClient(app) as client:
@@ -239,7 +239,7 @@ def test_the_page_is_mounted_with_the_api_and_one_engine(served: TestClient) -> 
 
 def test_with_api_keys_the_page_asks_for_one(personas: Path, cache_dir: Path, engine: FakeEngine, base_model) -> None:
     settings = ServeSettings(
-        personas_dir=personas, cache_dir=cache_dir, base_model=str(base_model.path), api_keys=["sekret"]
+        personas_dir=personas, cache_dir=cache_dir, base_model=str(base_model.path), api_keys=["sekret"], **SERVE_ONLY
     )
     with TestClient(create_app(settings, engine_factory=lambda s, b: engine)) as client:
         assert client.get("/ui/config").status_code == 401
