@@ -126,12 +126,23 @@ def persona_name_for(test_name: str, suffix: str = "") -> str:
 
 @pytest.fixture(scope="session")
 def live_personas(tmp_path_factory, base_model) -> Path:
-    """A personas folder for the shared server: copies of the example personas (no adapters)."""
+    """A personas folder for the shared server: copies of the example personas, no adapters, served
+    from their cards for the whole run (tests that train use personas of their own)."""
     import shutil
 
     root = tmp_path_factory.mktemp("live") / "personas"
     shutil.copytree(REPO / "personas", root, ignore=shutil.ignore_patterns("adapters", "README.md"))
+    for persona in root.iterdir():
+        logs_already_seen(persona)
     return root
+
+
+def logs_already_seen(persona: Path) -> None:
+    """Record the persona's logs as trained on, so the server serves it from its card and does not
+    train it by itself: the shared store stays as the tests left it until a test changes some logs."""
+    from store.fingerprint import logs_fingerprint, write_seen
+
+    write_seen(persona, logs_fingerprint(persona / "logs"))
 
 
 @pytest.fixture(scope="session")
@@ -151,7 +162,8 @@ def live_server(live_personas: Path, cache_dir: Path, base_model):
 @pytest.fixture()
 def own_persona(live_server, request):
     """Make persona folders in the shared server's store that belong to this test alone: named after
-    it (:func:`persona_name_for`), a copy of an example persona or empty, removed after the test."""
+    it (:func:`persona_name_for`), removed after the test; empty, or a copy of an example persona
+    served from its card (its logs recorded as seen, so the server does not train it by itself)."""
     import shutil
 
     made: list[Path] = []
@@ -160,6 +172,7 @@ def own_persona(live_server, request):
         folder = live_server.personas_dir / persona_name_for(request.node.name, suffix)
         if copy_of:
             shutil.copytree(live_server.personas_dir / copy_of, folder, ignore=shutil.ignore_patterns("adapters"))
+            logs_already_seen(folder)
         else:
             (folder / "logs").mkdir(parents=True)
         made.append(folder)
