@@ -16,9 +16,9 @@ most of a small model's compute, and the other positions do not count towards th
 from __future__ import annotations
 
 import contextlib
+import logging
 import re
 import resource
-import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -123,8 +123,9 @@ def load_base_model(base: BaseModel, config: TrainConfig | None = None) -> nn.Mo
             )
         else:
             kwargs["quantization_config"] = BitsAndBytesConfig(load_in_8bit=True)
-            # bitsandbytes says so on every 8-bit matmul of an fp32 model; it is how LLM.int8 works.
-            warnings.filterwarnings("ignore", message="MatMul8bitLt: inputs will be cast")
+            # bitsandbytes logs on every 8-bit matmul of an fp32 model that its input is cast to fp16:
+            # that is how LLM.int8 works, not news for each step.
+            logging.getLogger("bitsandbytes.autograd._functions").setLevel(logging.ERROR)
     try:
         model = AutoModelForCausalLM.from_pretrained(base.path, **kwargs)
     except Exception as exc:
