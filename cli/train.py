@@ -94,11 +94,11 @@ def train(
     Every training setting has a flag; a flag wins over the persona's persona.yaml ``training:``.
     """
     from store.errors import StoreError
+    from store.jobs import JobStore
     from store.registry import PersonaStore
     from store.settings import StoreSettings
     from training.config import TrainingError
     from training.ingest import IngestError
-    from store.jobs import JobStore
     from training.run import config_for, needs_training
 
     if bool(name) == all_:
@@ -140,8 +140,10 @@ def train(
 
 def _summary(name: str, version: int, held_back: bool, meta) -> str:
     verb = "published" if not held_back else "published, held back by the fidelity gate,"
-    return (f"{name}: {verb} v{version} ({meta.steps} steps, {meta.duration_s:.0f} s, {meta.tokens_per_s:.0f} "
-            f"tokens/s); held-out loss {_fmt(meta.eval_loss_before)} -> {_fmt(meta.eval_loss_after)}")
+    return (
+        f"{name}: {verb} v{version} ({meta.steps} steps, {meta.duration_s:.0f} s, {meta.tokens_per_s:.0f} "
+        f"tokens/s); held-out loss {_fmt(meta.eval_loss_before)} -> {_fmt(meta.eval_loss_after)}"
+    )
 
 
 def _here(settings_, jobs, name: str, config, resume: bool) -> str:
@@ -156,11 +158,21 @@ def _here(settings_, jobs, name: str, config, resume: bool) -> str:
     try:
         result = train_persona(settings_, name, config, max_lora_rank=settings_.max_lora_rank, resume=resume)
     except BaseException as exc:
-        jobs.update(job.id, status="failed", finished_at=time.time(),
-                    error=JobError(code="training_failed", message=str(exc) or type(exc).__name__))
+        jobs.update(
+            job.id,
+            status="failed",
+            finished_at=time.time(),
+            error=JobError(code="training_failed", message=str(exc) or type(exc).__name__),
+        )
         raise
-    jobs.update(job.id, status="succeeded", outcome="published", version=result.version, finished_at=time.time(),
-                trained_tokens=int(result.tokens.get("seen_tokens", 0)))
+    jobs.update(
+        job.id,
+        status="succeeded",
+        outcome="published",
+        version=result.version,
+        finished_at=time.time(),
+        trained_tokens=int(result.tokens.get("seen_tokens", 0)),
+    )
     persona = PersonaStore(settings_.personas_dir).get(name)
     return _summary(name, result.version, False, persona.metadata(result.version))
 

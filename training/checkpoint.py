@@ -28,7 +28,16 @@ from store.registry import check_same_base
 
 from .config import TrainConfig, TrainingError
 
-__all__ = ["CHECKPOINT_FILE", "CheckpointMismatch", "Record", "TrainState", "load_checkpoint", "run_meta", "save_checkpoint", "work_lock"]
+__all__ = [
+    "CHECKPOINT_FILE",
+    "CheckpointMismatch",
+    "Record",
+    "TrainState",
+    "load_checkpoint",
+    "run_meta",
+    "save_checkpoint",
+    "work_lock",
+]
 
 CHECKPOINT_FILE = "checkpoint.pt"
 CHECKPOINT_FORMAT = 1
@@ -125,7 +134,9 @@ def load_checkpoint(path: Path, base: BaseModel, meta: Mapping[str, Any]) -> dic
     was = saved["meta"]
     check_same_base(AdapterMetadata(base_model=was["base_model"], base_hash=was["base_hash"]), base.hash, base.id, path)
     if was["data"] != meta["data"]:
-        raise CheckpointMismatch(f"{path}: the examples changed since this checkpoint; train without resume to start over")
+        raise CheckpointMismatch(
+            f"{path}: the examples changed since this checkpoint; train without resume to start over"
+        )
     if was["config"] != meta["config"]:
         changed = sorted(k for k in meta["config"] if was["config"].get(k) != meta["config"][k])
         raise CheckpointMismatch(

@@ -184,7 +184,11 @@ def _train_locked(
     except BaseException as exc:
         report.failed(exc)
         raise
-    state = "published" if go_live and make_live else ("held back" if not go_live else "published beside the pinned version")
+    state = (
+        "published"
+        if go_live and make_live
+        else ("held back" if not go_live else "published beside the pinned version")
+    )
     report.write(TrainingProgress(
         state="done", step=outcome.steps, total_steps=outcome.total_steps, train_loss=outcome.train_loss,
         eval_loss=outcome.eval_loss_after, tokens_per_s=round(outcome.tokens_per_s, 1), message=f"{state} v{version}",
@@ -194,8 +198,9 @@ def _train_locked(
                                total_s=total_s, held_back=not go_live, gate_reasons=reasons)  # fmt: skip
 
 
-def _gate(settings: StoreSettings, persona: Persona, version: int, eval_url: str | None,
-          force: bool) -> tuple[bool, list[str] | None]:
+def _gate(
+    settings: StoreSettings, persona: Persona, version: int, eval_url: str | None, force: bool
+) -> tuple[bool, list[str] | None]:
     """Evaluate the new version through the server at ``eval_url`` and let the gate decide.
 
     A persona whose held-out data cannot be evaluated (too few sessions) goes live unjudged, with
