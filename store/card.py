@@ -47,6 +47,9 @@ class PersonaCard(BaseModel):
     picture: str | None = None
     training: dict[str, Any] = Field(default_factory=dict)
     """Overrides of the training settings; the training side validates them."""
+    privacy: dict[str, Any] = Field(default_factory=dict)
+    """Private details in the logs: ``enabled`` (default true) and ``allow``, strings kept as they are;
+    the training side validates them (``training/ingest/privacy.py``)."""
     fidelity: dict[str, Any] = Field(default_factory=dict)
     """How versions are evaluated and gated (probe counts, reply length, the gate's tolerances); the
     training side validates them (``training/fidelity/settings.py``)."""

@@ -38,3 +38,28 @@ def test_allow_list_switch_and_kinds() -> None:
     assert cleaned == "Shop: +44 20 7946 0958, me: [EMAIL]" and counts == {"email": 1}
     assert scrub(text, PrivacySettings(enabled=False)) == (text, {})
     assert scrub(text, PrivacySettings(kinds=("phone",)))[0] == "Shop: [PHONE], me: ada@example.com"
+
+
+def test_examples_carry_placeholders_and_the_report_counts_them_per_file(tmp_path) -> None:
+    from store.card import PersonaCard
+    from training.ingest import ExampleSettings, build_examples, format_report, load_logs
+
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    lines = []
+    for day in range(6):
+        lines += [f"Tom: where do I send it {day}?", f"Wren: to wren{day}@example.com or ring +44 20 7946 095{day}"]
+    (logs / "chat.txt").write_text("\n".join(lines) + "\n")
+    before = (logs / "chat.txt").read_text()
+    settings = ExampleSettings(min_examples=1)
+    examples = build_examples(load_logs(logs), "wren", PersonaCard(), settings)
+    replies = [row["messages"][-1]["content"] for row in list(examples.train) + list(examples.heldout)]
+    assert replies and all("[EMAIL]" in r and "[PHONE]" in r and "@" not in r for r in replies)
+    assert examples.per_file["chat.txt"].private == {"email": 6, "phone": 6}
+    report = format_report(load_logs(logs), examples)
+    assert "private details replaced by placeholders: 6 email, 6 phone" in report
+    assert "wren0@example.com" not in report and (logs / "chat.txt").read_text() == before
+    kept = build_examples(load_logs(logs), "wren", PersonaCard(privacy={"enabled": False}), settings)
+    assert "@example.com" in kept.train[0]["messages"][-1]["content"]
+    with pytest.raises(ValueError, match="privacy.allow"):
+        build_examples(load_logs(logs), "wren", PersonaCard(privacy={"allow": "x"}), settings)

@@ -26,6 +26,7 @@ from store.card import CARD_FILE, PersonaCard
 from store.chat_format import with_system_prompt
 
 from .messages import LoadResult, Message
+from .privacy import PrivacySettings, privacy_settings, scrub
 
 ROW_FEATURES = Features(
     {
@@ -124,6 +125,8 @@ class FileCounts:
     sessions: int = 0
     character_turns: int = 0
     examples: int = 0
+    private: dict[str, int] = field(default_factory=dict)
+    """Private details replaced by placeholders, by kind (never the values)."""
 
 
 @dataclass
@@ -170,6 +173,17 @@ class _Turn:
     role: Literal["user", "assistant"]
     content: str
     weight: float
+
+
+def _scrubbed(turns: list[_Turn], privacy: PrivacySettings, counts: FileCounts) -> list[_Turn]:
+    """The turns with private details replaced by placeholders, counted per kind into ``counts``."""
+    out = []
+    for turn in turns:
+        text, found = scrub(turn.content, privacy)
+        for kind, number in found.items():
+            counts.private[kind] = counts.private.get(kind, 0) + number
+        out.append(_Turn(turn.role, text, turn.weight) if found else turn)
+    return out
 
 
 def _normal(name: str) -> str:
@@ -351,6 +365,10 @@ def build_examples(
     settings = settings or ExampleSettings()
     system_prompt = card.effective_system_prompt(persona_name)
     is_character = character_matcher(result, persona_name, card)
+    try:
+        privacy = privacy_settings(card.privacy)
+    except ValueError as exc:
+        raise IngestError(f"{CARD_FILE}: {exc}") from exc
 
     dropped: Counter[str] = Counter({reason: 0 for reason in DROP_REASONS})
     seen_messages: set[tuple[str, str, Any]] = set()
@@ -388,7 +406,7 @@ def build_examples(
             for number, part in enumerate(parts, start=1):
                 session = conversation.source if len(parts) == 1 else f"{conversation.source}/{number}"
                 sides = [is_character(message) for message in part]
-                turns = _turns(part, sides, settings.name_prefixes)
+                turns = _scrubbed(_turns(part, sides, settings.name_prefixes), privacy, counts)
                 matched_names.update(m.speaker for m, mine in zip(part, sides) if mine and m.role is None)
                 assistant = [turn for turn in turns if turn.role == "assistant"]
                 character_turns += len(assistant)

@@ -16,7 +16,7 @@ import re
 from collections import Counter
 from dataclasses import dataclass, field
 
-__all__ = ["KINDS", "PLACEHOLDERS", "PrivacySettings", "scrub"]
+__all__ = ["KINDS", "PLACEHOLDERS", "PrivacySettings", "privacy_settings", "scrub"]
 
 KINDS = ("phone", "email", "card", "iban", "address", "url_token")
 PLACEHOLDERS = {
@@ -59,6 +59,24 @@ class PrivacySettings:
     """Regions whose national phone number formats are recognised (``+`` numbers always are)."""
     kinds: tuple[str, ...] = field(default=KINDS)
     """Which kinds of detail are replaced."""
+
+
+def privacy_settings(section: dict | None) -> PrivacySettings:
+    """The card's ``privacy:`` mapping as settings; a bad value raises ValueError naming the field."""
+    section = dict(section or {})
+    unknown = sorted(set(section) - {"enabled", "allow", "phone_regions", "kinds"})
+    if unknown:
+        raise ValueError(f"privacy: unknown setting(s) {unknown} (known: enabled, allow, phone_regions, kinds)")
+    if not isinstance(section.get("enabled", True), bool):
+        raise ValueError("privacy.enabled: must be true or false")
+    for key in ("allow", "phone_regions", "kinds"):
+        value = section.get(key)
+        if value is not None and (not isinstance(value, list) or not all(isinstance(v, str) for v in value)):
+            raise ValueError(f"privacy.{key}: must be a list of strings")
+    if set(section.get("kinds") or []) - set(KINDS):
+        raise ValueError(f"privacy.kinds: known kinds are {', '.join(KINDS)}")
+    fields = {k: tuple(v) if isinstance(v, list) else v for k, v in section.items()}
+    return PrivacySettings(**fields)
 
 
 def _phones(text: str, regions: tuple[str, ...]) -> list[tuple[int, int]]:

@@ -53,6 +53,9 @@ def format_report(
                 f"  character turns: {counts.character_turns}; examples: {counts.examples}"
                 + ("  (the character does not speak in this file)" if not counts.character_turns else "")
             )
+            if counts.private:
+                found = ", ".join(f"{number} {kind.replace('_', ' ')}" for kind, number in sorted(counts.private.items()))
+                block.append(f"  private details replaced by placeholders: {found}")
         block += [f"  problem: {reason}" for reason in parsed.problems]
         entries.append((name, block))
     for path, reason in result.problems:
