@@ -32,7 +32,8 @@ class FidelitySummary(BaseModel):
     perplexity: dict[str, float | None]
     """Held-out perplexity of the real replies under base, card (prompt-only persona) and adapter."""
     centroid_similarity: dict[str, float | None]
-    consistency: dict[str, float | None]
+    session_variation: dict[str, float | None]
+    """How much replies to one question vary across fresh sessions (lower is steadier)."""
     gate: str | None = None
     """``live`` or ``held back`` as the gate decided when the version was published."""
     reasons: list[str] = []
@@ -105,7 +106,7 @@ def _fidelity(path) -> FidelitySummary | None:
         return FidelitySummary(
             perplexity={k: v.get("perplexity") for k, v in systems.items()},
             centroid_similarity={k: v.get("centroid_similarity") for k, v in systems.items()},
-            consistency={k: v.get("consistency") for k, v in systems.items()},
+            session_variation={k: v.get("session_variation") for k, v in systems.items()},
             gate=gate.get("status"), reasons=gate.get("reasons") or [],
         )
     except (OSError, ValueError, KeyError, AttributeError, TypeError):

@@ -21,6 +21,7 @@ from typing import Any
 
 from store.adapters import set_live
 from store.base_model import resolve_base_model
+from store.errors import StoreError
 from store.progress import TrainingProgress, work_dir, write_progress
 from store.registry import Persona, PersonaStore
 from store.settings import StoreSettings
@@ -212,7 +213,7 @@ def _gate(
 
     try:
         report = gate_version(settings, persona.name, version, eval_url, say=lambda _: None)
-    except FidelityError as exc:
+    except (FidelityError, StoreError, ValueError) as exc:  # e.g. too few held-out sessions to judge
         return True, [f"not evaluated: {exc}"]
     if force or report.gate is None:
         return True, None
