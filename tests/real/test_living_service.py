@@ -21,7 +21,8 @@ from tests.real.conftest import publish_random_adapter
 pytestmark = pytest.mark.real
 
 QUESTION = [{"role": "user", "content": "What's fresh in the shop this morning?"}]
-FAST_TRAINING = "training:\n  max_steps: 3\n  learning_rate: 0.003\nfidelity:\n  heldout_prompts: 4\n  probes: 2\n  sessions: 2\n"
+SMALL_REPORT = "fidelity:\n  heldout_prompts: 4\n  probes: 2\n  sessions: 2\n  perplexity_examples: 8\n  max_tokens: 24\n"
+FAST_TRAINING = "training:\n  max_steps: 3\n  learning_rate: 0.003\n" + SMALL_REPORT
 
 
 def status(live_server, name: str) -> dict:
@@ -130,8 +131,7 @@ def test_a_killed_training_process_leaves_the_live_version_and_the_next_run_resu
     folder = live_server.personas_dir / name
     shutil.copytree(REPO / "personas" / "wren" / "logs", folder / "logs")
     (folder / "persona.yaml").write_text(
-        "speakers: [Wren, Auntie Wren]\ntraining:\n  max_steps: 12\n  checkpoint_every: 2\n"
-        "fidelity:\n  heldout_prompts: 4\n  probes: 2\n  sessions: 2\n")
+        "speakers: [Wren, Auntie Wren]\ntraining:\n  max_steps: 12\n  checkpoint_every: 2\n" + SMALL_REPORT)
     publish_random_adapter(folder, base_model, seed=21)
     response = httpx.post(f"{live_server.url}/v1/personas/{name}/train", timeout=30)
     assert response.status_code == 202, response.text

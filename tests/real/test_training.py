@@ -20,6 +20,8 @@ def test_trained_version_goes_live_and_changes_the_replies(client, live_server) 
     name = "wren-trained"
     folder = live_server.personas_dir / name
     shutil.copytree(live_server.personas_dir / "wren", folder, ignore=shutil.ignore_patterns("adapters"))
+    with open(folder / "persona.yaml", "a") as card:  # the worker's fidelity report, kept small
+        card.write("fidelity:\n  heldout_prompts: 4\n  probes: 2\n  sessions: 2\n  perplexity_examples: 8\n  max_tokens: 24\n")
 
     before = client.chat.completions.create(model=name, messages=QUESTION, temperature=0, max_tokens=32)
     assert before.system_fingerprint == "card"
