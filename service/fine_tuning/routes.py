@@ -21,7 +21,7 @@ from store.names import check_name
 
 from ..background import BackgroundTraining
 from ..errors import APIError, bad_request
-from ..protocol import ErrorResponse
+from ..openapi import error_responses
 from ..routes import require_key
 from .files import FileStore, file_not_found, first_chat_jsonl_problem
 from .names import fine_tuned_model
@@ -41,12 +41,8 @@ from .protocol import (
     JobList,
 )
 
-ERRORS: dict[int | str, dict[str, Any]] = {
-    code: {"model": ErrorResponse, "description": text}
-    for code, text in {400: "Invalid request", 401: "Missing or invalid API key", 404: "No such object",
-                       503: "Background training is off on this server"}.items()
-}
-router = APIRouter(prefix="/v1", dependencies=[Depends(require_key)], responses=ERRORS, tags=["fine-tuning"])
+router = APIRouter(prefix="/v1", dependencies=[Depends(require_key)], responses=error_responses(400, 401, 404, 503),
+                   tags=["fine-tuning"])
 DEFAULT_SEED = 1234
 
 
