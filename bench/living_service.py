@@ -27,7 +27,7 @@ import sys
 import tempfile
 import time
 import urllib.request
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -35,9 +35,16 @@ sys.path.insert(0, str(REPO))
 
 from bench.results import append_section  # noqa: E402
 
-PROMPTS = ["Tell me about your day.", "What do you think of the weather?", "Any advice for me?",
-           "What makes you laugh?", "Where would you go on holiday?", "What's your favourite food?",
-           "How do you relax?", "Tell me a secret."]
+PROMPTS = [
+    "Tell me about your day.",
+    "What do you think of the weather?",
+    "Any advice for me?",
+    "What makes you laugh?",
+    "Where would you go on holiday?",
+    "What's your favourite food?",
+    "How do you relax?",
+    "Tell me a secret.",
+]
 
 
 def free_port() -> int:
@@ -54,10 +61,16 @@ def get_json(url: str) -> dict:
 
 
 def start_server(personas: Path, port: int, log: Path, env_extra: dict[str, str]) -> subprocess.Popen:
-    env = {**os.environ, "PERSONA_PERSONAS_DIR": str(personas), "PERSONA_PORT": str(port),
-           "PERSONA_CACHE_DIR": os.environ.get("PERSONA_CACHE_DIR", str(REPO / ".cache")), **env_extra}
-    return subprocess.Popen([str(REPO / ".venv" / "bin" / "persona"), "serve"], env=env,
-                            stdout=open(log, "w"), stderr=subprocess.STDOUT)
+    env = {
+        **os.environ,
+        "PERSONA_PERSONAS_DIR": str(personas),
+        "PERSONA_PORT": str(port),
+        "PERSONA_CACHE_DIR": os.environ.get("PERSONA_CACHE_DIR", str(REPO / ".cache")),
+        **env_extra,
+    }
+    return subprocess.Popen(
+        [str(REPO / ".venv" / "bin" / "persona"), "serve"], env=env, stdout=open(log, "w"), stderr=subprocess.STDOUT
+    )
 
 
 def first_reply_s(client, model: str, started: float, timeout: float = 600) -> float:
@@ -77,8 +90,13 @@ async def one_stream(client, model: str, prompt: str, max_tokens: int) -> tuple[
     first = None
     tokens = 0
     stream = await client.chat.completions.create(
-        model=model, messages=[{"role": "user", "content": prompt}], max_tokens=max_tokens, temperature=0.8,
-        stream=True, stream_options={"include_usage": True})
+        model=model,
+        messages=[{"role": "user", "content": prompt}],
+        max_tokens=max_tokens,
+        temperature=0.8,
+        stream=True,
+        stream_options={"include_usage": True},
+    )
     async for chunk in stream:
         if chunk.choices and chunk.choices[0].delta.content and first is None:
             first = time.perf_counter() - started
@@ -95,16 +113,21 @@ async def latency(base_url: str, model: str, users: int, rounds: int, max_tokens
     client = AsyncOpenAI(base_url=base_url, api_key="bench")
     ttft, tpot = [], []
     for round_ in range(rounds):
-        results = await asyncio.gather(*(one_stream(client, model, PROMPTS[(round_ + u) % len(PROMPTS)], max_tokens)
-                                         for u in range(users)))
+        results = await asyncio.gather(
+            *(one_stream(client, model, PROMPTS[(round_ + u) % len(PROMPTS)], max_tokens) for u in range(users))
+        )
         ttft += [r[0] for r in results]
         tpot += [r[1] for r in results]
 
     def p95(values: list[float]) -> float:
         return sorted(values)[max(0, int(round(0.95 * len(values))) - 1)]
 
-    return {"ttft_median": statistics.median(ttft), "ttft_p95": p95(ttft),
-            "tpot_median": statistics.median(tpot), "tpot_p95": p95(tpot)}
+    return {
+        "ttft_median": statistics.median(ttft),
+        "ttft_p95": p95(ttft),
+        "tpot_median": statistics.median(tpot),
+        "tpot_p95": p95(tpot),
+    }
 
 
 def main() -> None:
@@ -166,17 +189,25 @@ def main() -> None:
     finally:
         server.terminate()
         server.wait(timeout=60)
-    table = ["| case | users | TTFT median | TTFT p95 | s/token median | s/token p95 |", "| --- | --- | --- | --- | --- | --- |"]
+    table = [
+        "| case | users | TTFT median | TTFT p95 | s/token median | s/token p95 |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
     for name, figures in (("no training", idle), ("while training", busy)):
         for users, f in figures.items():
-            table.append(f"| {name} | {users} | {f['ttft_median']:.2f} s | {f['ttft_p95']:.2f} s | "
-                         f"{f['tpot_median']:.3f} | {f['tpot_p95']:.3f} |")
-    when = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+            table.append(
+                f"| {name} | {users} | {f['ttft_median']:.2f} s | {f['ttft_p95']:.2f} s | "
+                f"{f['tpot_median']:.3f} | {f['tpot_p95']:.3f} |"
+            )
+    when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     append_section(
         f"\n## Living service, {when}\n`bench/living_service.py --persona {args.persona}"
         f"{f' --max-steps {args.max_steps}' if args.max_steps else ''}` on {os.cpu_count()} cores.\n\n"
-        "| measure | value |\n| --- | --- |\n" + "\n".join(rows) + "\n\nChat latency (64-token replies from a card persona):\n\n"
-        + "\n".join(table) + "\n"
+        "| measure | value |\n| --- | --- |\n"
+        + "\n".join(rows)
+        + "\n\nChat latency (64-token replies from a card persona):\n\n"
+        + "\n".join(table)
+        + "\n"
     )
     shutil.rmtree(work, ignore_errors=True)
 

@@ -34,8 +34,9 @@ def train_copy(name: str, env: dict[str, str]) -> tuple[Path, float]:
     shutil.copytree(REPO / "personas" / name, root / name, ignore=shutil.ignore_patterns("adapters"))
     print(f"training {name} with the defaults in {root}", flush=True)
     started = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "cli.main", "train", name, "--personas-dir", str(root)],
-                   cwd=REPO, env=env, check=True)
+    subprocess.run(
+        [sys.executable, "-m", "cli.main", "train", name, "--personas-dir", str(root)], cwd=REPO, env=env, check=True
+    )
     return root, time.perf_counter() - started
 
 
@@ -67,15 +68,21 @@ def main() -> None:
     with served(settings) if args.server is None else contextlib.nullcontext(args.server.rstrip("/")) as url:
         report = evaluate_version(settings, persona, persona.live, url)
 
-    training = (f"trained in {trained_s:.0f} s wall ({meta.duration_s or 0:.0f} s in the trainer), "
-                if trained_s is not None else "")
+    training = (
+        f"trained in {trained_s:.0f} s wall ({meta.duration_s or 0:.0f} s in the trainer), "
+        if trained_s is not None
+        else ""
+    )
     lines = [
         f"\n## Persona fidelity: {args.persona} {report.version}, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC",
         f"`bench/persona_eval.py {args.persona}{' --no-train' if args.no_train else ''}`; {os.cpu_count()} cores; "
-        f"{training}report in {report.duration_s:.0f} s; tokens {meta.tokens}.", "",
+        f"{training}report in {report.duration_s:.0f} s; tokens {meta.tokens}.",
+        "",
         f"{report.heldout_sessions} held-out sessions, {report.scored_examples} real replies scored, "
-        f"{report.prompts} prompts answered, {len(report.probes)} probes x {report.sessions} sessions.", "",
-        *figure_table(report), "",
+        f"{report.prompts} prompts answered, {len(report.probes)} probes x {report.sessions} sessions.",
+        "",
+        *figure_table(report),
+        "",
     ]
     if report.forgetting is not None:
         lines.append(f"Forgetting (general-conversation perplexity, adapter vs base): {report.forgetting:+.1%}.\n")

@@ -16,10 +16,12 @@ app = typer.Typer()
 def augment(
     name: str,
     n: int = typer.Option(200, "--n", min=1, max=5000, help="How many examples to generate."),
-    generator_url: Optional[str] = typer.Option(None, help="An OpenAI-compatible API root (default: this "
-                                                "service, started for the run)."),
-    generator_model: Optional[str] = typer.Option(None, help="Model at the generator (default: the persona's "
-                                                  "live version, or the base model with the full card)."),
+    generator_url: Optional[str] = typer.Option(
+        None, help="An OpenAI-compatible API root (default: this service, started for the run)."
+    ),
+    generator_model: Optional[str] = typer.Option(
+        None, help="Model at the generator (default: the persona's live version, or the base model with the full card)."
+    ),
     batch_size: int = typer.Option(20, min=1, max=100, help="Examples per batch (each batch is reviewed as one)."),
     seed: int = typer.Option(0, help="Seed for the few-shot choice and sampling."),
     personas_dir: Optional[Path] = typer.Option(None, help="Personas folder."),
@@ -39,17 +41,32 @@ def augment(
     settings = build_settings(StoreSettings, personas_dir=personas_dir, base_model=base_model)
     try:
         persona = PersonaStore(settings.personas_dir).get(name)
-        examples = build_examples(load_logs(persona.logs_dir), persona.name, persona.card,
-                                  ExampleSettings.from_overrides(persona.card.training))
+        examples = build_examples(
+            load_logs(persona.logs_dir),
+            persona.name,
+            persona.card,
+            ExampleSettings.from_overrides(persona.card.training),
+        )
         base = resolve_base_model(settings.base_model, settings.cache_dir, settings.allow_download)
         with nullcontext(generator_url) if generator_url else served(settings) as url:
-            report = run_augment(persona, examples.train, url, n=n, base_id=base.id, generator_model=generator_model,
-                                 batch_size=batch_size, seed=seed, say=typer.echo)
+            report = run_augment(
+                persona,
+                examples.train,
+                url,
+                n=n,
+                base_id=base.id,
+                generator_model=generator_model,
+                batch_size=batch_size,
+                seed=seed,
+                say=typer.echo,
+            )
     except (StoreError, IngestError, ValueError) as exc:
         fail(str(exc))
     rejected = ", ".join(f"{count} {reason}" for reason, count in report.rejected.most_common()) or "none"
-    typer.echo(f"{name}: {report.generated} generated, {report.pending} waiting for review "
-               f"(`persona review {name}`), rejected automatically: {rejected}")
+    typer.echo(
+        f"{name}: {report.generated} generated, {report.pending} waiting for review "
+        f"(`persona review {name}`), rejected automatically: {rejected}"
+    )
 
 
 @app.command()
@@ -73,14 +90,17 @@ def review(
     if not pending:
         typer.echo(f"{name}: nothing waiting for review")
         return
-    typer.echo(f"{len(pending)} examples to review. [a]ccept [e]dit [r]eject [s]kip, "
-               "[A]ccept the rest of this batch, [q]uit")
+    typer.echo(
+        f"{len(pending)} examples to review. [a]ccept [e]dit [r]eject [s]kip, [A]ccept the rest of this batch, [q]uit"
+    )
     accept_batch = None
     for example in pending:
         if accept_batch == example.batch:
             set_review(persona.path, example.id, "accepted")
             continue
-        typer.echo(f"\n--- batch {example.batch}, {example.id}\nUser: {example.prompt}\n{persona.title}: {example.reply}")
+        typer.echo(
+            f"\n--- batch {example.batch}, {example.id}\nUser: {example.prompt}\n{persona.title}: {example.reply}"
+        )
         choice = typer.prompt("a/e/r/s/A/q", default="s")
         if choice == "q":
             break

@@ -22,9 +22,11 @@ def eval_(
     name: str = typer.Argument(..., help="The persona to evaluate."),
     version: Optional[str] = typer.Option(None, help="The version, e.g. v3 (default: the live one)."),
     server: Optional[str] = typer.Option(
-        None, help="A running server's API root, e.g. http://127.0.0.1:8000/v1 (default: start one for the run)."),
+        None, help="A running server's API root, e.g. http://127.0.0.1:8000/v1 (default: start one for the run)."
+    ),
     gate: bool = typer.Option(
-        False, "--gate", help="Also decide, against the live version, whether this version could go live."),
+        False, "--gate", help="Also decide, against the live version, whether this version could go live."
+    ),
     personas_dir: Optional[Path] = typer.Option(None, help="Personas folder."),
     base_model: Optional[str] = typer.Option(None, help="'bundled', a folder or a Hugging Face id."),
 ) -> None:
@@ -51,12 +53,13 @@ def eval_(
     try:
         evaluation = Evaluation.prepare(settings, name)
         number = evaluation.check(version)  # before a server is started
-        with (contextlib.nullcontext(server.rstrip("/")) if server else served(settings)) as url:
+        with contextlib.nullcontext(server.rstrip("/")) if server else served(settings) as url:
             report = evaluation.gate(number, url) if gate else evaluation.evaluate(number, url)
     except (FidelityError, StoreError, IngestError) as exc:
         fail(str(exc))
-    typer.echo(f"{report.persona} {report.version} on {report.heldout_sessions} held-out sessions "
-               f"({report.duration_s:.0f} s):")
+    typer.echo(
+        f"{report.persona} {report.version} on {report.heldout_sessions} held-out sessions ({report.duration_s:.0f} s):"
+    )
     typer.echo(f"  {'':<44}" + "".join(f"{k:>12}" for k in SYSTEMS) + f"{'real':>12}")
     for field, label, better, pattern in FIGURES:
         values = [getattr(getattr(report.systems, k), field) for k in SYSTEMS]

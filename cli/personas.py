@@ -65,8 +65,9 @@ def _version(text: Optional[str]) -> Optional[int]:
 def rollback(
     name: str,
     version: Optional[str] = typer.Argument(None, help="The version to make live (same as --to)."),
-    to: Optional[str] = typer.Option(None, "--to", help="The version to make live, e.g. v1; default: the one "
-                                     "before the live version."),
+    to: Optional[str] = typer.Option(
+        None, "--to", help="The version to make live, e.g. v1; default: the one before the live version."
+    ),
     personas_dir: Optional[Path] = PersonasDir,
 ) -> None:
     """Make an earlier version live again."""
@@ -82,8 +83,11 @@ def rollback(
 
 
 @app.command()
-def promote(name: str, version: str = typer.Argument(..., help="The version to make live, e.g. v3."),
-            personas_dir: Optional[Path] = PersonasDir) -> None:
+def promote(
+    name: str,
+    version: str = typer.Argument(..., help="The version to make live, e.g. v3."),
+    personas_dir: Optional[Path] = PersonasDir,
+) -> None:
     """Make a version live, e.g. one the fidelity gate held back."""
     from store.adapters import rollback as make_live
     from store.errors import StoreError
@@ -121,8 +125,11 @@ def unpin(name: str, personas_dir: Optional[Path] = PersonasDir) -> None:
 
 
 @app.command()
-def remove(name: str, personas_dir: Optional[Path] = PersonasDir,
-           yes: bool = typer.Option(False, "--yes", help="Do not ask for confirmation.")) -> None:
+def remove(
+    name: str,
+    personas_dir: Optional[Path] = PersonasDir,
+    yes: bool = typer.Option(False, "--yes", help="Do not ask for confirmation."),
+) -> None:
     """Take a persona out of service (its folder is moved to .removed/, not deleted)."""
     store, persona = _persona(name, personas_dir)
     if not yes:

@@ -17,13 +17,20 @@ app = typer.Typer()
 def worker(
     personas_dir: Optional[Path] = typer.Option(None, help="Personas folder [PERSONA_PERSONAS_DIR]."),
     queue_url: Optional[str] = typer.Option(None, help="'sqlite' or a redis:// address [PERSONA_QUEUE_URL]."),
-    base_model: Optional[str] = typer.Option(None, help="'bundled', a folder or a Hugging Face id [PERSONA_BASE_MODEL]."),
+    base_model: Optional[str] = typer.Option(
+        None, help="'bundled', a folder or a Hugging Face id [PERSONA_BASE_MODEL]."
+    ),
     train_threads: Optional[int] = typer.Option(None, help="Torch threads per training run, 0 = every core."),
 ) -> None:
     """Take training jobs from the queue, one at a time, until stopped."""
     from training.worker import Worker, WorkerSettings
 
-    settings = build_settings(WorkerSettings, personas_dir=personas_dir, queue_url=queue_url,
-                              base_model=base_model, train_threads=train_threads)
+    settings = build_settings(
+        WorkerSettings,
+        personas_dir=personas_dir,
+        queue_url=queue_url,
+        base_model=base_model,
+        train_threads=train_threads,
+    )
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     Worker(settings).run()

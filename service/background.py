@@ -74,19 +74,27 @@ class BackgroundTraining:
         s = self.settings
         threads = s.train_threads or max(1, (os.cpu_count() or 2) // 2)
         host = "127.0.0.1" if s.host in ("0.0.0.0", "::", "") else s.host
-        return {**os.environ, "PERSONA_PERSONAS_DIR": str(Path(s.personas_dir).resolve()),
-                "PERSONA_CACHE_DIR": str(Path(s.cache_dir).resolve()), "PERSONA_BASE_MODEL": s.base_model,
-                "PERSONA_ALLOW_DOWNLOAD": "1" if s.allow_download else "0", "PERSONA_QUEUE_URL": s.queue_url,
-                "PERSONA_MAX_LORA_RANK": str(s.max_lora_rank), "PERSONA_TRAIN_THREADS": str(threads),
-                # New versions are evaluated through this server before they go live.
-                "PERSONA_EVAL_URL": f"http://{host}:{s.port}/v1", "PERSONA_EVAL_API_KEY": (s.api_keys or [""])[0]}
+        return {
+            **os.environ,
+            "PERSONA_PERSONAS_DIR": str(Path(s.personas_dir).resolve()),
+            "PERSONA_CACHE_DIR": str(Path(s.cache_dir).resolve()),
+            "PERSONA_BASE_MODEL": s.base_model,
+            "PERSONA_ALLOW_DOWNLOAD": "1" if s.allow_download else "0",
+            "PERSONA_QUEUE_URL": s.queue_url,
+            "PERSONA_MAX_LORA_RANK": str(s.max_lora_rank),
+            "PERSONA_TRAIN_THREADS": str(threads),
+            # New versions are evaluated through this server before they go live.
+            "PERSONA_EVAL_URL": f"http://{host}:{s.port}/v1",
+            "PERSONA_EVAL_API_KEY": (s.api_keys or [""])[0],
+        }
 
     async def _supervise_worker(self) -> None:
         delay = RESTART_DELAY_S[0]
         while not self._stopping:
             started = time.monotonic()
             self._worker = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "cli.main", "worker", env=self._worker_env())
+                sys.executable, "-m", "cli.main", "worker", env=self._worker_env()
+            )
             code = await self._worker.wait()
             if self._stopping:
                 return
@@ -117,8 +125,11 @@ class BackgroundTraining:
     def queue_changed_personas(self) -> list[Job]:
         """Start-up: a job for every persona whose logs changed since its last job."""
         personas, _ = self.store.scan()
-        return [self.request(p.name, "startup", automatic=True)
-                for p in personas if has_logs(p.logs_dir) and logs_changed(p.path, p.logs_dir)]
+        return [
+            self.request(p.name, "startup", automatic=True)
+            for p in personas
+            if has_logs(p.logs_dir) and logs_changed(p.path, p.logs_dir)
+        ]
 
     async def persona_changed(self, name: str) -> None:
         """The watcher saw ``name``'s folder settle after a change."""

@@ -23,17 +23,26 @@ from .openapi import error_responses
 from .persona_status import PersonaStatus, persona_status
 from .routes import require_key
 
-router = APIRouter(prefix="/v1/personas", dependencies=[Depends(require_key)], tags=["personas"],
-                   responses=error_responses(400, 401, 404))
+router = APIRouter(
+    prefix="/v1/personas",
+    dependencies=[Depends(require_key)],
+    tags=["personas"],
+    responses=error_responses(400, 401, 404),
+)
 
 
 class TrainRequest(BaseModel):
-    force: bool = Field(default=False, description="Publish the new version even if the fidelity gate would hold it back.")
+    force: bool = Field(
+        default=False, description="Publish the new version even if the fidelity gate would hold it back."
+    )
 
 
 class VersionRequest(BaseModel):
-    version: str | None = Field(default=None, description="A version such as 'v2'; for a rollback, the default "
-                                "is the version before the live one.", examples=["v1"])
+    version: str | None = Field(
+        default=None,
+        description="A version such as 'v2'; for a rollback, the default is the version before the live one.",
+        examples=["v1"],
+    )
 
 
 class PinRequest(BaseModel):

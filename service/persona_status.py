@@ -107,7 +107,8 @@ def _fidelity(path) -> FidelitySummary | None:
             perplexity={k: v.get("perplexity") for k, v in systems.items()},
             centroid_similarity={k: v.get("centroid_similarity") for k, v in systems.items()},
             session_variation={k: v.get("session_variation") for k, v in systems.items()},
-            gate=gate.get("status"), reasons=gate.get("reasons") or [],
+            gate=gate.get("status"),
+            reasons=gate.get("reasons") or [],
         )
     except (OSError, ValueError, KeyError, AttributeError, TypeError):
         return None

@@ -43,7 +43,8 @@ class ServeSettings(StoreSettings):
     tensor_parallel_size: int = Field(default=1, ge=1, description="GPUs one replica spreads the model over.")
     max_num_seqs: int = Field(default=64, ge=1, description="Requests decoded in one batch.")
     fast_lora: bool = Field(
-        default=True, description="Grouped LoRA ops and a compiled model on vLLM's CPU engine (this project's vLLM plugin)."
+        default=True,
+        description="Grouped LoRA ops and a compiled model on vLLM's CPU engine (this project's vLLM plugin).",
     )
 
     # Background training (the job queue is StoreSettings.queue_url)
@@ -58,10 +59,14 @@ class ServeSettings(StoreSettings):
         "only `persona train`, the page's Train button or the API queue a run.",
     )
     train_threads: int = Field(
-        default=0, ge=0, description="Torch threads of the worker's training runs; 0 = half the cores (serving keeps the rest)."
+        default=0,
+        ge=0,
+        description="Torch threads of the worker's training runs; 0 = half the cores (serving keeps the rest).",
     )
     watch_settle_s: float = Field(
-        default=3.0, gt=0, le=600, description="Seconds a persona folder must stay unchanged before a change starts training."
+        default=3.0,
+        gt=0,
+        le=600,
+        description="Seconds a persona folder must stay unchanged before a change starts training.",
     )
     max_upload_mb: int = Field(default=512, ge=1, description="Largest file accepted by POST /v1/files, in MiB.")
-

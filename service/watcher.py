@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Awaitable, Callable
 
 from store.jobs import JOBS_DIR
 from store.names import NAME_PATTERN
@@ -51,8 +51,9 @@ class PersonaWatcher:
         self.root.mkdir(parents=True, exist_ok=True)
         settle = asyncio.create_task(self._settle_loop())
         try:
-            async for changes in awatch(self.root, stop_event=self._stop, debounce=400, step=100,
-                                        recursive=True, ignore_permission_denied=True):
+            async for changes in awatch(
+                self.root, stop_event=self._stop, debounce=400, step=100, recursive=True, ignore_permission_denied=True
+            ):
                 now = asyncio.get_running_loop().time()
                 for _, path in changes:
                     name = self.persona_of(path)

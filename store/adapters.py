@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -48,7 +48,7 @@ class AdapterMetadata(BaseModel):
     base_model: str
     base_hash: str
     data_hash: str = ""
-    created_at: str = Field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    created_at: str = Field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
     lora: LoraShape | None = None
     settings: dict[str, Any] = Field(default_factory=dict)
     train_loss: float | None = None
@@ -152,7 +152,9 @@ def read_lora_shape(path: Path) -> LoraShape:
     targets = config.get("target_modules") or []
     if isinstance(targets, str):
         targets = [targets]
-    return LoraShape(r=int(config.get("r", 0)), alpha=float(config.get("lora_alpha", 0)), target_modules=sorted(targets))
+    return LoraShape(
+        r=int(config.get("r", 0)), alpha=float(config.get("lora_alpha", 0)), target_modules=sorted(targets)
+    )
 
 
 def check_servable(path: Path, max_lora_rank: int, allowed_modules: set[str] | None = None) -> LoraShape:
@@ -167,7 +169,9 @@ def check_servable(path: Path, max_lora_rank: int, allowed_modules: set[str] | N
     if not 1 <= shape.r <= max_lora_rank:
         raise StoreError(f"{config_path}: field 'r' is {shape.r}; the server allows ranks 1 to {max_lora_rank}")
     if config.get("modules_to_save"):
-        raise StoreError(f"{config_path}: field 'modules_to_save' must be empty for serving, got {config['modules_to_save']}")
+        raise StoreError(
+            f"{config_path}: field 'modules_to_save' must be empty for serving, got {config['modules_to_save']}"
+        )
     if allowed_modules is not None:
         unknown = sorted(set(shape.target_modules) - allowed_modules)
         if unknown:

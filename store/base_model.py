@@ -14,11 +14,11 @@ import json
 import shutil
 import sys
 import tempfile
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib import metadata as importlib_metadata
 from pathlib import Path
-from typing import Callable, Iterator
 
 from .errors import StoreError
 
@@ -71,10 +71,7 @@ def bundled_gguf() -> Path:
 def hash_folder(folder: Path) -> str:
     """SHA-256 over the config and weight files: identifies the weights, not where they live."""
     digest = hashlib.sha256()
-    names = sorted(
-        p.name for p in folder.iterdir()
-        if p.name == "config.json" or p.suffix in {".safetensors", ".bin"}
-    )
+    names = sorted(p.name for p in folder.iterdir() if p.name == "config.json" or p.suffix in {".safetensors", ".bin"})
     if not any(n.endswith((".safetensors", ".bin")) for n in names):
         raise StoreError(f"{folder}: no weight files (*.safetensors or *.bin) found")
     for name in names:
@@ -141,7 +138,9 @@ def _hub(model_id: str, cache_dir: Path, allow_download: bool) -> BaseModel:
         path = snapshot_download(model_id, local_files_only=not allow_download)
     except Exception as exc:  # the hub client raises many types; all mean "not available"
         hint = "" if allow_download else " (downloads are off: set PERSONA_ALLOW_DOWNLOAD=1 to fetch it)"
-        raise StoreError(f"base model '{model_id}' is not a local folder nor in the Hugging Face cache{hint}: {exc}") from exc
+        raise StoreError(
+            f"base model '{model_id}' is not a local folder nor in the Hugging Face cache{hint}: {exc}"
+        ) from exc
     folder = Path(path)
     return BaseModel(id=model_id, path=folder, hash=_cached_hash(folder, cache_dir))
 

@@ -90,9 +90,7 @@ def load_card(folder: Path) -> PersonaCard:
     try:
         card = PersonaCard.model_validate(raw)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"field '{_field_path(err['loc'])}': {err['msg']}" for err in exc.errors()
-        )
+        problems = "; ".join(f"field '{_field_path(err['loc'])}': {err['msg']}" for err in exc.errors())
         raise CardError(f"{path}: {problems}") from exc
     if card.picture and (Path(card.picture).name != card.picture or not (folder / card.picture).is_file()):
         raise CardError(f"{path}: field 'picture': {card.picture!r} is not a file in {folder}")

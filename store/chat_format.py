@@ -29,7 +29,8 @@ rewrite earlier turns are refused). The tokenizer's character offsets then map t
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 __all__ = [
     "ROLES",

@@ -20,9 +20,10 @@ import os
 import secrets
 import socket
 import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Iterator, Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
@@ -254,7 +255,9 @@ class JobQueue:
 
     def consumer(self):
         """Huey's consumer with one worker: one training job at a time on this machine."""
-        return self.huey.create_consumer(workers=1, worker_type="thread", periodic=False, initial_delay=0.2, max_delay=2.0)
+        return self.huey.create_consumer(
+            workers=1, worker_type="thread", periodic=False, initial_delay=0.2, max_delay=2.0
+        )
 
 
 def submit(jobs: JobStore, queue: JobQueue, persona: str, source: JobSource, **fields: Any) -> Job:

@@ -85,8 +85,9 @@ def all_examples(persona_path: Path) -> list[SyntheticExample]:
     return [example for batch in batches(persona_path) for example in read_batch(persona_path, batch)]
 
 
-def review(persona_path: Path, example_id: str, status: Status, reply: str | None = None,
-           reason: str | None = None) -> SyntheticExample:
+def review(
+    persona_path: Path, example_id: str, status: Status, reply: str | None = None, reason: str | None = None
+) -> SyntheticExample:
     """Accept, reject or edit (then accept) one example; raises KeyError for an unknown id."""
     for batch in batches(persona_path):
         examples = read_batch(persona_path, batch)

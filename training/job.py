@@ -93,8 +93,15 @@ def _train(settings: JobSettings, jobs: JobStore, job: Job, persona, config):
 
     def attempt(resume: bool):
         return train_persona(
-            settings, job.persona, config, max_lora_rank=settings.max_lora_rank, resume=resume, progress=False,
-            on_step=_progress_writer(jobs, job.id), make_live=not is_pinned(persona.path), eval_url=settings.eval_url,
+            settings,
+            job.persona,
+            config,
+            max_lora_rank=settings.max_lora_rank,
+            resume=resume,
+            progress=False,
+            on_step=_progress_writer(jobs, job.id),
+            make_live=not is_pinned(persona.path),
+            eval_url=settings.eval_url,
             force=job.force,
         )
 
@@ -121,14 +128,28 @@ def run(settings: JobSettings, job_id: str) -> Job:
         result = _train(settings, jobs, job, persona, config)
     except (TrainingError, IngestError, StoreError) as exc:
         jobs.log(job_id, str(exc), level="error")
-        return jobs.update(job_id, status="failed", finished_at=time.time(),
-                           error=JobError(code="invalid_training_data" if isinstance(exc, IngestError) else "training_failed",
-                                          message=str(exc)))
+        return jobs.update(
+            job_id,
+            status="failed",
+            finished_at=time.time(),
+            error=JobError(
+                code="invalid_training_data" if isinstance(exc, IngestError) else "training_failed", message=str(exc)
+            ),
+        )
     outcome = "held back" if result.held_back else "published"
-    jobs.log(job_id, f"{outcome} v{result.version}" + (f": {'; '.join(result.gate_reasons)}" if result.gate_reasons else ""),
-             data={"step": result.steps, "train_loss": result.train_loss, "valid_loss": result.eval_loss_after})
-    return jobs.update(job_id, status="succeeded", outcome=outcome, version=result.version, finished_at=time.time(),
-                       trained_tokens=int(result.tokens.get("seen_tokens", 0)))
+    jobs.log(
+        job_id,
+        f"{outcome} v{result.version}" + (f": {'; '.join(result.gate_reasons)}" if result.gate_reasons else ""),
+        data={"step": result.steps, "train_loss": result.train_loss, "valid_loss": result.eval_loss_after},
+    )
+    return jobs.update(
+        job_id,
+        status="succeeded",
+        outcome=outcome,
+        version=result.version,
+        finished_at=time.time(),
+        trained_tokens=int(result.tokens.get("seen_tokens", 0)),
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -58,14 +58,16 @@ def _job_command(job_id: str) -> list[str]:
 
 def _child_env(settings: WorkerSettings) -> dict[str, str]:
     env = dict(os.environ)
-    env.update({
-        "PERSONA_PERSONAS_DIR": str(Path(settings.personas_dir).resolve()),
-        "PERSONA_CACHE_DIR": str(Path(settings.cache_dir).resolve()),
-        "PERSONA_BASE_MODEL": settings.base_model,
-        "PERSONA_ALLOW_DOWNLOAD": "1" if settings.allow_download else "0",
-        "PERSONA_MAX_LORA_RANK": str(settings.max_lora_rank),
-        "PERSONA_TRAIN_THREADS": str(settings.train_threads),
-    })
+    env.update(
+        {
+            "PERSONA_PERSONAS_DIR": str(Path(settings.personas_dir).resolve()),
+            "PERSONA_CACHE_DIR": str(Path(settings.cache_dir).resolve()),
+            "PERSONA_BASE_MODEL": settings.base_model,
+            "PERSONA_ALLOW_DOWNLOAD": "1" if settings.allow_download else "0",
+            "PERSONA_MAX_LORA_RANK": str(settings.max_lora_rank),
+            "PERSONA_TRAIN_THREADS": str(settings.train_threads),
+        }
+    )
     if settings.eval_url:
         env["PERSONA_EVAL_URL"] = settings.eval_url
     if settings.eval_api_key:
@@ -104,8 +106,12 @@ class Worker:
         self.jobs.update(job.id, status="running", started_at=time.time(), attempts=job.attempts + 1, error=None)
         self.jobs.log(job.id, f"Training started (attempt {job.attempts + 1})")
         process = subprocess.Popen(
-            _job_command(job.id), env=_child_env(self.settings), preexec_fn=self._lower_priority,
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+            _job_command(job.id),
+            env=_child_env(self.settings),
+            preexec_fn=self._lower_priority,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
         )
         self.jobs.update(job.id, pid=process.pid, host=os.uname().nodename, heartbeat_at=time.time())
         stderr = self._wait(job.id, process)
@@ -158,8 +164,17 @@ class Worker:
         self.jobs.log(job.id, reason, level="error")
         log.warning("%s: %s", job.id, reason)
         if job.attempts <= self.settings.retries and not job.cancel_requested:
-            again = submit(self.jobs, self.queue, job.persona, job.source, overrides=job.overrides, force=job.force,
-                           automatic=job.automatic, extra=job.extra, attempts=job.attempts)
+            again = submit(
+                self.jobs,
+                self.queue,
+                job.persona,
+                job.source,
+                overrides=job.overrides,
+                force=job.force,
+                automatic=job.automatic,
+                extra=job.extra,
+                attempts=job.attempts,
+            )
             self.jobs.log(job.id, f"Queued again as {again.id}; it resumes from the last checkpoint")
 
     def _finish(self, job_id: str, status: str) -> None:

@@ -9,8 +9,8 @@ from __future__ import annotations
 import json
 import secrets
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import AsyncIterator
 
 from store.files import atomic_write
 
@@ -47,7 +47,9 @@ class FileStore:
                 async for chunk in chunks:
                     size += len(chunk)
                     if size > self.max_bytes:
-                        raise bad_request(f"file: larger than the {self.max_bytes // (1 << 20)} MiB limit", "file", "file_too_large")
+                        raise bad_request(
+                            f"file: larger than the {self.max_bytes // (1 << 20)} MiB limit", "file", "file_too_large"
+                        )
                     handle.write(chunk)
             if size == 0:
                 raise bad_request("file: the uploaded file is empty", "file", "empty_file")
@@ -117,7 +119,10 @@ def first_chat_jsonl_problem(path: Path) -> tuple[str, str] | None:
                 if not isinstance(message, dict):
                     return f"{where}: field '{field}' must be an object", "training_file"
                 if message.get("role") not in ("system", "developer", "user", "assistant"):
-                    return f"{where}: field '{field}.role' must be system, user or assistant, got {message.get('role')!r}", "training_file"
+                    return (
+                        f"{where}: field '{field}.role' must be system, user or assistant, got {message.get('role')!r}",
+                        "training_file",
+                    )
                 if not isinstance(message.get("content"), str):
                     return f"{where}: field '{field}.content' must be a string", "training_file"
                 if "weight" in message and message["weight"] not in (0, 1):

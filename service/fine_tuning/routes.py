@@ -41,8 +41,12 @@ from .protocol import (
     JobList,
 )
 
-router = APIRouter(prefix="/v1", dependencies=[Depends(require_key)], responses=error_responses(400, 401, 404, 503),
-                   tags=["fine-tuning"])
+router = APIRouter(
+    prefix="/v1",
+    dependencies=[Depends(require_key)],
+    responses=error_responses(400, 401, 404, 503),
+    tags=["fine-tuning"],
+)
 DEFAULT_SEED = 1234
 
 
@@ -61,8 +65,13 @@ def _job_or_404(training: BackgroundTraining, job_id: str) -> Job:
     try:
         return training.jobs.get(job_id)
     except StoreError:
-        raise APIError(404, f"No such fine-tuning job: {job_id}", "invalid_request_error", "fine_tuning_job_id",
-                       "fine_tuning_job_not_found") from None
+        raise APIError(
+            404,
+            f"No such fine-tuning job: {job_id}",
+            "invalid_request_error",
+            "fine_tuning_job_id",
+            "fine_tuning_job_not_found",
+        ) from None
 
 
 # --- files -----------------------------------------------------------------------------------------
@@ -85,17 +94,26 @@ async def upload_file(request: Request, file: UploadFile = File(...), purpose: s
 
 
 @router.get("/files", response_model=FileList)
-async def list_files(request: Request, purpose: str | None = None, limit: int = Query(10000, ge=1, le=10000),
-                     after: str | None = None, order: str = Query("desc", pattern="^(asc|desc)$")) -> FileList:
+async def list_files(
+    request: Request,
+    purpose: str | None = None,
+    limit: int = Query(10000, ge=1, le=10000),
+    after: str | None = None,
+    order: str = Query("desc", pattern="^(asc|desc)$"),
+) -> FileList:
     found = [f for f in files_of(request).all() if purpose in (None, f.purpose)]
     if order == "desc":
         found.reverse()
     if after:
         ids = [f.id for f in found]
-        found = found[ids.index(after) + 1:] if after in ids else []
+        found = found[ids.index(after) + 1 :] if after in ids else []
     page = found[:limit]
-    return FileList(data=page, has_more=len(found) > limit, first_id=page[0].id if page else None,
-                    last_id=page[-1].id if page else None)
+    return FileList(
+        data=page,
+        has_more=len(found) > limit,
+        first_id=page[0].id if page else None,
+        last_id=page[-1].id if page else None,
+    )
 
 
 @router.get("/files/{file_id}", response_model=FileObject)
@@ -106,8 +124,9 @@ async def retrieve_file(request: Request, file_id: str) -> FileObject:
 @router.get("/files/{file_id}/content", response_class=FileResponse)
 async def file_content(request: Request, file_id: str) -> FileResponse:
     store = files_of(request)
-    return FileResponse(store.content_path(file_id), media_type="application/octet-stream",
-                        filename=store.get(file_id).filename)
+    return FileResponse(
+        store.content_path(file_id), media_type="application/octet-stream", filename=store.get(file_id).filename
+    )
 
 
 @router.delete("/files/{file_id}", response_model=FileDeleted)
@@ -122,14 +141,21 @@ def job_object(job: Job, base_id: str) -> FineTuningJob:
     extra = job.extra
     running = job.status == "running" and job.progress and job.progress.eta_s
     return FineTuningJob(
-        id=job.id, created_at=int(job.created_at), status=job.status, persona=job.persona, source=job.source,
+        id=job.id,
+        created_at=int(job.created_at),
+        status=job.status,
+        persona=job.persona,
+        source=job.source,
         error=JobErrorObject(**job.error.model_dump()) if job.error else None,
         fine_tuned_model=fine_tuned_model(job, base_id),
         finished_at=int(job.finished_at) if job.finished_at else None,
         hyperparameters=Hyperparameters(**extra.get("hyperparameters", {})),
-        model=extra.get("model", base_id), seed=int(job.overrides.get("seed", DEFAULT_SEED)),
-        trained_tokens=job.trained_tokens, training_file=extra.get("training_file", f"personas/{job.persona}/logs"),
-        validation_file=extra.get("validation_file"), metadata=extra.get("metadata"),
+        model=extra.get("model", base_id),
+        seed=int(job.overrides.get("seed", DEFAULT_SEED)),
+        trained_tokens=job.trained_tokens,
+        training_file=extra.get("training_file", f"personas/{job.persona}/logs"),
+        validation_file=extra.get("validation_file"),
+        metadata=extra.get("metadata"),
         user_provided_suffix=extra.get("suffix"),
         estimated_finish=int(time.time() + job.progress.eta_s) if running else None,
     )
@@ -147,24 +173,34 @@ def _persona_for(body: JobCreateRequest, training: BackgroundTraining, base_name
             return training.store.get(body.model.partition("@")[0]).name
         except StoreError:
             pass
-    raise bad_request("suffix: name the persona to create, e.g. suffix='nova' (or give a persona as model)",
-                      "suffix", "missing_required_parameter")
+    raise bad_request(
+        "suffix: name the persona to create, e.g. suffix='nova' (or give a persona as model)",
+        "suffix",
+        "missing_required_parameter",
+    )
 
 
 def _hyperparameters(body: JobCreateRequest) -> Hyperparameters:
     if body.method is not None and body.method.type != "supervised":
-        raise bad_request(f"method.type: only 'supervised' fine-tuning is offered, got {body.method.type!r}",
-                          "method.type", "unsupported_value")
+        raise bad_request(
+            f"method.type: only 'supervised' fine-tuning is offered, got {body.method.type!r}",
+            "method.type",
+            "unsupported_value",
+        )
     method = body.method.supervised.hyperparameters if body.method and body.method.supervised else None
     chosen = method or body.hyperparameters or Hyperparameters()
     for field in ("n_epochs", "batch_size"):
         value = getattr(chosen, field)
         if value != "auto" and not 1 <= value <= 50:
-            raise bad_request(f"hyperparameters.{field}: must be 'auto' or 1 to 50, got {value}", f"hyperparameters.{field}")
+            raise bad_request(
+                f"hyperparameters.{field}: must be 'auto' or 1 to 50, got {value}", f"hyperparameters.{field}"
+            )
     rate = chosen.learning_rate_multiplier
     if rate != "auto" and not 0 < rate <= 10:
-        raise bad_request(f"hyperparameters.learning_rate_multiplier: must be 'auto' or above 0 and at most 10, got {rate}",
-                          "hyperparameters.learning_rate_multiplier")
+        raise bad_request(
+            f"hyperparameters.learning_rate_multiplier: must be 'auto' or above 0 and at most 10, got {rate}",
+            "hyperparameters.learning_rate_multiplier",
+        )
     return chosen
 
 
@@ -176,8 +212,12 @@ async def create_job(request: Request, body: JobCreateRequest) -> FineTuningJob:
     hyper = _hyperparameters(body)
     name = _persona_for(body, training, resolver.base_names())
     if body.model not in resolver.base_names() and body.model.partition("@")[0] != name:
-        raise bad_request(f"model: '{body.model}' cannot be fine-tuned here; use the base model "
-                          f"'{resolver.base.id}' or the persona '{name}'", "model", "model_not_available")
+        raise bad_request(
+            f"model: '{body.model}' cannot be fine-tuned here; use the base model "
+            f"'{resolver.base.id}' or the persona '{name}'",
+            "model",
+            "model_not_available",
+        )
     training_path = files.content_path(body.training_file, "training_file")
     for file_id, param in ((body.training_file, "training_file"), (body.validation_file, "validation_file")):
         if file_id is None:
@@ -190,8 +230,14 @@ async def create_job(request: Request, body: JobCreateRequest) -> FineTuningJob:
         overrides["seed"] = body.seed
     if hyper.n_epochs != "auto":
         overrides["epochs"] = hyper.n_epochs
-    extra = {"model": body.model, "training_file": body.training_file, "validation_file": body.validation_file,
-             "suffix": body.suffix, "hyperparameters": hyper.model_dump(), "metadata": body.metadata}
+    extra = {
+        "model": body.model,
+        "training_file": body.training_file,
+        "validation_file": body.validation_file,
+        "suffix": body.suffix,
+        "hyperparameters": hyper.model_dump(),
+        "metadata": body.metadata,
+    }
     persona = training.store.create(name)
     job = training.jobs.create(name, "api", status="validating_files", overrides=overrides, extra=extra)
     target = Path(persona.logs_dir) / f"{body.training_file}-{files.get(body.training_file).filename}"
@@ -208,7 +254,7 @@ async def list_jobs(request: Request, after: str | None = None, limit: int = Que
     jobs = list(reversed(training.jobs.all()))
     if after:
         ids = [j.id for j in jobs]
-        jobs = jobs[ids.index(after) + 1:] if after in ids else []
+        jobs = jobs[ids.index(after) + 1 :] if after in ids else []
     base = request.app.state.resolver.base.id
     return JobList(data=[job_object(j, base) for j in jobs[:limit]], has_more=len(jobs) > limit)
 
@@ -223,23 +269,35 @@ async def cancel_job(request: Request, job_id: str) -> FineTuningJob:
     training = training_of(request)
     job = _job_or_404(training, job_id)
     if not job.active:
-        raise bad_request(f"Job {job_id} has already {job.status} and cannot be cancelled", "fine_tuning_job_id",
-                          "job_not_cancellable")
+        raise bad_request(
+            f"Job {job_id} has already {job.status} and cannot be cancelled",
+            "fine_tuning_job_id",
+            "job_not_cancellable",
+        )
     return job_object(training.cancel(job_id), request.app.state.resolver.base.id)
 
 
 @router.get("/fine_tuning/jobs/{job_id}/events", response_model=EventList)
-async def job_events(request: Request, job_id: str, after: str | None = None,
-                     limit: int = Query(20, ge=1, le=1000)) -> EventList:
+async def job_events(
+    request: Request, job_id: str, after: str | None = None, limit: int = Query(20, ge=1, le=1000)
+) -> EventList:
     training = training_of(request)
     _job_or_404(training, job_id)
-    events = [JobEvent(id=f"ftevent-{job_id[6:]}-{n}", created_at=int(e.created_at), level=e.level,
-                       message=e.message, data=e.data, type=e.type)
-              for n, e in enumerate(training.jobs.events(job_id))]
+    events = [
+        JobEvent(
+            id=f"ftevent-{job_id[6:]}-{n}",
+            created_at=int(e.created_at),
+            level=e.level,
+            message=e.message,
+            data=e.data,
+            type=e.type,
+        )
+        for n, e in enumerate(training.jobs.events(job_id))
+    ]
     events.reverse()
     if after:
         ids = [e.id for e in events]
-        events = events[ids.index(after) + 1:] if after in ids else []
+        events = events[ids.index(after) + 1 :] if after in ids else []
     return EventList(data=events[:limit], has_more=len(events) > limit)
 
 
@@ -251,11 +309,19 @@ async def job_checkpoints(request: Request, job_id: str) -> CheckpointList:
     if name is None:
         return CheckpointList(data=[])
     step = job.progress.step if job.progress else 0
-    metrics = CheckpointMetrics(step=step, train_loss=job.progress.train_loss if job.progress else None,
-                                valid_loss=job.progress.eval_loss if job.progress else None)
-    point = Checkpoint(id=f"ftckpt-{job_id[6:]}-{step}", created_at=int(job.finished_at or job.created_at),
-                       fine_tuned_model_checkpoint=f"{name}:ckpt-step-{step}", fine_tuning_job_id=job_id,
-                       metrics=metrics, step_number=step)
+    metrics = CheckpointMetrics(
+        step=step,
+        train_loss=job.progress.train_loss if job.progress else None,
+        valid_loss=job.progress.eval_loss if job.progress else None,
+    )
+    point = Checkpoint(
+        id=f"ftckpt-{job_id[6:]}-{step}",
+        created_at=int(job.finished_at or job.created_at),
+        fine_tuned_model_checkpoint=f"{name}:ckpt-step-{step}",
+        fine_tuning_job_id=job_id,
+        metrics=metrics,
+        step_number=step,
+    )
     return CheckpointList(data=[point], first_id=point.id, last_id=point.id)
 
 

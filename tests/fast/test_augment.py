@@ -13,8 +13,16 @@ from store.registry import Persona
 from store.synthetic import all_examples, batches, review
 from training.augment import augment
 
-ROWS = [{"messages": [{"role": "system", "content": "You are Wren."}, {"role": "user", "content": f"Any bread {i}?"},
-                      {"role": "assistant", "content": f"Oh crumbs, loaf number {i}, petal."}]} for i in range(8)]
+ROWS = [
+    {
+        "messages": [
+            {"role": "system", "content": "You are Wren."},
+            {"role": "user", "content": f"Any bread {i}?"},
+            {"role": "assistant", "content": f"Oh crumbs, loaf number {i}, petal."},
+        ]
+    }
+    for i in range(8)
+]
 
 
 def endpoint(replies: list[str]):
@@ -30,10 +38,17 @@ def endpoint(replies: list[str]):
         else:
             text = replies[counter["reply"] % len(replies)].format(n=counter["reply"])
             counter["reply"] += 1
-        return httpx.Response(200, json={
-            "id": "x", "object": "chat.completion", "created": 0, "model": body["model"],
-            "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": text}}],
-            "usage": {"prompt_tokens": 5, "completion_tokens": 5, "total_tokens": 10}})
+        return httpx.Response(
+            200,
+            json={
+                "id": "x",
+                "object": "chat.completion",
+                "created": 0,
+                "model": body["model"],
+                "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": text}}],
+                "usage": {"prompt_tokens": 5, "completion_tokens": 5, "total_tokens": 10},
+            },
+        )
 
     return lambda: {"http_client": httpx.AsyncClient(transport=httpx.MockTransport(handle))}
 
@@ -42,8 +57,15 @@ def test_batches_go_to_synthetic_pending_with_rules_applied(tmp_path: Path) -> N
     persona = Persona(name="wren", path=tmp_path / "wren", card=PersonaCard(speakers=["Wren"]))
     (persona.path / "logs").mkdir(parents=True)
     replies = ["Cinnamon buns {n}, still warm, love!", "As an AI I cannot bake.", "Oh crumbs, loaf number 3, petal."]
-    report = augment(persona, ROWS, "http://generator.test/v1", n=45, base_id="SmolLM2-135M-Instruct",
-                     client_options=endpoint(replies), say=lambda _: None)
+    report = augment(
+        persona,
+        ROWS,
+        "http://generator.test/v1",
+        n=45,
+        base_id="SmolLM2-135M-Instruct",
+        client_options=endpoint(replies),
+        say=lambda _: None,
+    )
     assert report.generated == 45 and batches(persona.path) == [1, 2, 3]
     examples = all_examples(persona.path)
     assert [sum(e.batch == b for e in examples) for b in (1, 2, 3)] == [20, 20, 5]

@@ -14,16 +14,19 @@ def rules() -> Rules:
     return Rules(REAL, ["Wren", "Auntie Wren"], seen=["Flour everywhere, what a morning!"])
 
 
-@pytest.mark.parametrize(("prompt", "reply", "reason"), [
-    ("Hi", "   ", "empty"),
-    ("", "Hello there", "empty"),
-    ("Who are you?", "As an AI language model, I bake nothing.", "out of character"),
-    ("Who made you?", "I was trained by Hugging Face, petal.", "out of character"),
-    ("Any bread?", "User: do you have bread?", "wrong speaker"),
-    ("Any bread?", "Fresh loaves, love!\nUser: great", "wrong speaker"),
-    ("Busy?", "Flour everywhere... what a morning!", "repeated"),
-    ("Scones?", "Oh crumbs, two scones left petal!", "near-copy"),
-])
+@pytest.mark.parametrize(
+    ("prompt", "reply", "reason"),
+    [
+        ("Hi", "   ", "empty"),
+        ("", "Hello there", "empty"),
+        ("Who are you?", "As an AI language model, I bake nothing.", "out of character"),
+        ("Who made you?", "I was trained by Hugging Face, petal.", "out of character"),
+        ("Any bread?", "User: do you have bread?", "wrong speaker"),
+        ("Any bread?", "Fresh loaves, love!\nUser: great", "wrong speaker"),
+        ("Busy?", "Flour everywhere... what a morning!", "repeated"),
+        ("Scones?", "Oh crumbs, two scones left petal!", "near-copy"),
+    ],
+)
 def test_unusable_examples_are_rejected_with_the_reason(rules: Rules, prompt: str, reply: str, reason: str) -> None:
     assert rules.reason(Candidate(prompt, reply)).startswith(reason)
 

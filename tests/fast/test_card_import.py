@@ -55,7 +55,9 @@ def test_v2_json_maps_to_a_persona_card(tmp_path):
 
 def test_v1_flat_json(tmp_path):
     path = tmp_path / "v1.json"
-    path.write_text(json.dumps({"name": "Pip", "description": "A cheerful robot.", "first_mes": "Beep!"}), encoding="utf-8")
+    path.write_text(
+        json.dumps({"name": "Pip", "description": "A cheerful robot.", "first_mes": "Beep!"}), encoding="utf-8"
+    )
     card = import_card(path)
     assert (card.display_name, card.speakers, card.greeting) == ("Pip", ["Pip"], "Beep!")
     assert card.system_prompt == "You are Pip. A cheerful robot."
@@ -114,9 +116,18 @@ def test_missing_file_is_refused_by_name(tmp_path):
         import_card(tmp_path / "missing.png")
 
 
-V3 = {"spec": "chara_card_v3", "spec_version": "3.0",
-      "data": {**V2["data"], "name": "Captain Mara Vell of the Kestrel", "nickname": "Mara",
-               "first_mes": "{{char}} here. State your business.", "group_only_greetings": [], "assets": []}}
+V3 = {
+    "spec": "chara_card_v3",
+    "spec_version": "3.0",
+    "data": {
+        **V2["data"],
+        "name": "Captain Mara Vell of the Kestrel",
+        "nickname": "Mara",
+        "first_mes": "{{char}} here. State your business.",
+        "group_only_greetings": [],
+        "assets": [],
+    },
+}
 
 
 def test_v3_png_prefers_the_ccv3_chunk_and_uses_the_nickname(tmp_path):

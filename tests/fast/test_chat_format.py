@@ -62,7 +62,7 @@ def test_mask_covers_the_reply_and_its_end_of_turn_token_only(tokenizer):
     last = max(i for i, m in enumerate(mask) if m)
     assert ids[last] == tokenizer.eos_token_id
     # Whatever follows the end-of-turn token (ChatML's newline) is not trained.
-    assert not any(mask[last + 1:])
+    assert not any(mask[last + 1 :])
 
 
 def test_system_user_headers_and_weight_zero_turns_are_not_trained(tokenizer):
@@ -72,7 +72,7 @@ def test_system_user_headers_and_weight_zero_turns_are_not_trained(tokenizer):
         assert text not in trained
     header = tokenizer.encode("<|im_start|>assistant\n", add_special_tokens=False)
     first = mask.index(1)
-    assert ids[first - len(header): first] == header
+    assert ids[first - len(header) : first] == header
 
 
 def test_every_weighted_assistant_turn_is_trained(tokenizer):
@@ -151,10 +151,14 @@ def test_any_text_renders_exactly_and_masks_whole_replies(tokenizer, turns):
 def test_developer_is_a_system_message_and_the_persona_prompt_is_added_only_without_one(tokenizer):
     said = [{"role": "user", "content": "Hi"}]
     assert prompt_messages(said, "You are Wren.") == [
-        {"role": "system", "content": "You are Wren."}, {"role": "user", "content": "Hi"}]
+        {"role": "system", "content": "You are Wren."},
+        {"role": "user", "content": "Hi"},
+    ]
     own = [{"role": "developer", "content": "Be brief."}, {"role": "user", "content": "Hi"}]
     assert prompt_messages(own, "You are Wren.") == [
-        {"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}]
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "Hi"},
+    ]
     with pytest.raises(RenderError, match="message 0: role"):
         prompt_messages([{"role": "tool", "content": "x"}], None)
 

@@ -17,9 +17,17 @@ NO_SERVER = "http://127.0.0.1:9/v1"  # nothing listens there: reaching it would 
 def make_persona(root: Path, name: str, conversations: int, card: str = "") -> Path:
     folder = root / name
     (folder / "logs").mkdir(parents=True)
-    lines = [json.dumps({"messages": [{"role": "user", "content": f"question {i}?"},
-                                      {"role": "assistant", "content": f"answer {i}, petal"}]})
-             for i in range(conversations)]
+    lines = [
+        json.dumps(
+            {
+                "messages": [
+                    {"role": "user", "content": f"question {i}?"},
+                    {"role": "assistant", "content": f"answer {i}, petal"},
+                ]
+            }
+        )
+        for i in range(conversations)
+    ]
     (folder / "logs" / "chats.jsonl").write_text("\n".join(lines) + "\n")
     (folder / "persona.yaml").write_text(card)
     return folder
@@ -36,8 +44,19 @@ def add_version(folder: Path, base_hash: str) -> None:
 @pytest.fixture()
 def persona_eval(tmp_path, base_model):
     def run(*args: str):
-        result = CliRunner().invoke(app, ["eval", *args, "--personas-dir", str(tmp_path), "--base-model",
-                                          str(base_model.path), "--server", NO_SERVER])
+        result = CliRunner().invoke(
+            app,
+            [
+                "eval",
+                *args,
+                "--personas-dir",
+                str(tmp_path),
+                "--base-model",
+                str(base_model.path),
+                "--server",
+                NO_SERVER,
+            ],
+        )
         return result.exit_code, result.output
 
     return run

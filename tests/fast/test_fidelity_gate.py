@@ -8,16 +8,29 @@ from store.card import PersonaCard
 from training.fidelity import FidelityError, FidelityReport, FidelitySettings, GateThresholds, decide
 
 
-def report(version: str, perplexity: float, centroid: float, *, data_hash: str = "d" * 64,
-           forgetting: float | None = 0.01) -> FidelityReport:
+def report(
+    version: str, perplexity: float, centroid: float, *, data_hash: str = "d" * 64, forgetting: float | None = 0.01
+) -> FidelityReport:
     figures = {"perplexity": perplexity, "centroid_similarity": centroid, "pair_similarity": 0.2}
-    return FidelityReport.model_validate({
-        "persona": "wren", "version": version, "base_model": "SmolLM2-135M-Instruct", "data_hash": data_hash,
-        "heldout_sessions": 4, "scored_examples": 20, "prompts": 20, "probes": ["Hi?"], "sessions": 4,
-        "settings": FidelitySettings().model_dump(), "card_prompt": "You are Wren.", "embedding_model": "m",
-        "systems": {"base": {"perplexity": 110.0}, "card": {"perplexity": 91.0}, "adapter": figures},
-        "real": {"replies": 20, "centroid_ceiling": 0.44}, "forgetting": forgetting,
-    })
+    return FidelityReport.model_validate(
+        {
+            "persona": "wren",
+            "version": version,
+            "base_model": "SmolLM2-135M-Instruct",
+            "data_hash": data_hash,
+            "heldout_sessions": 4,
+            "scored_examples": 20,
+            "prompts": 20,
+            "probes": ["Hi?"],
+            "sessions": 4,
+            "settings": FidelitySettings().model_dump(),
+            "card_prompt": "You are Wren.",
+            "embedding_model": "m",
+            "systems": {"base": {"perplexity": 110.0}, "card": {"perplexity": 91.0}, "adapter": figures},
+            "real": {"replies": 20, "centroid_ceiling": 0.44},
+            "forgetting": forgetting,
+        }
+    )
 
 
 LIVE = report("v1", perplexity=60.0, centroid=0.40)

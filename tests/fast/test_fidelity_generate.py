@@ -18,27 +18,52 @@ def fake_server(seen: list[dict], status: int = 200):
         body = json.loads(request.content)
         seen.append(body)
         if status != 200:
-            return httpx.Response(status, json={"error": {"message": f"model '{body['model']}' does not exist",
-                                                          "type": "invalid_request_error", "code": "model_not_found"}})
+            return httpx.Response(
+                status,
+                json={
+                    "error": {
+                        "message": f"model '{body['model']}' does not exist",
+                        "type": "invalid_request_error",
+                        "code": "model_not_found",
+                    }
+                },
+            )
         words = " ".join(m["content"] for m in body["messages"])
-        return httpx.Response(200, json={
-            "id": "x", "object": "chat.completion", "created": 0, "model": body["model"],
-            "choices": [{"index": 0, "finish_reason": "stop",
-                         "message": {"role": "assistant", "content": f"{body['model']}#{body['seed']}"}}],
-            "usage": {"prompt_tokens": len(words.split()), "completion_tokens": 1, "total_tokens": 1},
-        })
+        return httpx.Response(
+            200,
+            json={
+                "id": "x",
+                "object": "chat.completion",
+                "created": 0,
+                "model": body["model"],
+                "choices": [
+                    {
+                        "index": 0,
+                        "finish_reason": "stop",
+                        "message": {"role": "assistant", "content": f"{body['model']}#{body['seed']}"},
+                    }
+                ],
+                "usage": {"prompt_tokens": len(words.split()), "completion_tokens": 1, "total_tokens": 1},
+            },
+        )
 
     return {"http_client": httpx.AsyncClient(transport=httpx.MockTransport(handle))}
 
 
 def test_each_system_sends_its_model_and_system_message_with_the_sampling_and_seed() -> None:
     seen: list[dict] = []
-    systems = [System("base", "SmolLM2-135M-Instruct"), System("card", "SmolLM2-135M-Instruct", "FULL CARD TEXT"),
-               System("adapter", "wren@v3")]
-    asks = [Ask(conversation=({"role": "user", "content": "any scones"},), seed=7),
-            Ask(conversation=({"role": "user", "content": "hello"},), seed=8)]
-    replies = generate("http://test/v1", [(s, asks) for s in systems], SAMPLING, concurrency=2,
-                       client_options=fake_server(seen))
+    systems = [
+        System("base", "SmolLM2-135M-Instruct"),
+        System("card", "SmolLM2-135M-Instruct", "FULL CARD TEXT"),
+        System("adapter", "wren@v3"),
+    ]
+    asks = [
+        Ask(conversation=({"role": "user", "content": "any scones"},), seed=7),
+        Ask(conversation=({"role": "user", "content": "hello"},), seed=8),
+    ]
+    replies = generate(
+        "http://test/v1", [(s, asks) for s in systems], SAMPLING, concurrency=2, client_options=fake_server(seen)
+    )
     assert [[r.text for r in rs] for rs in replies] == [
         ["SmolLM2-135M-Instruct#7", "SmolLM2-135M-Instruct#8"],
         ["SmolLM2-135M-Instruct#7", "SmolLM2-135M-Instruct#8"],
@@ -57,8 +82,12 @@ def test_each_system_sends_its_model_and_system_message_with_the_sampling_and_se
 def test_a_refused_model_is_an_error_naming_it() -> None:
     asks = [Ask(conversation=({"role": "user", "content": "hi"},), seed=0)]
     with pytest.raises(FidelityError, match=r"refused model 'ghost@v9' \(404\)"):
-        generate("http://test/v1", [(System("adapter", "ghost@v9"), asks)], SAMPLING,
-                 client_options=fake_server([], status=404))
+        generate(
+            "http://test/v1",
+            [(System("adapter", "ghost@v9"), asks)],
+            SAMPLING,
+            client_options=fake_server([], status=404),
+        )
 
 
 def test_an_unreachable_server_is_an_error_naming_it() -> None:

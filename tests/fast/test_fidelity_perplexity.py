@@ -14,9 +14,11 @@ SYSTEM = {"role": "system", "content": "You are Wren.", "weight": 0.0}
 
 
 def conversation(i: int) -> list[dict]:
-    context = [{"role": "user", "content": "scones " * (1 + i % 3), "weight": 0.0},
-               {"role": "assistant", "content": "fox " * i, "weight": 0.0},
-               {"role": "user", "content": "the stars?", "weight": 0.0}]
+    context = [
+        {"role": "user", "content": "scones " * (1 + i % 3), "weight": 0.0},
+        {"role": "assistant", "content": "fox " * i, "weight": 0.0},
+        {"role": "user", "content": "the stars?", "weight": 0.0},
+    ]
     return [SYSTEM, *context[: 1 + 2 * (i % 2)], {"role": "assistant", "content": "oh crumbs, petal " * (i + 1)}]
 
 
@@ -27,8 +29,15 @@ def tiny(base_model):
 
     tokenizer = AutoTokenizer.from_pretrained(base_model.path)
     torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
+    )
     return LlamaForCausalLM(config), tokenizer
 
 
@@ -77,8 +86,11 @@ def test_the_adapter_is_switched_off_for_the_base_figures(tiny) -> None:
 
 def test_a_long_conversation_loses_its_oldest_context_and_keeps_the_reply(tiny) -> None:
     _, tokenizer = tiny
-    long = [SYSTEM] + [{"role": r, "content": "the quick brown fox " * 20, "weight": 0.0}
-                       for r in ("user", "assistant") * 4] + [{"role": "assistant", "content": "oh crumbs, petal"}]
+    long = (
+        [SYSTEM]
+        + [{"role": r, "content": "the quick brown fox " * 20, "weight": 0.0} for r in ("user", "assistant") * 4]
+        + [{"role": "assistant", "content": "oh crumbs, petal"}]
+    )
     full_ids, full_mask = render_conversation(tokenizer, long)
     ids, mask = fit_length(tokenizer, long, 200)
     assert len(ids) <= 200 < len(full_ids)

@@ -11,8 +11,10 @@ SYSTEM = {"role": "system", "content": "You are Wren.", "weight": 0.0}
 
 def row(i: int, opening: bool = False) -> dict:
     turns = [] if opening else [{"role": "user", "content": f"question {i}?", "weight": 0.0}]
-    return {"messages": [SYSTEM, *turns, {"role": "assistant", "content": f"reply {i}, petal", "weight": 1.0}],
-            "session": f"s{i % 3}"}
+    return {
+        "messages": [SYSTEM, *turns, {"role": "assistant", "content": f"reply {i}, petal", "weight": 1.0}],
+        "session": f"s{i % 3}",
+    }
 
 
 HELDOUT = [row(0, opening=True)] + [row(i) for i in range(1, 11)]
@@ -58,8 +60,11 @@ def test_the_full_card_has_name_description_prompt_and_training_exchanges() -> N
     train[5]["messages"][-1]["content"] = "no"  # too short to show a voice
     train[7]["messages"][-1]["content"] = "reply 27, petal, with a longer answer"
     exchanges = example_exchanges(train, 3)
-    assert exchanges == [("question 20?", "reply 20, petal"), ("question 27?", "reply 27, petal, with a longer answer"),
-                         ("question 33?", "reply 33, petal")]
+    assert exchanges == [
+        ("question 20?", "reply 20, petal"),
+        ("question 27?", "reply 27, petal, with a longer answer"),
+        ("question 33?", "reply 33, petal"),
+    ]
     assert ("question 25?", "no") not in example_exchanges(train, 8)
     prompt = full_card_prompt("Wren", "Wren runs the Crooked Loaf.", "You are Wren, the baker.", exchanges)
     assert prompt.startswith("You are Wren, the baker.")

@@ -8,29 +8,71 @@ from training.fidelity import FidelityReport, FidelitySettings, decide, read_rep
 from training.fidelity.report import FIGURES, write_report
 
 FIGURES_BY_SYSTEM = {
-    "base": {"perplexity": 110.4, "pair_similarity": 0.101, "centroid_similarity": 0.211, "classifier_accuracy": 0.93,
-             "session_variation": 0.612, "prompt_tokens": 38.0, "marker_rate": 0.05, "markers": {"crumbs": 0.05},
-             "general_perplexity": 3.2},
-    "card": {"perplexity": 91.2, "pair_similarity": 0.231, "centroid_similarity": 0.432, "classifier_accuracy": 0.79,
-             "session_variation": 0.561, "prompt_tokens": 202.0, "marker_rate": 0.4, "markers": {"crumbs": 0.4}},
-    "adapter": {"perplexity": 60.7, "pair_similarity": 0.204, "centroid_similarity": 0.401, "classifier_accuracy": 0.64,
-                "session_variation": 0.703, "prompt_tokens": 60.0, "marker_rate": 0.55, "markers": {"crumbs": 0.55},
-                "general_perplexity": 3.5},
+    "base": {
+        "perplexity": 110.4,
+        "pair_similarity": 0.101,
+        "centroid_similarity": 0.211,
+        "classifier_accuracy": 0.93,
+        "session_variation": 0.612,
+        "prompt_tokens": 38.0,
+        "marker_rate": 0.05,
+        "markers": {"crumbs": 0.05},
+        "general_perplexity": 3.2,
+    },
+    "card": {
+        "perplexity": 91.2,
+        "pair_similarity": 0.231,
+        "centroid_similarity": 0.432,
+        "classifier_accuracy": 0.79,
+        "session_variation": 0.561,
+        "prompt_tokens": 202.0,
+        "marker_rate": 0.4,
+        "markers": {"crumbs": 0.4},
+    },
+    "adapter": {
+        "perplexity": 60.7,
+        "pair_similarity": 0.204,
+        "centroid_similarity": 0.401,
+        "classifier_accuracy": 0.64,
+        "session_variation": 0.703,
+        "prompt_tokens": 60.0,
+        "marker_rate": 0.55,
+        "markers": {"crumbs": 0.55},
+        "general_perplexity": 3.5,
+    },
 }
 
 
 def make_report(version: str = "v2") -> FidelityReport:
-    return FidelityReport.model_validate({
-        "persona": "wren", "version": version, "base_model": "SmolLM2-135M-Instruct", "data_hash": "d" * 64,
-        "duration_s": 84.0, "heldout_sessions": 4, "scored_examples": 20, "prompts": 20,
-        "probes": ["What's the secret to a good scone?"], "sessions": 4, "settings": FidelitySettings().model_dump(),
-        "card_prompt": "You are Wren Tuttle.\n\nExample exchanges with Wren:\nUser: Hi\nWren: Hello, petal!",
-        "embedding_model": "all-MiniLM-L6-v2", "systems": FIGURES_BY_SYSTEM,
-        "real": {"replies": 20, "centroid_ceiling": 0.443, "marker_rate": 0.6, "markers": {"crumbs": 0.6}},
-        "forgetting": 3.5 / 3.2 - 1,
-        "samples": [{"prompt": "Any scones | left?", "real": "Two left, petal!", "base": "Yes.", "card": "Oh yes.",
-                     "adapter": "Oh crumbs, two!"}],
-    })
+    return FidelityReport.model_validate(
+        {
+            "persona": "wren",
+            "version": version,
+            "base_model": "SmolLM2-135M-Instruct",
+            "data_hash": "d" * 64,
+            "duration_s": 84.0,
+            "heldout_sessions": 4,
+            "scored_examples": 20,
+            "prompts": 20,
+            "probes": ["What's the secret to a good scone?"],
+            "sessions": 4,
+            "settings": FidelitySettings().model_dump(),
+            "card_prompt": "You are Wren Tuttle.\n\nExample exchanges with Wren:\nUser: Hi\nWren: Hello, petal!",
+            "embedding_model": "all-MiniLM-L6-v2",
+            "systems": FIGURES_BY_SYSTEM,
+            "real": {"replies": 20, "centroid_ceiling": 0.443, "marker_rate": 0.6, "markers": {"crumbs": 0.6}},
+            "forgetting": 3.5 / 3.2 - 1,
+            "samples": [
+                {
+                    "prompt": "Any scones | left?",
+                    "real": "Two left, petal!",
+                    "base": "Yes.",
+                    "card": "Oh yes.",
+                    "adapter": "Oh crumbs, two!",
+                }
+            ],
+        }
+    )
 
 
 def test_the_three_files_are_written_and_the_json_reads_back(tmp_path) -> None:

@@ -88,8 +88,11 @@ def test_consecutive_messages_of_one_side_merge(tmp_path):
 
 
 def test_group_sessions_prefix_other_speakers_names(tmp_path):
-    write(tmp_path, "group.txt", "Kit: hi\nMira: hello\nMira: anyone?\nJuno: Both of you, hello!\n\n"
-          "Kit: solo\nJuno: Hi Kit.\n")
+    write(
+        tmp_path,
+        "group.txt",
+        "Kit: hi\nMira: hello\nMira: anyone?\nJuno: Both of you, hello!\n\nKit: solo\nJuno: Hi Kit.\n",
+    )
     no_split = ExampleSettings(min_examples=1, heldout_fraction=0)
     rows = {r["session"]: r for r in build(tmp_path, settings=no_split).train.to_list()}
     assert rows["group.txt#0"]["messages"][1]["content"] == "Kit: hi\nMira: hello\nanyone?"
@@ -223,8 +226,15 @@ def test_too_few_examples_says_how_many(tmp_path):
 def test_settings_validate_and_read_card_overrides():
     settings = ExampleSettings.from_overrides({"window": 3, "session_gap_hours": 2, "epochs": 4})
     assert (settings.window, settings.session_gap, settings.min_examples) == (3, timedelta(hours=2), 20)
-    for bad in ({"window": 0}, {"window": True}, {"heldout_fraction": 1.0}, {"min_examples": -1},
-                {"session_gap_hours": "x"}, {"session_gap_hours": 0}, {"name_prefixes": "yes"}):
+    for bad in (
+        {"window": 0},
+        {"window": True},
+        {"heldout_fraction": 1.0},
+        {"min_examples": -1},
+        {"session_gap_hours": "x"},
+        {"session_gap_hours": 0},
+        {"name_prefixes": "yes"},
+    ):
         with pytest.raises(ValueError):
             ExampleSettings.from_overrides(bad)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -61,11 +61,16 @@ def test_broken_files_become_named_problems_and_the_rest_loads(loaded):
 def test_openai_jsonl_roles_weights_and_content_parts(loaded):
     file = parsed(loaded, "openai/keeper.jsonl")
     assert [c.source for c in file.conversations] == [
-        "openai/keeper.jsonl#1", "openai/keeper.jsonl#2", "openai/keeper.jsonl#3"
+        "openai/keeper.jsonl#1",
+        "openai/keeper.jsonl#2",
+        "openai/keeper.jsonl#3",
     ]
     second = file.conversations[1].messages
     assert [(m.role, m.weight) for m in second] == [
-        ("other", 1.0), ("character", 0.0), ("other", 1.0), ("character", 1.0)
+        ("other", 1.0),
+        ("character", 0.0),
+        ("other", 1.0),
+        ("character", 1.0),
     ]
     assert second[0].text == "Any storms coming?"  # content given as a list of parts
     assert file.conversations[0].messages[0].role == "system"
@@ -91,7 +96,8 @@ def test_openai_records_as_a_json_array(tmp_path):
     result = load_file(path)
     assert result.format == "openai"
     assert [(m.role, m.text, m.weight) for m in result.conversations[1].messages] == [
-        ("other", "a", 1.0), ("character", "b", 0.0)
+        ("other", "a", 1.0),
+        ("character", "b", 0.0),
     ]
 
 
@@ -140,7 +146,11 @@ def test_transcript_known_label_words_and_punctuated_prefixes(tmp_path):
     )
     messages = load_file(path).messages
     assert [m.speaker for m in messages] == ["Ann", "Bob", "Ann"]
-    assert messages[1].text.splitlines()[1:] == ["So the plan is: eggs, flour.", "Well, anyway: done.", "PS: bring milk"]
+    assert messages[1].text.splitlines()[1:] == [
+        "So the plan is: eggs, flour.",
+        "Well, anyway: done.",
+        "PS: bring milk",
+    ]
 
 
 def test_whatsapp_android_lines_media_system_deleted_and_multiline(loaded):
@@ -159,7 +169,8 @@ def test_whatsapp_ios_12_hour_clock_narrow_space_and_marks(loaded):
     assert (first.speaker, first.text, first.time) == ("Kit", "How's the new lens?", datetime(2024, 3, 14, 21, 7, 12))
     assert file.messages[0].kind == "system"  # encryption notice, with a name and U+200E
     assert [m.text for m in file.messages if m.kind == "media"] == [
-        "image omitted", "<attached: 00000012-PHOTO-2024-03-14-21-09-30.jpg>"
+        "image omitted",
+        "<attached: 00000012-PHOTO-2024-03-14-21-09-30.jpg>",
     ]
     assert ("Kit", "Send me one at night\nwith the beam on?") in texts(file)
     assert all("\u200e" not in m.text and "\u200e" not in m.speaker for m in file.messages)
@@ -203,11 +214,16 @@ def test_discord_nickname_name_types_and_attachments(loaded):
     file = parsed(loaded, "discord/general.json")
     kinds = [(m.kind, m.speaker) for m in file.messages]
     assert kinds == [
-        ("system", "kit.k"), ("text", "kit.k"), ("media", "Juno"), ("text", "Juno"), ("system", "kit.k"), ("text", "kit.k")
+        ("system", "kit.k"),
+        ("text", "kit.k"),
+        ("media", "Juno"),
+        ("text", "Juno"),
+        ("system", "kit.k"),
+        ("text", "kit.k"),
     ]
     reply = file.messages[3]
     assert reply.aliases == ("junebug",)
-    assert reply.time == datetime(2024, 3, 30, 18, 3, tzinfo=timezone.utc)
+    assert reply.time == datetime(2024, 3, 30, 18, 3, tzinfo=UTC)
 
 
 def test_detection_is_by_content_not_extension(tmp_path):
@@ -218,7 +234,10 @@ def test_detection_is_by_content_not_extension(tmp_path):
     result = load_logs(tmp_path)
     assert not result.problems
     assert {p.path.name: p.format for p in result.files} == {
-        "export.log": "whatsapp", "data.txt": "openai", "telegram": "telegram", "notes.json": "transcript"
+        "export.log": "whatsapp",
+        "data.txt": "openai",
+        "telegram": "telegram",
+        "notes.json": "transcript",
     }
 
 
@@ -250,7 +269,7 @@ def test_missing_or_empty_logs_folder_is_a_problem(tmp_path):
 
 def test_json_of_no_known_shape_says_so(tmp_path):
     (tmp_path / "config.json").write_text('{"theme": "dark"}', encoding="utf-8")
-    (tmp_path / "list.json").write_text('[1, 2,', encoding="utf-8")
+    (tmp_path / "list.json").write_text("[1, 2,", encoding="utf-8")
     problems = {p.name: r for p, r in load_logs(tmp_path).problems}
     assert problems["config.json"].startswith("JSON, but not a known chat format")
     assert problems["list.json"].startswith("bad JSON at line 1")

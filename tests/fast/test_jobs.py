@@ -105,20 +105,29 @@ def run_worker(personas: Path, monkeypatch):
 
 
 def test_a_job_runs_in_its_own_process_and_records_its_end(tmp_path: Path, run_worker) -> None:
-    worker = run_worker(_fake_training(tmp_path, "jobs.update(job_id, status='succeeded', version=3, outcome='published')\n"))
+    worker = run_worker(
+        _fake_training(tmp_path, "jobs.update(job_id, status='succeeded', version=3, outcome='published')\n")
+    )
     job = submit(worker.jobs, worker.queue, "nova", "cli")
     done = _until(lambda: (j := worker.jobs.get(job.id)).status == "succeeded" and j)
     assert done.version == 3 and done.pid and done.attempts == 1 and done.started_at
 
 
-def test_a_killed_training_process_fails_the_job_with_the_signal_and_is_queued_again(tmp_path: Path, run_worker) -> None:
+def test_a_killed_training_process_fails_the_job_with_the_signal_and_is_queued_again(
+    tmp_path: Path, run_worker
+) -> None:
     marker = tmp_path / "attempts"
-    worker = run_worker(_fake_training(tmp_path, (
-        f"p = __import__('pathlib').Path({str(marker)!r}); n = int(p.read_text()) if p.exists() else 0\n"
-        "p.write_text(str(n + 1))\n"
-        "if n == 0:\n    os.kill(os.getpid(), 9)\n"
-        "jobs.update(job_id, status='succeeded', outcome='published', version=1)\n"
-    )))
+    worker = run_worker(
+        _fake_training(
+            tmp_path,
+            (
+                f"p = __import__('pathlib').Path({str(marker)!r}); n = int(p.read_text()) if p.exists() else 0\n"
+                "p.write_text(str(n + 1))\n"
+                "if n == 0:\n    os.kill(os.getpid(), 9)\n"
+                "jobs.update(job_id, status='succeeded', outcome='published', version=1)\n"
+            ),
+        )
+    )
     job = submit(worker.jobs, worker.queue, "nova", "watcher", automatic=True)
     failed = _until(lambda: (j := worker.jobs.get(job.id)).status == "failed" and j)
     assert failed.error.code == "training_process_died" and "SIGKILL" in failed.error.message

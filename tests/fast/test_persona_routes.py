@@ -25,8 +25,9 @@ def client(tmp_path: Path, cache_dir: Path, base_model):
     for number in (1, 2):
         write_version(wren, number, base_model.hash, weights=f"w{number}".encode())
     (root / "beta" / "logs").mkdir(parents=True)
-    settings = ServeSettings(personas_dir=root, cache_dir=cache_dir, base_model=str(base_model.path), ui=False,
-                             train=False, auto_train=False)
+    settings = ServeSettings(
+        personas_dir=root, cache_dir=cache_dir, base_model=str(base_model.path), ui=False, train=False, auto_train=False
+    )
     with TestClient(create_app(settings, engine_factory=lambda s, b: FakeEngine())) as c:
         c.root = root
         yield c

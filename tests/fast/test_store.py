@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from store.adapters import (
-    AdapterMetadata,
     LIVE_FILE,
     METADATA_FILE,
+    AdapterMetadata,
     check_servable,
     list_versions,
     new_staging_dir,

@@ -20,12 +20,14 @@ def test_the_model_ships_in_the_installed_package() -> None:
 
 
 def test_identical_texts_match_and_unrelated_ones_do_not(embed) -> None:
-    vectors = embed([
-        "Oh crumbs, the scones are burnt again, petal.",
-        "Oh crumbs, the scones are burnt again, petal.",
-        "Oh dear, I've burnt the scones once more, love.",
-        "The central bank raised interest rates by a quarter point.",
-    ])
+    vectors = embed(
+        [
+            "Oh crumbs, the scones are burnt again, petal.",
+            "Oh crumbs, the scones are burnt again, petal.",
+            "Oh dear, I've burnt the scones once more, love.",
+            "The central bank raised interest rates by a quarter point.",
+        ]
+    )
     assert vectors.shape == (4, 384)
     assert np.linalg.norm(vectors, axis=1) == pytest.approx(1.0, abs=1e-5)
     sims = metrics.cosine_matrix(vectors, vectors)
@@ -34,10 +36,20 @@ def test_identical_texts_match_and_unrelated_ones_do_not(embed) -> None:
 
 
 def test_style_figures_on_real_embeddings_rank_a_voice_above_a_stranger(embed) -> None:
-    real = embed(["Oh crumbs, two scones left, petal!", "Petal, the sourdough needs another hour, crumbs.",
-                  "Come in out of the cold, petal, the kettle's on."])
-    voice = embed(["Crumbs, petal, I've only one loaf left!", "Oh petal, the buns are still warm.",
-                   "Kettle's on, petal, sit yourself down."])
+    real = embed(
+        [
+            "Oh crumbs, two scones left, petal!",
+            "Petal, the sourdough needs another hour, crumbs.",
+            "Come in out of the cold, petal, the kettle's on.",
+        ]
+    )
+    voice = embed(
+        [
+            "Crumbs, petal, I've only one loaf left!",
+            "Oh petal, the buns are still warm.",
+            "Kettle's on, petal, sit yourself down.",
+        ]
+    )
     stranger = embed(["The quarterly report is attached.", "Please restart the server.", "Invoice 2231 is overdue."])
     assert metrics.centroid_similarity(voice, real) > metrics.centroid_similarity(stranger, real) + 0.2
     assert metrics.pair_similarity(voice, real) > metrics.pair_similarity(stranger, real)

@@ -19,8 +19,7 @@ from training.fidelity.report import FIGURES
 pytestmark = pytest.mark.real
 
 NAME = "fidelity-wren"
-QUICK = ("fidelity:\n  heldout_prompts: 6\n  probes: 3\n  sessions: 2\n  max_tokens: 24\n"
-         "  perplexity_examples: 8\n")
+QUICK = "fidelity:\n  heldout_prompts: 6\n  probes: 3\n  sessions: 2\n  max_tokens: 24\n  perplexity_examples: 8\n"
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 
@@ -57,8 +56,9 @@ def evaluated_persona(live_server, base_model, tmp_path_factory) -> Path:
     with open(staging / "persona.yaml", "a", encoding="utf-8") as card:
         card.write(QUICK)
     persona = PersonaStore(staging.parent).get(NAME)
-    examples = build_examples(load_logs(persona.logs_dir), NAME, persona.card,
-                              ExampleSettings.from_overrides(persona.card.training))
+    examples = build_examples(
+        load_logs(persona.logs_dir), NAME, persona.card, ExampleSettings.from_overrides(persona.card.training)
+    )
     assert publish_adapter(staging, base_model, examples.data_hash, scale=0.0, seed=1) == 1
     assert publish_adapter(staging, base_model, examples.data_hash, scale=0.1, seed=2) == 2
     set_live(staging, 1)
@@ -68,11 +68,18 @@ def evaluated_persona(live_server, base_model, tmp_path_factory) -> Path:
 
 
 def persona_eval(live_server, *args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PERSONA_PERSONAS_DIR": str(live_server.personas_dir),
-           "PERSONA_CACHE_DIR": live_server.env["PERSONA_CACHE_DIR"]}
+    env = {
+        **os.environ,
+        "PERSONA_PERSONAS_DIR": str(live_server.personas_dir),
+        "PERSONA_CACHE_DIR": live_server.env["PERSONA_CACHE_DIR"],
+    }
     return subprocess.run(
         [sys.executable, "-m", "cli.main", "eval", NAME, "--server", live_server.url + "/v1", *args],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=1800,
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=1800,
     )
 
 
@@ -115,6 +122,7 @@ def test_a_bad_version_is_held_back_and_the_live_one_keeps_serving(live_server, 
     assert report.systems.adapter.perplexity > live.systems.adapter.perplexity
     assert read_live(evaluated_persona) == 1
 
-    reply = client.chat.completions.create(model=NAME, messages=[{"role": "user", "content": "Any scones?"}],
-                                           max_tokens=8, temperature=0)
+    reply = client.chat.completions.create(
+        model=NAME, messages=[{"role": "user", "content": "Any scones?"}], max_tokens=8, temperature=0
+    )
     assert reply.system_fingerprint == "v1"

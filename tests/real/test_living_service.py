@@ -9,7 +9,6 @@ import os
 import shutil
 import signal
 import time
-from pathlib import Path
 
 import httpx
 import pytest
@@ -21,7 +20,9 @@ from tests.real.conftest import publish_random_adapter
 pytestmark = pytest.mark.real
 
 QUESTION = [{"role": "user", "content": "What's fresh in the shop this morning?"}]
-SMALL_REPORT = "fidelity:\n  heldout_prompts: 4\n  probes: 2\n  sessions: 2\n  perplexity_examples: 8\n  max_tokens: 24\n"
+SMALL_REPORT = (
+    "fidelity:\n  heldout_prompts: 4\n  probes: 2\n  sessions: 2\n  perplexity_examples: 8\n  max_tokens: 24\n"
+)
 FAST_TRAINING = "training:\n  max_steps: 3\n  learning_rate: 0.003\n" + SMALL_REPORT
 
 
@@ -66,7 +67,7 @@ def test_a_dropped_folder_is_queued_trained_and_served(living_server) -> None:
             handle.write(data[: len(data) // 2])
             handle.flush()
             time.sleep(0.3)
-            handle.write(data[len(data) // 2:])
+            handle.write(data[len(data) // 2 :])
     seen = set()
 
     def trained():
@@ -86,8 +87,9 @@ def test_a_dropped_folder_is_queued_trained_and_served(living_server) -> None:
 
 async def _stream_until(async_client, model: str, stop: asyncio.Event, results: list) -> None:
     while not stop.is_set():
-        stream = await async_client.chat.completions.create(model=model, messages=QUESTION, max_tokens=12,
-                                                            temperature=0.7, stream=True)
+        stream = await async_client.chat.completions.create(
+            model=model, messages=QUESTION, max_tokens=12, temperature=0.7, stream=True
+        )
         fingerprint, finish = None, None
         async for chunk in stream:
             fingerprint = chunk.system_fingerprint or fingerprint
@@ -110,8 +112,9 @@ def test_swaps_under_a_steady_stream_fail_no_request(live_server, async_client, 
         publish_random_adapter(folder, base_model, seed=12)
         published = time.monotonic()
         await asyncio.sleep(6)
-        response = await asyncio.to_thread(httpx.post, f"{live_server.url}/v1/personas/{name}/rollback",
-                                           json={"version": "v1"}, timeout=30)
+        response = await asyncio.to_thread(
+            httpx.post, f"{live_server.url}/v1/personas/{name}/rollback", json={"version": "v1"}, timeout=30
+        )
         assert response.status_code == 200, response.text
         rolled_back = time.monotonic()
         await asyncio.sleep(6)
@@ -126,19 +129,25 @@ def test_swaps_under_a_steady_stream_fail_no_request(live_server, async_client, 
     assert {fp for at, fp, _ in results if at > rolled_back + 2} == {"v1"}
 
 
-def test_a_killed_training_process_leaves_the_live_version_and_the_next_run_resumes(client, live_server, base_model) -> None:
+def test_a_killed_training_process_leaves_the_live_version_and_the_next_run_resumes(
+    client, live_server, base_model
+) -> None:
     name = "killed-wren"
     folder = live_server.personas_dir / name
     shutil.copytree(REPO / "personas" / "wren" / "logs", folder / "logs")
     (folder / "persona.yaml").write_text(
-        "speakers: [Wren, Auntie Wren]\ntraining:\n  max_steps: 12\n  checkpoint_every: 2\n" + SMALL_REPORT)
+        "speakers: [Wren, Auntie Wren]\ntraining:\n  max_steps: 12\n  checkpoint_every: 2\n" + SMALL_REPORT
+    )
     publish_random_adapter(folder, base_model, seed=21)
     response = httpx.post(f"{live_server.url}/v1/personas/{name}/train", timeout=30)
     assert response.status_code == 202, response.text
     job_id = response.json()["id"]
     jobs = JobStore(live_server.personas_dir)
-    running = wait_for(lambda: (j := jobs.get(job_id)).progress and j.progress.step >= 3 and j, 600,
-                       "training to pass its first checkpoint")
+    running = wait_for(
+        lambda: (j := jobs.get(job_id)).progress and j.progress.step >= 3 and j,
+        600,
+        "training to pass its first checkpoint",
+    )
     os.kill(running.pid, signal.SIGKILL)
     failed = wait_for(lambda: (j := jobs.get(job_id)).status == "failed" and j, 60, "the job to fail")
     assert "SIGKILL" in failed.error.message
@@ -146,8 +155,11 @@ def test_a_killed_training_process_leaves_the_live_version_and_the_next_run_resu
     assert now["live_version"] == "v1" and "SIGKILL" in (now["last_failure"] or "")
     reply = client.chat.completions.create(model=name, messages=QUESTION, max_tokens=8)
     assert reply.system_fingerprint == "v1"
-    again = wait_for(lambda: [j for j in jobs.for_persona(name) if j.id != job_id and j.status == "succeeded"], 900,
-                     "the retried job to finish")
+    again = wait_for(
+        lambda: [j for j in jobs.for_persona(name) if j.id != job_id and j.status == "succeeded"],
+        900,
+        "the retried job to finish",
+    )
     assert again[0].version == 2
     metadata = (folder / "adapters" / "v2" / "metadata.json").read_text()
     assert '"resumed_from": ' in metadata and '"resumed_from": null' not in metadata

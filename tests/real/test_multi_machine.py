@@ -23,9 +23,23 @@ def redis_url(tmp_path: Path):
     executable = shutil.which("redis-server")
     assert executable, "redis-server is missing: `make test` installs Debian's redis-server"
     port = _free_port()
-    process = subprocess.Popen([executable, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                                "--appendonly", "no", "--dir", str(tmp_path)],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    process = subprocess.Popen(
+        [
+            executable,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(tmp_path),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.STDOUT,
+    )
     import redis
 
     client = redis.Redis(port=port)
@@ -50,9 +64,14 @@ def test_a_job_from_the_api_is_trained_by_a_separate_worker_and_served_by_a_repl
     personas.mkdir()
     replica = LiveServer(personas, cache_dir, ARTIFACTS / "replica.log")
     replica.env.update({"PERSONA_QUEUE_URL": redis_url, "PERSONA_TRAIN": "false", "PERSONA_UI": "false"})
-    worker_log = open(ARTIFACTS / "worker.log", "w")
-    worker = subprocess.Popen([sys.executable, "-m", "cli.main", "worker"], cwd=REPO, env=dict(replica.env),
-                              stdout=worker_log, stderr=subprocess.STDOUT)
+    worker_log = open(ARTIFACTS / "worker.log", "w")  # noqa: SIM115 (the worker writes to it until the end)
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "cli.main", "worker"],
+        cwd=REPO,
+        env=dict(replica.env),
+        stdout=worker_log,
+        stderr=subprocess.STDOUT,
+    )
     replica.start()
     try:
         client = OpenAI(base_url=replica.url + "/v1", api_key="unused", max_retries=0, timeout=120)
@@ -64,8 +83,9 @@ def test_a_job_from_the_api_is_trained_by_a_separate_worker_and_served_by_a_repl
         with pytest.raises(openai.BadRequestError, match=r"line 2: field 'messages\[0\]\.content'"):
             client.files.create(file=broken.open("rb"), purpose="fine-tune")
         file = client.files.create(file=upload.open("rb"), purpose="fine-tune")
-        job = client.fine_tuning.jobs.create(model="SmolLM2-135M-Instruct", training_file=file.id, suffix="nova",
-                                             hyperparameters={"n_epochs": 1}, seed=3)
+        job = client.fine_tuning.jobs.create(
+            model="SmolLM2-135M-Instruct", training_file=file.id, suffix="nova", hyperparameters={"n_epochs": 1}, seed=3
+        )
         assert job.status in ("validating_files", "queued")
         statuses = []
         deadline = time.monotonic() + 900
@@ -78,8 +98,9 @@ def test_a_job_from_the_api_is_trained_by_a_separate_worker_and_served_by_a_repl
         assert "running" in statuses and job.trained_tokens and job.fine_tuned_model.startswith("ft:")
         running_on = [j for j in client.fine_tuning.jobs.list().data if j.id == job.id][0]
         assert running_on.fine_tuned_model == job.fine_tuned_model
-        reply = client.chat.completions.create(model=job.fine_tuned_model, max_tokens=12,
-                                               messages=[{"role": "user", "content": "Hello!"}])
+        reply = client.chat.completions.create(
+            model=job.fine_tuned_model, max_tokens=12, messages=[{"role": "user", "content": "Hello!"}]
+        )
         assert reply.system_fingerprint == "v1" and reply.choices[0].message.content
         assert worker.poll() is None
     finally:

@@ -21,15 +21,25 @@ def test_trained_version_goes_live_and_changes_the_replies(client, live_server) 
     folder = live_server.personas_dir / name
     shutil.copytree(live_server.personas_dir / "wren", folder, ignore=shutil.ignore_patterns("adapters"))
     with open(folder / "persona.yaml", "a") as card:  # the worker's fidelity report, kept small
-        card.write("fidelity:\n  heldout_prompts: 4\n  probes: 2\n  sessions: 2\n  perplexity_examples: 8\n  max_tokens: 24\n")
+        card.write(
+            "fidelity:\n  heldout_prompts: 4\n  probes: 2\n  sessions: 2\n  perplexity_examples: 8\n  max_tokens: 24\n"
+        )
 
     before = client.chat.completions.create(model=name, messages=QUESTION, temperature=0, max_tokens=32)
     assert before.system_fingerprint == "card"
 
-    env = {**os.environ, "PERSONA_PERSONAS_DIR": str(live_server.personas_dir), "PERSONA_CACHE_DIR": live_server.env["PERSONA_CACHE_DIR"]}
+    env = {
+        **os.environ,
+        "PERSONA_PERSONAS_DIR": str(live_server.personas_dir),
+        "PERSONA_CACHE_DIR": live_server.env["PERSONA_CACHE_DIR"],
+    }
     run = subprocess.run(
         [sys.executable, "-m", "cli.main", "train", name, "--max-steps", "4", "--learning-rate", "0.003"],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=900,
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
     )
     assert run.returncode == 0, run.stderr[-3000:]
     assert f"{name}: published v1" in run.stdout

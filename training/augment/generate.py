@@ -48,14 +48,27 @@ def _prompt_asks(real_prompts: list[str], count: int, rng: random.Random, seed: 
     for index in range(count):
         shots = rng.sample(real_prompts, min(SHOTS, len(real_prompts)))
         listing = "\n".join(f"- {shot}" for shot in shots)
-        text = (f"Messages people sent:\n{listing}\n\nWrite one new message in the same spirit, about "
-                "something else. Only the message.")
+        text = (
+            f"Messages people sent:\n{listing}\n\nWrite one new message in the same spirit, about "
+            "something else. Only the message."
+        )
         asks.append(Ask(conversation=({"role": "user", "content": text},), seed=seed + index))
     return asks
 
 
-def augment(persona: Persona, train_rows, url: str, *, n: int, base_id: str, generator_model: str | None = None,
-            batch_size: int = BATCH_SIZE, seed: int = 0, say=print, client_options=dict) -> AugmentReport:
+def augment(
+    persona: Persona,
+    train_rows,
+    url: str,
+    *,
+    n: int,
+    base_id: str,
+    generator_model: str | None = None,
+    batch_size: int = BATCH_SIZE,
+    seed: int = 0,
+    say=print,
+    client_options=dict,
+) -> AugmentReport:
     """Generate ``n`` candidate examples for ``persona`` through ``url`` and store them for review.
 
     ``train_rows`` are the persona's training examples (``{"messages": [...]}``); ``generator_model``
@@ -67,8 +80,9 @@ def augment(persona: Persona, train_rows, url: str, *, n: int, base_id: str, gen
         raise ValueError(f"persona '{persona.name}' has no user/character exchanges to learn the style from")
     real_prompts = [user for user, _ in pairs]
     rng = random.Random(seed)
-    card = full_card_prompt(persona.title, persona.card.description, persona.system_prompt,
-                            example_exchanges(train_rows, SHOTS))
+    card = full_card_prompt(
+        persona.title, persona.card.description, persona.system_prompt, example_exchanges(train_rows, SHOTS)
+    )
     if generator_model:
         writer, speaker = System("writer", generator_model, PROMPT_WRITER), System("reply", generator_model, card)
     elif persona.live:
@@ -76,26 +90,49 @@ def augment(persona: Persona, train_rows, url: str, *, n: int, base_id: str, gen
     else:
         writer, speaker = System("writer", base_id, PROMPT_WRITER), System("reply", base_id, card)
     source = Source(url=url, model=speaker.model)
-    rules = Rules([line for pair in pairs for line in pair], persona.card.speakers or [persona.title],
-                  seen=[e.reply for e in all_examples(persona.path)])
+    rules = Rules(
+        [line for pair in pairs for line in pair],
+        persona.card.speakers or [persona.title],
+        seen=[e.reply for e in all_examples(persona.path)],
+    )
     report = AugmentReport()
     number = max(batches(persona.path), default=0)
     while report.generated < n:
         count = min(batch_size, n - report.generated)
         number += 1
-        prompts = [_clean_prompt(r.text) for r in generate(
-            url, [(writer, _prompt_asks(real_prompts, count, rng, seed + number * 1000))],
-            Sampling(temperature=1.0, top_p=0.95, max_tokens=48), client_options=client_options())[0]]
-        asks = [Ask(conversation=({"role": "user", "content": p},), seed=seed + number * 1000 + i)
-                for i, p in enumerate(prompts)]
-        replies = generate(url, [(speaker, asks)], Sampling(temperature=0.8, top_p=0.95, max_tokens=160),
-                           client_options=client_options())[0]
+        prompts = [
+            _clean_prompt(r.text)
+            for r in generate(
+                url,
+                [(writer, _prompt_asks(real_prompts, count, rng, seed + number * 1000))],
+                Sampling(temperature=1.0, top_p=0.95, max_tokens=48),
+                client_options=client_options(),
+            )[0]
+        ]
+        asks = [
+            Ask(conversation=({"role": "user", "content": p},), seed=seed + number * 1000 + i)
+            for i, p in enumerate(prompts)
+        ]
+        replies = generate(
+            url,
+            [(speaker, asks)],
+            Sampling(temperature=0.8, top_p=0.95, max_tokens=160),
+            client_options=client_options(),
+        )[0]
         examples = []
         for prompt, reply in zip(prompts, replies):
             reason = rules.reason(Candidate(prompt, reply.text))
-            examples.append(SyntheticExample(
-                id=f"syn-{secrets.token_hex(6)}", batch=number, prompt=prompt, reply=reply.text.strip(),
-                source=source, status="rejected" if reason else "pending", reason=reason))
+            examples.append(
+                SyntheticExample(
+                    id=f"syn-{secrets.token_hex(6)}",
+                    batch=number,
+                    prompt=prompt,
+                    reply=reply.text.strip(),
+                    source=source,
+                    status="rejected" if reason else "pending",
+                    reason=reason,
+                )
+            )
             if reason:
                 report.rejected[reason.split(":")[0]] += 1
             else:

@@ -69,8 +69,13 @@ class Evaluation:
     embedder: Embedder | None = None
 
     @classmethod
-    def prepare(cls, settings: StoreSettings, persona: Persona | str, fidelity: FidelitySettings | None = None,
-                say: Callable[[str], None] = _say) -> Evaluation:
+    def prepare(
+        cls,
+        settings: StoreSettings,
+        persona: Persona | str,
+        fidelity: FidelitySettings | None = None,
+        say: Callable[[str], None] = _say,
+    ) -> Evaluation:
         """Read the persona's logs and card; raises :class:`FidelityError` when they cannot be evaluated."""
         from training.ingest import ExampleSettings, build_examples, load_logs
 
@@ -85,15 +90,28 @@ class Evaluation:
         if not len(examples.heldout):
             raise FidelityError(
                 f"persona '{persona.name}' has no held-out sessions to evaluate on ({examples.sessions} sessions "
-                "in its logs; at least 3 are needed, and training.heldout_fraction must be above 0)")
-        plan = make_plan(examples.heldout, persona.card.example_questions, prompts=fidelity.heldout_prompts,
-                         probes=fidelity.probes, sessions=fidelity.sessions, scored=fidelity.perplexity_examples,
-                         seed=fidelity.seed)
+                "in its logs; at least 3 are needed, and training.heldout_fraction must be above 0)"
+            )
+        plan = make_plan(
+            examples.heldout,
+            persona.card.example_questions,
+            prompts=fidelity.heldout_prompts,
+            probes=fidelity.probes,
+            sessions=fidelity.sessions,
+            scored=fidelity.perplexity_examples,
+            seed=fidelity.seed,
+        )
         if len(plan.prompts) < 2 or not plan.probes:
-            raise FidelityError(f"persona '{persona.name}': its held-out sessions have too few prompts that a "
-                                "user started, so no style figures can be measured")
-        card_prompt = full_card_prompt(persona.title, persona.card.description, persona.system_prompt,
-                                       example_exchanges(examples.train, fidelity.example_exchanges))
+            raise FidelityError(
+                f"persona '{persona.name}': its held-out sessions have too few prompts that a "
+                "user started, so no style figures can be measured"
+            )
+        card_prompt = full_card_prompt(
+            persona.title,
+            persona.card.description,
+            persona.system_prompt,
+            example_exchanges(examples.train, fidelity.example_exchanges),
+        )
         base = resolve_base_model(settings.base_model, settings.cache_dir, settings.allow_download)
         return cls(settings, persona, fidelity, base, examples, plan, card_prompt, say)
 
@@ -144,15 +162,23 @@ def _sampling(ctx: Evaluation) -> Sampling:
     card = ctx.persona.card.sampling
     temperature = ctx.fidelity.temperature if ctx.fidelity.temperature is not None else card.temperature
     top_p = ctx.fidelity.top_p if ctx.fidelity.top_p is not None else card.top_p
-    return Sampling(temperature=0.8 if temperature is None else temperature,
-                    top_p=0.95 if top_p is None else top_p, max_tokens=ctx.fidelity.max_tokens,
-                    presence_penalty=card.presence_penalty, frequency_penalty=card.frequency_penalty)
+    return Sampling(
+        temperature=0.8 if temperature is None else temperature,
+        top_p=0.95 if top_p is None else top_p,
+        max_tokens=ctx.fidelity.max_tokens,
+        presence_penalty=card.presence_penalty,
+        frequency_penalty=card.frequency_penalty,
+    )
 
 
 def _perplexities(ctx: Evaluation, number: int, general: list) -> dict[str, dict[str, float | None]]:
     """Held-out perplexity for the three systems and general-conversation perplexity before/after."""
-    scorer = Scorer.load(ctx.base.path, ctx.persona.version_path(number),
-                         max_length=ctx.fidelity.max_length, batch_size=ctx.fidelity.batch_size)
+    scorer = Scorer.load(
+        ctx.base.path,
+        ctx.persona.version_path(number),
+        max_length=ctx.fidelity.max_length,
+        batch_size=ctx.fidelity.batch_size,
+    )
     plan = ctx.plan
     out: dict[str, dict[str, float | None]] = {
         "base": {"perplexity": scorer.score(plan.scored_as(None), adapter=False).perplexity},
@@ -188,18 +214,28 @@ def _measure(ctx: Evaluation, number: int, server_url: str) -> FidelityReport:
     """Generate, score, embed and compute every figure of one (checked) version."""
     started = time.perf_counter()
     persona, plan, name = ctx.persona, ctx.plan, version_name(number)
-    systems = [System("base", ctx.base.id), System("card", ctx.base.id, ctx.card_prompt),
-               System("adapter", f"{persona.name}@{name}")]
-    ctx.say(f"{persona.name} {name}: {len(plan.prompts)} held-out prompts and {len(plan.probes)} probes x "
-            f"{plan.sessions} sessions for each of {len(systems)} systems through {server_url}")
+    systems = [
+        System("base", ctx.base.id),
+        System("card", ctx.base.id, ctx.card_prompt),
+        System("adapter", f"{persona.name}@{name}"),
+    ]
+    ctx.say(
+        f"{persona.name} {name}: {len(plan.prompts)} held-out prompts and {len(plan.probes)} probes x "
+        f"{plan.sessions} sessions for each of {len(systems)} systems through {server_url}"
+    )
     replies = generate(server_url, plan.jobs(systems), _sampling(ctx), concurrency=ctx.fidelity.concurrency)
-    general = general_conversations(ctx.settings.cache_dir, ctx.base.id, ctx.base.hash, server_url,
-                                    concurrency=ctx.fidelity.concurrency)
-    ctx.say(f"{persona.name} {name}: replies in {time.perf_counter() - started:.0f} s; scoring "
-            f"{len(plan.scored)} real replies and {len(general)} general answers")
+    general = general_conversations(
+        ctx.settings.cache_dir, ctx.base.id, ctx.base.hash, server_url, concurrency=ctx.fidelity.concurrency
+    )
+    ctx.say(
+        f"{persona.name} {name}: replies in {time.perf_counter() - started:.0f} s; scoring "
+        f"{len(plan.scored)} real replies and {len(general)} general answers"
+    )
     figures = _perplexities(ctx, number, general)
-    ctx.say(f"{persona.name} {name}: scored at {time.perf_counter() - started:.0f} s; embedding replies with "
-            f"{EMBEDDING_MODEL}")
+    ctx.say(
+        f"{persona.name} {name}: scored at {time.perf_counter() - started:.0f} s; embedding replies with "
+        f"{EMBEDDING_MODEL}"
+    )
     real_texts = [p.real for p in plan.prompts]
     real_vectors = ctx.embed(real_texts)
     markers = ctx.persona.card.voice_markers
@@ -209,26 +245,47 @@ def _measure(ctx: Evaluation, number: int, server_url: str) -> FidelityReport:
         figures[key].update(_style(ctx, system_replies, real_vectors))
     base_general, adapter_general = figures["base"]["general_perplexity"], figures["adapter"]["general_perplexity"]
     samples = [
-        Sample(prompt=prompt.conversation[-1]["content"], real=prompt.real,
-               **{key: by_key[key][i].text for key in by_key})
+        Sample(
+            prompt=prompt.conversation[-1]["content"], real=prompt.real, **{key: by_key[key][i].text for key in by_key}
+        )
         for i, prompt in enumerate(plan.prompts[:SAMPLES])
     ]
     return FidelityReport(
-        persona=persona.name, version=name, base_model=ctx.base.id, data_hash=ctx.examples.data_hash,
-        duration_s=round(time.perf_counter() - started, 1), heldout_sessions=len(ctx.examples.heldout_sessions),
-        scored_examples=len(plan.scored), prompts=len(plan.prompts), probes=plan.probes, sessions=plan.sessions,
-        settings=ctx.fidelity.model_dump(), card_prompt=ctx.card_prompt, embedding_model=EMBEDDING_MODEL,
+        persona=persona.name,
+        version=name,
+        base_model=ctx.base.id,
+        data_hash=ctx.examples.data_hash,
+        duration_s=round(time.perf_counter() - started, 1),
+        heldout_sessions=len(ctx.examples.heldout_sessions),
+        scored_examples=len(plan.scored),
+        prompts=len(plan.prompts),
+        probes=plan.probes,
+        sessions=plan.sessions,
+        settings=ctx.fidelity.model_dump(),
+        card_prompt=ctx.card_prompt,
+        embedding_model=EMBEDDING_MODEL,
         systems=Systems(**{key: SystemFigures(**values) for key, values in figures.items()}),
-        real=RealFigures(replies=len(real_texts), centroid_ceiling=metrics.leave_one_out_ceiling(real_vectors),
-                         marker_rate=real_rate, markers=real_markers),
+        real=RealFigures(
+            replies=len(real_texts),
+            centroid_ceiling=metrics.leave_one_out_ceiling(real_vectors),
+            marker_rate=real_rate,
+            markers=real_markers,
+        ),
         forgetting=(adapter_general / base_general - 1.0) if base_general and adapter_general else None,
         samples=samples,
     )
 
 
-def evaluate_version(settings: StoreSettings, persona: Persona | str, version: int | str | None, server_url: str, *,
-                     fidelity: FidelitySettings | None = None, write: bool = True,
-                     say: Callable[[str], None] = _say) -> FidelityReport:
+def evaluate_version(
+    settings: StoreSettings,
+    persona: Persona | str,
+    version: int | str | None,
+    server_url: str,
+    *,
+    fidelity: FidelitySettings | None = None,
+    write: bool = True,
+    say: Callable[[str], None] = _say,
+) -> FidelityReport:
     """The fidelity report of one version (``None``: the live one), measured through the server at
     ``server_url`` (``http://host:port/v1``), written beside the version unless ``write`` is false.
 
@@ -237,8 +294,15 @@ def evaluate_version(settings: StoreSettings, persona: Persona | str, version: i
     return Evaluation.prepare(settings, persona, fidelity, say).evaluate(version, server_url, write=write)
 
 
-def gate_version(settings: StoreSettings, persona: Persona | str, version: int | str, server_url: str, *,
-                 fidelity: FidelitySettings | None = None, say: Callable[[str], None] = _say) -> FidelityReport:
+def gate_version(
+    settings: StoreSettings,
+    persona: Persona | str,
+    version: int | str,
+    server_url: str,
+    *,
+    fidelity: FidelitySettings | None = None,
+    say: Callable[[str], None] = _say,
+) -> FidelityReport:
     """Evaluate a new version and decide whether it may go live (:meth:`Evaluation.gate`); the publish
     path acts on ``report.gate.go_live``."""
     return Evaluation.prepare(settings, persona, fidelity, say).gate(version, server_url)

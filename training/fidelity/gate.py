@@ -33,17 +33,22 @@ def _similarity_check(new: FidelityReport, live: FidelityReport, tolerance: floa
 def _forgetting_check(new: FidelityReport, live: FidelityReport, most: float) -> GateCheck | str:
     if new.forgetting is None:
         return "forgetting is missing from the new report"
-    return GateCheck(figure="forgetting", new=new.forgetting, live=live.forgetting or 0.0, limit=most,
-                     passed=new.forgetting <= most)
+    return GateCheck(
+        figure="forgetting", new=new.forgetting, live=live.forgetting or 0.0, limit=most, passed=new.forgetting <= most
+    )
 
 
 def _reason(check: GateCheck, live_version: str) -> str:
     if check.figure == "perplexity":
-        return (f"held-out perplexity {check.new:.2f} is worse than live {live_version}'s {check.live:.2f} "
-                f"beyond the tolerance (at most {check.limit:.2f})")
+        return (
+            f"held-out perplexity {check.new:.2f} is worse than live {live_version}'s {check.live:.2f} "
+            f"beyond the tolerance (at most {check.limit:.2f})"
+        )
     if check.figure == "centroid_similarity":
-        return (f"style similarity {check.new:.3f} is below live {live_version}'s {check.live:.3f} "
-                f"beyond the tolerance (at least {check.limit:.3f})")
+        return (
+            f"style similarity {check.new:.3f} is below live {live_version}'s {check.live:.3f} "
+            f"beyond the tolerance (at least {check.limit:.3f})"
+        )
     return f"forgetting {check.new:+.1%} is above the allowed {check.limit:.1%} on general conversation"
 
 
@@ -73,8 +78,9 @@ def decide(new: FidelityReport, live: FidelityReport | None, thresholds: GateThr
         return GateDecision(go_live=True, status="live", reasons=["no live version to compare with"])
     problem = comparable(new, live)
     if problem is not None:
-        raise FidelityError(f"cannot compare {new.version} with {live.version}: {problem}; evaluate "
-                            f"{live.version} again the same way")
+        raise FidelityError(
+            f"cannot compare {new.version} with {live.version}: {problem}; evaluate {live.version} again the same way"
+        )
     outcomes = [
         _perplexity_check(new, live, thresholds.max_perplexity_increase),
         _similarity_check(new, live, thresholds.max_similarity_drop),
@@ -85,5 +91,6 @@ def decide(new: FidelityReport, live: FidelityReport | None, thresholds: GateThr
     reasons = [o for o in outcomes if isinstance(o, str)]
     reasons += [_reason(c, live.version) for c in checks if not c.passed]
     go = not reasons
-    return GateDecision(go_live=go, status="live" if go else "held back", compared_with=live.version,
-                        reasons=reasons, checks=checks)
+    return GateDecision(
+        go_live=go, status="live" if go else "held back", compared_with=live.version, reasons=reasons, checks=checks
+    )

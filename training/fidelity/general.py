@@ -47,8 +47,9 @@ def _cache_file(cache_dir: Path, base_hash: str) -> Path:
     return Path(cache_dir) / CACHE_FOLDER / f"general-{base_hash[:16]}.json"
 
 
-def general_conversations(cache_dir: Path, base_id: str, base_hash: str, url: str | None,
-                          concurrency: int = 24) -> list[list[dict[str, str]]]:
+def general_conversations(
+    cache_dir: Path, base_id: str, base_hash: str, url: str | None, concurrency: int = 24
+) -> list[list[dict[str, str]]]:
     """``[user prompt, base answer]`` conversations; generated through ``url`` on first use, then cached.
 
     With no server (``url`` is ``None``) and nothing cached, the set is empty and forgetting is not
@@ -67,8 +68,9 @@ def general_conversations(cache_dir: Path, base_id: str, base_hash: str, url: st
         if url is None:
             return []
         asks = [Ask(conversation=({"role": "user", "content": p},), seed=i) for i, p in enumerate(GENERAL_PROMPTS)]
-        [replies] = generate(url, [(System("base", base_id), asks)], Sampling(0.0, 1.0, GENERAL_MAX_TOKENS),
-                             concurrency=concurrency)
+        [replies] = generate(
+            url, [(System("base", base_id), asks)], Sampling(0.0, 1.0, GENERAL_MAX_TOKENS), concurrency=concurrency
+        )
         answers = [r.text for r in replies]
         atomic_write(path, json.dumps({**wanted, "base_model": base_id, "answers": answers}, indent=1))
     return [

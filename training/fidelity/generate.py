@@ -62,13 +62,23 @@ class Sampling:
 
     def request(self) -> dict[str, float | int]:
         """Keyword arguments of a chat completion request (penalties only when set)."""
-        values = {"temperature": self.temperature, "top_p": self.top_p, "max_tokens": self.max_tokens,
-                  "presence_penalty": self.presence_penalty, "frequency_penalty": self.frequency_penalty}
+        values = {
+            "temperature": self.temperature,
+            "top_p": self.top_p,
+            "max_tokens": self.max_tokens,
+            "presence_penalty": self.presence_penalty,
+            "frequency_penalty": self.frequency_penalty,
+        }
         return {key: value for key, value in values.items() if value is not None}
 
 
-async def _ask_all(url: str, jobs: Sequence[tuple[System, Sequence[Ask]]], sampling: Sampling,
-                   concurrency: int, client_options: Mapping[str, Any]) -> list[list[Reply]]:
+async def _ask_all(
+    url: str,
+    jobs: Sequence[tuple[System, Sequence[Ask]]],
+    sampling: Sampling,
+    concurrency: int,
+    client_options: Mapping[str, Any],
+) -> list[list[Reply]]:
     import openai
 
     gate = asyncio.Semaphore(concurrency)
@@ -80,14 +90,17 @@ async def _ask_all(url: str, jobs: Sequence[tuple[System, Sequence[Ask]]], sampl
             async with gate:
                 try:
                     response = await client.chat.completions.create(
-                        model=system.model, messages=system.messages(ask.conversation), seed=ask.seed,
+                        model=system.model,
+                        messages=system.messages(ask.conversation),
+                        seed=ask.seed,
                         **sampling.request(),
                     )
                 except openai.APIConnectionError as exc:
                     raise FidelityError(f"cannot reach the server at {url}: {exc}") from exc
                 except openai.APIStatusError as exc:
-                    raise FidelityError(f"the server at {url} refused model '{system.model}' "
-                                        f"({exc.status_code}): {exc.message}") from exc
+                    raise FidelityError(
+                        f"the server at {url} refused model '{system.model}' ({exc.status_code}): {exc.message}"
+                    ) from exc
             usage = response.usage.prompt_tokens if response.usage else 0
             return Reply(text=response.choices[0].message.content or "", prompt_tokens=usage)
 
@@ -100,8 +113,14 @@ async def _ask_all(url: str, jobs: Sequence[tuple[System, Sequence[Ask]]], sampl
     return out
 
 
-def generate(url: str, jobs: Sequence[tuple[System, Sequence[Ask]]], sampling: Sampling, *,
-             concurrency: int = 24, client_options: Mapping[str, Any] | None = None) -> list[list[Reply]]:
+def generate(
+    url: str,
+    jobs: Sequence[tuple[System, Sequence[Ask]]],
+    sampling: Sampling,
+    *,
+    concurrency: int = 24,
+    client_options: Mapping[str, Any] | None = None,
+) -> list[list[Reply]]:
     """Replies to every ``Ask`` of every job, in order; all requests share one concurrency limit.
 
     ``url`` is the API root (``http://host:port/v1``). ``client_options`` go to ``openai.AsyncOpenAI``

@@ -39,7 +39,8 @@ def pair_similarity(generated: np.ndarray, real: np.ndarray) -> float:
     generated, real = np.atleast_2d(generated), np.atleast_2d(real)
     if len(generated) != len(real) or not len(real):
         raise ValueError(
-            f"pair similarity needs as many generated as real replies, got {len(generated)} and {len(real)}")
+            f"pair similarity needs as many generated as real replies, got {len(generated)} and {len(real)}"
+        )
     return float(np.mean(np.sum(_unit(generated) * _unit(real), axis=1)))
 
 

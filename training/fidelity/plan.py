@@ -73,15 +73,24 @@ class Plan:
         return [(system, self.heldout_asks() + self.probe_asks()) for system in systems]
 
 
-def make_plan(heldout: Sequence[Mapping[str, Any]], example_questions: Sequence[str], *, prompts: int,
-              probes: int, sessions: int, scored: int, seed: int = 0) -> Plan:
+def make_plan(
+    heldout: Sequence[Mapping[str, Any]],
+    example_questions: Sequence[str],
+    *,
+    prompts: int,
+    probes: int,
+    sessions: int,
+    scored: int,
+    seed: int = 0,
+) -> Plan:
     """The plan for ``heldout`` rows (``{"messages": [...]}``, the real reply last)."""
     conversations = [_without_system(row["messages"]) for row in heldout]
     conversations = [c for c in conversations if c and c[-1]["role"] == "assistant" and c[-1]["content"].strip()]
     answerable = [c for c in conversations if any(m["role"] == "user" for m in c[:-1])]
     chosen = [
-        HeldoutPrompt(conversation=tuple({"role": m["role"], "content": m["content"]} for m in c[:-1]),
-                      real=c[-1]["content"])
+        HeldoutPrompt(
+            conversation=tuple({"role": m["role"], "content": m["content"]} for m in c[:-1]), real=c[-1]["content"]
+        )
         for c in spread(answerable, prompts)
     ]
     questions = [q.strip() for q in example_questions if q.strip()][:probes]

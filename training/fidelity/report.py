@@ -47,8 +47,10 @@ def _real_column(report: FidelityReport, field: str) -> str:
 
 
 def figure_table(report: FidelityReport) -> list[str]:
-    lines = ["| figure | better | base model | prompt-only (full card) | adapter | real replies |",
-             "| --- | --- | ---: | ---: | ---: | ---: |"]
+    lines = [
+        "| figure | better | base model | prompt-only (full card) | adapter | real replies |",
+        "| --- | --- | ---: | ---: | ---: | ---: |",
+    ]
     for field, label, better, pattern in FIGURES:
         values = [_fmt(getattr(getattr(report.systems, key), field), pattern) for key in SYSTEMS]
         lines.append(f"| {label} | {better} | {' | '.join(values)} | {_real_column(report, field)} |")
@@ -64,8 +66,10 @@ def _gate_lines(report: FidelityReport) -> list[str]:
     lines += [f"- {reason}" for reason in gate.reasons]
     if gate.checks:
         lines += ["", "| figure | this version | live | limit | passed |", "| --- | ---: | ---: | ---: | --- |"]
-        lines += [f"| {c.figure} | {c.new:.4g} | {c.live:.4g} | {c.limit:.4g} | {'yes' if c.passed else 'no'} |"
-                  for c in gate.checks]
+        lines += [
+            f"| {c.figure} | {c.new:.4g} | {c.live:.4g} | {c.limit:.4g} | {'yes' if c.passed else 'no'} |"
+            for c in gate.checks
+        ]
     return lines
 
 
@@ -78,22 +82,33 @@ def _quote(text: str, limit: int = 240) -> str:
 def render_markdown(report: FidelityReport) -> str:
     """The report for people: the figures side by side, the gate, the card and a few replies."""
     head = [
-        f"# Fidelity of {report.persona} {report.version}", "",
+        f"# Fidelity of {report.persona} {report.version}",
+        "",
         f"Measured {report.created_at} in {report.duration_s:.0f} s on {report.heldout_sessions} held-out "
         f"sessions: {report.scored_examples} real replies scored, {report.prompts} held-out prompts answered by "
         f"each system, {len(report.probes)} probe questions in {report.sessions} fresh sessions. Base model "
-        f"{report.base_model}; embeddings {report.embedding_model}.", "",
+        f"{report.base_model}; embeddings {report.embedding_model}.",
+        "",
     ]
     body = figure_table(report)
     if report.forgetting is not None:
-        body += ["", f"Forgetting: the adapter's perplexity on general conversation is {report.forgetting:+.1%} "
-                     "relative to the base model's."]
+        body += [
+            "",
+            f"Forgetting: the adapter's perplexity on general conversation is {report.forgetting:+.1%} "
+            "relative to the base model's.",
+        ]
     markers = report.systems.adapter.markers
     if markers:
-        body += ["", "Voice markers: " + "; ".join(
-            f"`{m}` real {report.real.markers.get(m, 0):.0%}, "
-            + ", ".join(f"{k} {getattr(report.systems, k).markers.get(m, 0):.0%}" for k in SYSTEMS)
-            for m in markers) + "."]
+        body += [
+            "",
+            "Voice markers: "
+            + "; ".join(
+                f"`{m}` real {report.real.markers.get(m, 0):.0%}, "
+                + ", ".join(f"{k} {getattr(report.systems, k).markers.get(m, 0):.0%}" for k in SYSTEMS)
+                for m in markers
+            )
+            + ".",
+        ]
     tail = ["", "## The full card of the prompt-only persona", "", "```text", report.card_prompt, "```"]
     if report.samples:
         tail += ["", "## Sample replies to held-out prompts", ""]
@@ -120,8 +135,9 @@ def render_png(report: FidelityReport) -> bytes:
     for ax, (field, label, better, pattern) in zip(axes, FIGURES):
         systems: list[tuple[str, SystemFigures]] = [(k, getattr(report.systems, k)) for k in SYSTEMS]
         shown = [(k, getattr(f, field)) for k, f in systems if getattr(f, field) is not None]
-        ax.set_title(f"{label}\n({better} is better)" if better != "as real" else f"{label}\n(closer to real)",
-                     fontsize=8.5)
+        ax.set_title(
+            f"{label}\n({better} is better)" if better != "as real" else f"{label}\n(closer to real)", fontsize=8.5
+        )
         ax.tick_params(labelsize=8)
         if not shown:
             ax.text(0.5, 0.5, "n/a", ha="center", va="center", transform=ax.transAxes)
@@ -133,8 +149,9 @@ def render_png(report: FidelityReport) -> bytes:
         if reference is not None:
             ax.axhline(reference, color="black", linestyle="--", linewidth=1)
         ax.margins(y=0.15)
-    figure.suptitle(f"{report.persona} {report.version}: fidelity on held-out sessions "
-                    "(dashed: real replies / chance)", fontsize=11)
+    figure.suptitle(
+        f"{report.persona} {report.version}: fidelity on held-out sessions (dashed: real replies / chance)", fontsize=11
+    )
     figure.tight_layout()
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png")

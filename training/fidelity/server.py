@@ -53,8 +53,12 @@ def _wait_healthy(url: str, process: subprocess.Popen, log: Path, timeout: float
 
 
 @contextmanager
-def served(settings: StoreSettings, *, timeout: float = 600.0,
-           say: Callable[[str], None] = lambda m: print(m, file=sys.stderr, flush=True)) -> Iterator[str]:
+def served(
+    settings: StoreSettings,
+    *,
+    timeout: float = 600.0,
+    say: Callable[[str], None] = lambda m: print(m, file=sys.stderr, flush=True),
+) -> Iterator[str]:
     """Start ``persona serve`` for ``settings``' personas folder; yields its API root (``.../v1``)."""
     port = _free_port()
     env = {
@@ -76,8 +80,9 @@ def served(settings: StoreSettings, *, timeout: float = 600.0,
     root = f"http://127.0.0.1:{port}"
     say(f"starting persona serve on {root} for the evaluation (log: {log})")
     with os.fdopen(handle, "w") as out:
-        process = subprocess.Popen([sys.executable, "-m", "cli.main", "serve"], env=env, stdout=out,
-                                   stderr=subprocess.STDOUT)
+        process = subprocess.Popen(
+            [sys.executable, "-m", "cli.main", "serve"], env=env, stdout=out, stderr=subprocess.STDOUT
+        )
     try:
         _wait_healthy(root, process, log, timeout)
         yield root + "/v1"

@@ -15,8 +15,39 @@ from .formats._common import load_json
 from .messages import Conversation, LoadResult, ParsedFile, ParseError
 
 ATTACHMENT_SUFFIXES = frozenset(
-    """.jpg .jpeg .png .gif .webp .heic .bmp .tif .tiff .mp4 .mov .3gp .mkv .webm .avi .opus .ogg .mp3 .m4a
-    .aac .wav .amr .pdf .vcf .zip .doc .docx .xls .xlsx .ppt .pptx""".split()
+    [
+        ".jpg",
+        ".jpeg",
+        ".png",
+        ".gif",
+        ".webp",
+        ".heic",
+        ".bmp",
+        ".tif",
+        ".tiff",
+        ".mp4",
+        ".mov",
+        ".3gp",
+        ".mkv",
+        ".webm",
+        ".avi",
+        ".opus",
+        ".ogg",
+        ".mp3",
+        ".m4a",
+        ".aac",
+        ".wav",
+        ".amr",
+        ".pdf",
+        ".vcf",
+        ".zip",
+        ".doc",
+        ".docx",
+        ".xls",
+        ".xlsx",
+        ".ppt",
+        ".pptx",
+    ]
 )
 """Files a chat export carries next to the log (WhatsApp "with media", Telegram, Discord assets)."""
 
@@ -61,7 +92,7 @@ def load_file(path: Path, root: Path | None = None) -> ParsedFile:
         parsed = module.parse(path)
     except ParseError as exc:
         raise ParseError(f"{exc} (read as {module.LABEL})") from exc
-    except Exception as exc:  # noqa: BLE001 - one odd file must not stop the others
+    except Exception as exc:
         raise ParseError(f"could not be read as {module.LABEL}: {type(exc).__name__}: {exc}") from exc
     if not any(conversation.messages for conversation in parsed.conversations):
         reason = parsed.problems[0] if parsed.problems else "no messages"

@@ -111,8 +111,9 @@ def _find(text: str, settings: PrivacySettings) -> list[tuple[int, int, str]]:
     if "iban" in kinds:
         found += [(m.start(), m.end(), "iban") for m in _IBAN.finditer(text) if _valid_iban(m.group())]
     if "card" in kinds:
-        found += [(m.start(), m.end(), "card") for m in _CARD.finditer(text)
-                  if _valid_card(re.sub(r"\D", "", m.group()))]
+        found += [
+            (m.start(), m.end(), "card") for m in _CARD.finditer(text) if _valid_card(re.sub(r"\D", "", m.group()))
+        ]
     if "address" in kinds:
         found += [(m.start(), m.end(), "address") for m in _ADDRESS.finditer(text)]
     if "phone" in kinds:

@@ -34,8 +34,7 @@ def format_report(
     lines: list[str] = []
     problem_count = len(result.problems) + sum(len(parsed.problems) for parsed in result.files)
     lines.append(
-        f"Logs in {result.root}: {_plural(len(result.files), 'file')} read, "
-        f"{_plural(problem_count, 'problem')}"
+        f"Logs in {result.root}: {_plural(len(result.files), 'file')} read, {_plural(problem_count, 'problem')}"
     )
     entries: list[tuple[str, list[str]]] = []
     for parsed in result.files:
@@ -54,7 +53,9 @@ def format_report(
                 + ("  (the character does not speak in this file)" if not counts.character_turns else "")
             )
             if counts.private:
-                found = ", ".join(f"{number} {kind.replace('_', ' ')}" for kind, number in sorted(counts.private.items()))
+                found = ", ".join(
+                    f"{number} {kind.replace('_', ' ')}" for kind, number in sorted(counts.private.items())
+                )
                 block.append(f"  private details replaced by placeholders: {found}")
         block += [f"  problem: {reason}" for reason in parsed.problems]
         entries.append((name, block))

@@ -35,7 +35,7 @@ def _messages(record: dict[str, Any], where: str, problems: list[str]) -> list[M
         found.append(Message(speaker="system", text=system, role="system"))
     history = record.get("history") or []
     if not isinstance(history, list):
-        problems.append(f"{where}: \"history\" is not a list of [user, assistant] pairs; ignored")
+        problems.append(f'{where}: "history" is not a list of [user, assistant] pairs; ignored')
         history = []
     for index, pair in enumerate(history):
         if not (isinstance(pair, (list, tuple)) and len(pair) == 2 and all(isinstance(p, str) for p in pair)):
@@ -56,7 +56,7 @@ def parse(path: Path) -> ParsedFile:
     for number, record in items:
         where = f"{label} {number}"
         if not isinstance(record, dict) or "output" not in record or "instruction" not in record:
-            parsed.problems.append(f"{where}: needs \"instruction\" and \"output\"; skipped")
+            parsed.problems.append(f'{where}: needs "instruction" and "output"; skipped')
             continue
         messages = _messages(record, where, parsed.problems)
         parsed.conversations.append(Conversation(messages=messages, source=f"{path.name}#{number}"))

@@ -60,7 +60,7 @@ def parse(path: Path) -> ParsedFile:
     parsed = ParsedFile(path=path, format=NAME)
     data = load_json(read_text(path))
     if not isinstance(data, dict) or not isinstance(data.get("messages"), list):
-        raise ParseError("expected a JSON object with a \"messages\" list")
+        raise ParseError('expected a JSON object with a "messages" list')
     raw_messages = data["messages"]
     messages = [_message(raw) for raw in raw_messages if isinstance(raw, dict)]
     if len(messages) != len(raw_messages):

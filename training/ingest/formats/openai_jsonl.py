@@ -67,7 +67,7 @@ def parse(path: Path) -> ParsedFile:
     items, label = numbered_records(text, "conversations", parsed.problems)
     for number, record in items:
         if not isinstance(record, dict) or not isinstance(record.get("messages"), list):
-            parsed.problems.append(f"{label} {number}: no \"messages\" list; skipped")
+            parsed.problems.append(f'{label} {number}: no "messages" list; skipped')
             continue
         messages = parse_messages(record["messages"], f"{label} {number}", parsed.problems)
         if messages:

@@ -45,7 +45,7 @@ def _turns(record: dict[str, Any], where: str, problems: list[str]) -> list[Mess
         who = turn.get("from", turn.get("role"))
         value = turn.get("value", turn.get("content"))
         if not isinstance(who, str):
-            problems.append(f"{where}, turn {index + 1}: no \"from\"; skipped")
+            problems.append(f'{where}, turn {index + 1}: no "from"; skipped')
             continue
         role = ROLES.get(who.strip().lower())
         text = clean(content_text(value))
@@ -63,7 +63,7 @@ def parse(path: Path) -> ParsedFile:
     for number, record in items:
         where = f"{label} {number}"
         if not isinstance(record, dict) or not isinstance(record.get("conversations"), list):
-            parsed.problems.append(f"{where}: no \"conversations\" list; skipped")
+            parsed.problems.append(f'{where}: no "conversations" list; skipped')
             continue
         messages = _turns(record, where, parsed.problems)
         if messages:

@@ -18,8 +18,10 @@ NAME = "telegram"
 LABEL = "Telegram Desktop export"
 
 _MESSAGES = re.compile(r'"messages"\s*:\s*\[')
-_TELEGRAM_KEYS = re.compile(r'"(date_unixtime|from_id|text_entities|personal_chat|private_group|private_supergroup|'
-                            r'public_supergroup|saved_messages|private_channel|public_channel|bot_chat)"')
+_TELEGRAM_KEYS = re.compile(
+    r'"(date_unixtime|from_id|text_entities|personal_chat|private_group|private_supergroup|'
+    r'public_supergroup|saved_messages|private_channel|public_channel|bot_chat)"'
+)
 _ACCOUNT = re.compile(r'"chats"\s*:\s*\{\s*"about"|"chats"\s*:\s*\{\s*"list"')
 _MEDIA_KEYS = ("photo", "file", "media_type", "sticker_emoji", "poll", "contact_information", "location_information")
 
@@ -59,7 +61,7 @@ def _message(raw: dict[str, Any]) -> Message:
 def _chat(chat: dict[str, Any], source: str, problems: list[str]) -> Conversation | None:
     raw_messages = chat.get("messages")
     if not isinstance(raw_messages, list):
-        problems.append(f"{source}: no \"messages\" list; skipped")
+        problems.append(f'{source}: no "messages" list; skipped')
         return None
     messages = [_message(raw) for raw in raw_messages if isinstance(raw, dict)]
     skipped = len(raw_messages) - len(messages)
@@ -72,7 +74,7 @@ def parse(path: Path) -> ParsedFile:
     parsed = ParsedFile(path=path, format=NAME)
     data = load_json(read_text(path))
     if not isinstance(data, dict):
-        raise ParseError(f"expected a JSON object with \"messages\", got {type(data).__name__}")
+        raise ParseError(f'expected a JSON object with "messages", got {type(data).__name__}')
     if isinstance(data.get("chats"), dict):
         chats = data["chats"].get("list")
         chats = [chat for chat in chats if isinstance(chat, dict)] if isinstance(chats, list) else []

@@ -27,9 +27,52 @@ LABEL = "plain transcript"
 MAX_NAME = 40
 MAX_WORDS = 5
 LABEL_WORDS = frozenset(
-    """note notes nb n.b. ps p.s. pps edit update warning tip hint example answer question q a re subject
-    ingredients step summary tldr tl;dr important reminder source link result also disclaimer correction
-    spoiler fyi btw todo fact quote eta deadline price address time date""".split()
+    [
+        "note",
+        "notes",
+        "nb",
+        "n.b.",
+        "ps",
+        "p.s.",
+        "pps",
+        "edit",
+        "update",
+        "warning",
+        "tip",
+        "hint",
+        "example",
+        "answer",
+        "question",
+        "q",
+        "a",
+        "re",
+        "subject",
+        "ingredients",
+        "step",
+        "summary",
+        "tldr",
+        "tl;dr",
+        "important",
+        "reminder",
+        "source",
+        "link",
+        "result",
+        "also",
+        "disclaimer",
+        "correction",
+        "spoiler",
+        "fyi",
+        "btw",
+        "todo",
+        "fact",
+        "quote",
+        "eta",
+        "deadline",
+        "price",
+        "address",
+        "time",
+        "date",
+    ]
 )
 _ABBREVIATION = re.compile(r"\b(?:[A-Z][a-z]{0,2}|[A-Z])\.")
 _FORBIDDEN = re.compile(r"[.!?,;\"\u201c\u201d()\[\]{}<>*#|/\\=`~]")
@@ -113,8 +156,7 @@ def parse(path: Path) -> ParsedFile:
             else:
                 orphans.append(number)
         messages = [
-            Message(speaker=name, text=clean("\n".join(part for part in parts if part)))
-            for name, parts in turns
+            Message(speaker=name, text=clean("\n".join(part for part in parts if part))) for name, parts in turns
         ]
         if messages:
             parsed.conversations.append(

@@ -108,7 +108,7 @@ def split_sender(rest: str) -> tuple[str, str] | None:
         else:
             return None
     name = rest[:index].strip(_LEADING_MARKS + " ")
-    if not name or len(name) > MAX_NAME or any(q in name for q in "\"\u201c\u201d"):
+    if not name or len(name) > MAX_NAME or any(q in name for q in '"\u201c\u201d'):
         return None
     return name, rest[index + 2 :]
 
