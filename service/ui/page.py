@@ -20,6 +20,7 @@ from store.registry import Persona, PersonaStore
 from ..chat import ChatService
 from ..errors import APIError
 from ..persona_status import PersonaStatus, persona_status
+from .layout import build_layout
 from .session import (
     LIVE,
     Turn,
@@ -39,7 +40,6 @@ from .session import (
 )
 
 NOT_READY = "The model is still loading; try again shortly."
-REFRESH_SECONDS = 4.0
 EMPTY_STORE = "No personas yet. Drop chat logs into `personas/<name>/logs/` and the persona appears here."
 
 Updates = dict[Any, Any]
@@ -80,88 +80,7 @@ class ChatPage:
     # ------------------------------------------------------------------ layout
 
     def build(self) -> gr.Blocks:
-        with gr.Blocks(title="Persona chat", analytics_enabled=False) as blocks:
-            self.chats = gr.State({})  # persona name -> its conversation (list of turns)
-            self.seen = gr.State("")  # what the side panel shows, to skip refreshes that change nothing
-            self.shown = gr.State(None)  # the persona on show (picking it again changes nothing)
-            with gr.Row(equal_height=False, elem_id="layout"):
-                with gr.Column(scale=2, min_width=260, elem_id="persona-panel"):
-                    self.persona = gr.Dropdown(
-                        label="Persona", choices=[], allow_custom_value=True, elem_id="persona-picker"
-                    )
-                    with gr.Row(elem_id="persona-card-row"):
-                        self.picture = gr.Image(
-                            type="pil",
-                            format="png",
-                            show_label=False,
-                            interactive=False,
-                            visible=False,
-                            buttons=[],
-                            container=False,
-                            height=112,
-                            width=112,
-                            min_width=112,
-                            scale=0,
-                            elem_id="persona-picture",
-                        )
-                        self.card = gr.Markdown(elem_id="persona-card")
-                    self.description = gr.Markdown(elem_id="persona-description")
-                    self.problems = gr.Markdown(visible=False, elem_id="persona-problems")
-                    self.version = gr.Dropdown(
-                        label="Version",
-                        choices=[("live", LIVE)],
-                        value=LIVE,
-                        allow_custom_value=True,
-                        elem_id="version-picker",
-                    )
-                    with gr.Accordion("Sampling", open=False, elem_id="sampling"):
-                        self.temperature = gr.Slider(
-                            0, 2, value=1.0, step=0.05, label="Temperature", elem_id="temperature"
-                        )
-                        self.top_p = gr.Slider(0.05, 1, value=1.0, step=0.05, label="Top-p", elem_id="top-p")
-                        self.max_tokens = gr.Slider(
-                            1,
-                            self.max_len,
-                            value=min(256, self.max_len),
-                            step=1,
-                            label="Reply length (tokens)",
-                            elem_id="max-tokens",
-                        )
-                with gr.Column(scale=5, min_width=300, elem_id="chat-panel"):
-                    self.chatbot = gr.Chatbot(
-                        show_label=False,
-                        height=520,
-                        elem_id="chat",
-                        buttons=["copy"],
-                        feedback_options=None,
-                        placeholder="Pick a persona to start.",
-                    )
-                    self.error = gr.Markdown(visible=False, elem_id="chat-error")
-                    with gr.Row(elem_id="composer", equal_height=True):
-                        self.message = gr.Textbox(
-                            show_label=False,
-                            placeholder="Message",
-                            lines=1,
-                            max_lines=6,
-                            scale=5,
-                            min_width=120,
-                            container=False,
-                            elem_id="message",
-                        )
-                        self.send_btn = gr.Button("Send", variant="primary", scale=1, min_width=72, elem_id="send")
-                        self.stop_btn = gr.Button(
-                            "Stop", variant="stop", scale=1, min_width=72, visible=False, elem_id="stop"
-                        )
-                    with gr.Row(elem_id="chat-actions"):
-                        self.retry_btn = gr.Button("Retry", size="sm", min_width=60, elem_id="retry")
-                        self.undo_btn = gr.Button("Undo", size="sm", min_width=60, elem_id="undo")
-                        self.new_btn = gr.Button("New session", size="sm", min_width=60, elem_id="new-session")
-                    self.examples = gr.Dataset(
-                        label="Try asking", components=["textbox"], samples=[], visible=False, elem_id="examples"
-                    )
-            self.timer = gr.Timer(REFRESH_SECONDS)
-            self._wire(blocks)
-        return blocks
+        return build_layout(self)
 
     def _wire(self, blocks: gr.Blocks) -> None:
         private: dict[str, Any] = {"api_visibility": "private"}

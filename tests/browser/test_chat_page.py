@@ -18,7 +18,7 @@ import pytest
 from playwright.sync_api import TimeoutError as PlaywrightTimeout
 from playwright.sync_api import expect, sync_playwright
 
-from service.ui.page import REFRESH_SECONDS
+from service.ui.layout import REFRESH_SECONDS
 from store.card import PersonaCard, load_card
 from tests.conftest import wait_until
 

@@ -56,6 +56,32 @@ def _prompt_asks(real_prompts: list[str], count: int, rng: random.Random, seed: 
     return asks
 
 
+def _judged(
+    prompts: list[str], replies: list[str], rules: Rules, batch: int, source: Source, report: AugmentReport
+) -> list[SyntheticExample]:
+    """One batch as stored examples: rejected by a rule (with the reason) or pending review."""
+    examples = []
+    for prompt, reply in zip(prompts, replies):
+        reason = rules.reason(Candidate(prompt, reply))
+        status = "rejected" if reason else "pending"
+        examples.append(
+            SyntheticExample(
+                id=f"syn-{secrets.token_hex(6)}",
+                batch=batch,
+                prompt=prompt,
+                reply=reply.strip(),
+                source=source,
+                status=status,
+                reason=reason,
+            )
+        )
+        if reason:
+            report.rejected[reason.split(":")[0]] += 1
+        else:
+            report.pending += 1
+    return examples
+
+
 def augment(
     persona: Persona,
     train_rows,
@@ -119,24 +145,7 @@ def augment(
             Sampling(temperature=0.8, top_p=0.95, max_tokens=160),
             client_options=client_options(),
         )[0]
-        examples = []
-        for prompt, reply in zip(prompts, replies):
-            reason = rules.reason(Candidate(prompt, reply.text))
-            examples.append(
-                SyntheticExample(
-                    id=f"syn-{secrets.token_hex(6)}",
-                    batch=number,
-                    prompt=prompt,
-                    reply=reply.text.strip(),
-                    source=source,
-                    status="rejected" if reason else "pending",
-                    reason=reason,
-                )
-            )
-            if reason:
-                report.rejected[reason.split(":")[0]] += 1
-            else:
-                report.pending += 1
+        examples = _judged(prompts, [r.text for r in replies], rules, number, source, report)
         write_batch(persona.path, number, examples)
         report.generated += count
         report.batches.append(number)

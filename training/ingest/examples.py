@@ -25,6 +25,7 @@ from datasets import Dataset, Features, List, Value
 from store.card import CARD_FILE, PersonaCard
 from store.chat_format import with_system_prompt
 
+from .cleaning import DROP_REASONS, kept_messages, split_on_gaps
 from .messages import LoadResult, Message
 from .privacy import PrivacySettings, privacy_settings, scrub
 
@@ -35,15 +36,6 @@ ROW_FEATURES = Features(
     }
 )
 """The ``datasets`` schema of every row, also of an empty split."""
-
-DROP_REASONS = {
-    "system": "system lines",
-    "media": "media placeholders",
-    "deleted": "deleted messages",
-    "empty": "empty messages",
-    "duplicate": "duplicates",
-}
-"""Why messages are left out, as counted in :attr:`ExampleSet.dropped`."""
 
 
 class IngestError(ValueError):
@@ -242,34 +234,6 @@ def character_matcher(result: LoadResult, persona_name: str, card: PersonaCard) 
     return is_character
 
 
-def _drop_reason(message: Message) -> str | None:
-    if message.kind != "text":
-        return message.kind
-    if message.role == "system":
-        return "system"
-    if not message.text.strip():
-        return "empty"
-    return None
-
-
-def _split_on_gaps(messages: list[Message], gap: timedelta) -> list[list[Message]]:
-    parts: list[list[Message]] = []
-    previous = None
-    for message in messages:
-        new = not parts
-        if not new and previous is not None and message.time is not None:
-            try:
-                new = message.time - previous > gap
-            except TypeError:  # a timestamp with a zone next to one without
-                new = False
-        if new:
-            parts.append([])
-        parts[-1].append(message)
-        if message.time is not None:
-            previous = message.time
-    return parts
-
-
 def _turns(messages: list[Message], sides: list[bool], prefixes: bool) -> list[_Turn]:
     """Messages to alternating turns: ``sides[i]`` says whether message ``i`` is the character's."""
     others = {_normal(m.speaker) for m, mine in zip(messages, sides) if not mine and m.role is None}
@@ -383,26 +347,13 @@ def build_examples(
         per_file[result.relative(parsed.path)] = counts
         total_messages += counts.messages
         for conversation in parsed.conversations:
-            kept: list[Message] = []
-            for message in conversation.messages:
-                reason = _drop_reason(message)
-                if reason is None and message.time is not None:
-                    key = (message.speaker, message.text, message.time)
-                    reason = "duplicate" if key in seen_messages else None
-                    seen_messages.add(key)
-                elif reason is None and kept and kept[-1].time is None:
-                    if (kept[-1].speaker, kept[-1].text) == (message.speaker, message.text):
-                        reason = "duplicate"
-                if reason:
-                    dropped[reason] += 1
-                else:
-                    kept.append(message)
+            kept = kept_messages(conversation.messages, seen_messages, dropped)
             fingerprint = tuple((m.speaker, m.role, m.text, m.time, m.weight) for m in kept)
             if fingerprint in seen_conversations:
                 dropped["duplicate"] += len(kept)
                 continue
             seen_conversations.add(fingerprint)
-            parts = _split_on_gaps(kept, settings.session_gap)
+            parts = split_on_gaps(kept, settings.session_gap)
             for number, part in enumerate(parts, start=1):
                 session = conversation.source if len(parts) == 1 else f"{conversation.source}/{number}"
                 sides = [is_character(message) for message in part]
