@@ -67,7 +67,7 @@ class PersonaStatus(BaseModel):
     queue_position: int | None = None
     """1 when the worker takes this persona's job next."""
     last_failure: str | None = None
-    """Why the persona's last training job failed, when its last job did."""
+    """Why the newest failed training job failed, until a later job succeeds (a retry may be queued)."""
 
     @property
     def label(self) -> str:
@@ -137,6 +137,17 @@ def _versions(persona: Persona) -> list[VersionStatus]:
     return versions
 
 
+def _last_failure(jobs: list[Job]) -> str | None:
+    """Why the newest failed job failed, unless a job has succeeded since (a retry may be running)."""
+    failure = None
+    for job in jobs:
+        if job.status == "succeeded":
+            failure = None
+        elif job.status == "failed" and job.error:
+            failure = job.error.message
+    return failure
+
+
 def persona_status(persona: Persona, jobs: list[Job] | None = None) -> PersonaStatus:
     """What a persona is now; ``jobs`` are the store's job records (read here when not given)."""
     jobs = JobStore(persona.path.parent).all() if jobs is None else jobs
@@ -164,5 +175,5 @@ def persona_status(persona: Persona, jobs: list[Job] | None = None) -> PersonaSt
         pinned=is_pinned(persona.path),
         job=active.id if active else None,
         queue_position=waiting.index(active.id) + 1 if active and active.id in waiting else None,
-        last_failure=last.error.message if state == "failed" and last.error else None,
+        last_failure=_last_failure(own),
     )
