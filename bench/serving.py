@@ -25,7 +25,7 @@ import sys
 import tempfile
 import time
 import urllib.request
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -38,9 +38,14 @@ N_ADAPTERS = 8
 N_REQUESTS = 32
 MAX_TOKENS = 64
 PROMPTS = [
-    "Tell me about your favourite place.", "What did you have for breakfast?", "Any advice for a rainy day?",
-    "What's the best thing that happened to you this week?", "How do I make friends in a new town?",
-    "Describe the sky tonight.", "What book should I read next?", "Why do cats knock things over?",
+    "Tell me about your favourite place.",
+    "What did you have for breakfast?",
+    "Any advice for a rainy day?",
+    "What's the best thing that happened to you this week?",
+    "How do I make friends in a new town?",
+    "Describe the sky tonight.",
+    "What book should I read next?",
+    "Why do cats knock things over?",
 ]
 
 
@@ -70,16 +75,25 @@ async def load(base_url: str, models: list[str]) -> tuple[int, float]:
 
     client = AsyncOpenAI(base_url=base_url, api_key="unused", max_retries=0, timeout=900)
     # one warm-up request per model, so first-load costs are not counted
-    await asyncio.gather(*(client.chat.completions.create(
-        model=m, messages=[{"role": "user", "content": "Hi"}], max_tokens=2) for m in set(models)))
-    start = time.perf_counter()
-    replies = await asyncio.gather(*(
-        client.chat.completions.create(
-            model=models[i % len(models)], messages=[{"role": "user", "content": PROMPTS[i % len(PROMPTS)]}],
-            max_tokens=MAX_TOKENS, temperature=0.8, seed=i,
+    await asyncio.gather(
+        *(
+            client.chat.completions.create(model=m, messages=[{"role": "user", "content": "Hi"}], max_tokens=2)
+            for m in set(models)
         )
-        for i in range(N_REQUESTS)
-    ))
+    )
+    start = time.perf_counter()
+    replies = await asyncio.gather(
+        *(
+            client.chat.completions.create(
+                model=models[i % len(models)],
+                messages=[{"role": "user", "content": PROMPTS[i % len(PROMPTS)]}],
+                max_tokens=MAX_TOKENS,
+                temperature=0.8,
+                seed=i,
+            )
+            for i in range(N_REQUESTS)
+        )
+    )
     elapsed = time.perf_counter() - start
     await client.close()
     return sum(r.usage.completion_tokens for r in replies), elapsed
@@ -123,12 +137,17 @@ def peft_loop(base, adapters: dict[str, Path], n_requests: int) -> float:
     start = time.perf_counter()
     for i in range(n_requests):
         model.set_adapter(names[i % len(names)])
-        ids = tokenizer.apply_chat_template([{"role": "user", "content": PROMPTS[i % len(PROMPTS)]}],
-                                            add_generation_prompt=True, return_tensors="pt", return_dict=True)
+        ids = tokenizer.apply_chat_template(
+            [{"role": "user", "content": PROMPTS[i % len(PROMPTS)]}],
+            add_generation_prompt=True,
+            return_tensors="pt",
+            return_dict=True,
+        )
         torch.manual_seed(i)
         with torch.inference_mode():
-            out = model.generate(**ids, max_new_tokens=MAX_TOKENS, do_sample=True, temperature=0.8,
-                                 pad_token_id=tokenizer.eos_token_id)
+            out = model.generate(
+                **ids, max_new_tokens=MAX_TOKENS, do_sample=True, temperature=0.8, pad_token_id=tokenizer.eos_token_id
+            )
         tokens += out.shape[1] - ids["input_ids"].shape[1]
     elapsed = time.perf_counter() - start
     print(f"  {tokens} tokens in {elapsed:.1f}s", flush=True)
@@ -171,11 +190,21 @@ def main() -> None:
     def ours(label: str, models: list[str], env: dict[str, str]) -> None:
         port = free_port()
         print(f"({label}) this server, models {models[:3]}...", flush=True)
-        env = {**env, "PERSONA_CACHE_DIR": str(cache), "PERSONA_PERSONAS_DIR": str(personas),
-               "PERSONA_PORT": str(port), "PERSONA_UI": "false"}
-        results[label] = run_server([sys.executable, "-m", "cli.main", "serve"], env, port, models,
-                                    logs / f"serve-{re.sub(r'[^a-z0-9]+', '-', label.lower()).strip('-')}.log",
-                                    args.rounds)
+        env = {
+            **env,
+            "PERSONA_CACHE_DIR": str(cache),
+            "PERSONA_PERSONAS_DIR": str(personas),
+            "PERSONA_PORT": str(port),
+            "PERSONA_UI": "false",
+        }
+        results[label] = run_server(
+            [sys.executable, "-m", "cli.main", "serve"],
+            env,
+            port,
+            models,
+            logs / f"serve-{re.sub(r'[^a-z0-9]+', '-', label.lower()).strip('-')}.log",
+            args.rounds,
+        )
 
     if "a" not in skip:
         ours("a", list(adapters), dict(os.environ))  # the server applies cpu_environment itself
@@ -185,12 +214,31 @@ def main() -> None:
         port = free_port()
         print("(c) vLLM's OpenAI server", flush=True)
         command = [
-            sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(base.path),
-            "--served-model-name", base.id, "--port", str(port), "--dtype", dtype,
-            "--max-model-len", str(serve_settings.max_model_len), "--enable-lora",
-            "--max-loras", str(N_ADAPTERS), "--max-lora-rank", "16", "--max-cpu-loras", str(serve_settings.max_cpu_loras),
-            "--max-num-seqs", str(serve_settings.max_num_seqs), "--disable-log-stats",
-            "--lora-modules", *(f"{name}={path}" for name, path in adapters.items()),
+            sys.executable,
+            "-m",
+            "vllm.entrypoints.openai.api_server",
+            "--model",
+            str(base.path),
+            "--served-model-name",
+            base.id,
+            "--port",
+            str(port),
+            "--dtype",
+            dtype,
+            "--max-model-len",
+            str(serve_settings.max_model_len),
+            "--enable-lora",
+            "--max-loras",
+            str(N_ADAPTERS),
+            "--max-lora-rank",
+            "16",
+            "--max-cpu-loras",
+            str(serve_settings.max_cpu_loras),
+            "--max-num-seqs",
+            str(serve_settings.max_num_seqs),
+            "--disable-log-stats",
+            "--lora-modules",
+            *(f"{name}={path}" for name, path in adapters.items()),
         ]
         results["c"] = run_server(command, tuned, port, list(adapters), logs / "vllm-server.log", args.rounds)
     if "d" not in skip:
@@ -199,25 +247,39 @@ def main() -> None:
     if args.variants:
         other_dtype = "float32" if dtype == "bfloat16" else "bfloat16"
         variants: dict[str, dict[str, str]] = {
-            "a, 1 thread (vLLM's default binding)":
-                {"VLLM_CPU_OMP_THREADS_BIND": "auto", "VLLM_CPU_NUM_OF_RESERVED_CPU": "1", "OMP_NUM_THREADS": "1"},
+            "a, 1 thread (vLLM's default binding)": {
+                "VLLM_CPU_OMP_THREADS_BIND": "auto",
+                "VLLM_CPU_NUM_OF_RESERVED_CPU": "1",
+                "OMP_NUM_THREADS": "1",
+            },
             f"a, {other_dtype}": {"PERSONA_DTYPE": other_dtype},
             "a, OpenMP threads sleep when idle": {"OMP_WAIT_POLICY": "PASSIVE"},
             "a, nothing preloaded (vLLM preloads torch's libgomp)": {"PERSONA_CPU_PRELOAD": "false"},
         }
         for library in preload_libraries():
-            variants[f"a, only {Path(library).name} preloaded"] = {"PERSONA_CPU_PRELOAD": "false", "LD_PRELOAD": library}
+            variants[f"a, only {Path(library).name} preloaded"] = {
+                "PERSONA_CPU_PRELOAD": "false",
+                "LD_PRELOAD": library,
+            }
         for label, extra in variants.items():
             ours(label, list(adapters), {**os.environ, **extra})
     shutil.rmtree(work, ignore_errors=True)
 
-    lines = [f"\n## Serving throughput, {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC",
-             f"`bench/serving.py`: {N_ADAPTERS} adapters (r=16), {N_REQUESTS} concurrent chat requests of up to "
-             f"{MAX_TOKENS} tokens, median of {args.rounds} rounds per server; {os.cpu_count()} cores; {dtype} for "
-             f"(a), (b) and (c); settings {cpu_environment(serve_settings)}.", "",
-             "| case | output tokens/s |", "| --- | --- |"]
-    names = {"a": "(a) this server, 8 personas mixed", "b": "(b) this server, base model only",
-             "c": "(c) vLLM's OpenAI server, same adapters", "d": "(d) transformers + PEFT, one at a time"}
+    lines = [
+        f"\n## Serving throughput, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC",
+        f"`bench/serving.py`: {N_ADAPTERS} adapters (r=16), {N_REQUESTS} concurrent chat requests of up to "
+        f"{MAX_TOKENS} tokens, median of {args.rounds} rounds per server; {os.cpu_count()} cores; {dtype} for "
+        f"(a), (b) and (c); settings {cpu_environment(serve_settings)}.",
+        "",
+        "| case | output tokens/s |",
+        "| --- | --- |",
+    ]
+    names = {
+        "a": "(a) this server, 8 personas mixed",
+        "b": "(b) this server, base model only",
+        "c": "(c) vLLM's OpenAI server, same adapters",
+        "d": "(d) transformers + PEFT, one at a time",
+    }
     for key, value in results.items():
         lines.append(f"| {names.get(key, key)} | {value:.1f} |")
     lines.append("")

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import AsyncIterator, Mapping, Protocol, Sequence
+from typing import Protocol
 
 from .settings import ServeSettings
 
@@ -194,7 +195,9 @@ class VllmEngine:
             output_kind=RequestOutputKind.DELTA,
         )
         lora = LoRARequest(adapter.name, adapter.lora_id, str(adapter.path)) if adapter else None
-        stream = self._engine.generate(TokensPrompt(prompt_token_ids=prompt_ids), sampling, request_id, lora_request=lora)
+        stream = self._engine.generate(
+            TokensPrompt(prompt_token_ids=prompt_ids), sampling, request_id, lora_request=lora
+        )
         finished = False
         try:
             async for output in stream:

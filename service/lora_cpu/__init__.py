@@ -12,7 +12,7 @@ torch nor vLLM, so the server can read the switch cheaply.
 
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
 SWITCH = "PERSONA_FAST_LORA"
 """Environment variable that turns the plugin on in vLLM's processes ("1" on, anything else off)."""

@@ -16,11 +16,11 @@ import torch
 if TYPE_CHECKING:
     from .punica import PunicaWrapperGroupedCPU
 
-_wrappers: "weakref.WeakValueDictionary[int, PunicaWrapperGroupedCPU]" = weakref.WeakValueDictionary()
+_wrappers: weakref.WeakValueDictionary[int, PunicaWrapperGroupedCPU] = weakref.WeakValueDictionary()
 _keys = itertools.count(1)
 
 
-def register_wrapper(wrapper: "PunicaWrapperGroupedCPU") -> int:
+def register_wrapper(wrapper: PunicaWrapperGroupedCPU) -> int:
     """A key the ops use to find ``wrapper`` (a compiled graph can only pass plain values)."""
     key = next(_keys)
     _wrappers[key] = wrapper
@@ -28,8 +28,14 @@ def register_wrapper(wrapper: "PunicaWrapperGroupedCPU") -> int:
 
 
 @torch.library.custom_op("persona_lora::linear", mutates_args=("y",), device_types="cpu")
-def lora_linear(key: int, y: torch.Tensor, x: torch.Tensor, a_stacked: list[torch.Tensor],
-                b_stacked: list[torch.Tensor], scale: float) -> None:
+def lora_linear(
+    key: int,
+    y: torch.Tensor,
+    x: torch.Tensor,
+    a_stacked: list[torch.Tensor],
+    b_stacked: list[torch.Tensor],
+    scale: float,
+) -> None:
     """``y += scale * x @ A^T @ B^T`` with each token's adapter, for all packed slices at once."""
     _wrappers[key].run_linear(y, x, a_stacked, b_stacked, scale)
 

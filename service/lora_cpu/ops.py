@@ -8,8 +8,8 @@ changes: A of every slice stacked (slots x S*rank x in) and B laid out block-dia
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
 
 import torch
 
@@ -26,14 +26,16 @@ class Fused:
     layout: tuple = field(default=())  # the slot layout these weights were copied for
 
 
-def fuse_slot(fused: Fused, slot: int, a_stacked: Sequence[torch.Tensor] | None, b_stacked: Sequence[torch.Tensor]) -> None:
+def fuse_slot(
+    fused: Fused, slot: int, a_stacked: Sequence[torch.Tensor] | None, b_stacked: Sequence[torch.Tensor]
+) -> None:
     """Copy one slot's weights from vLLM's stacked tensors into ``fused``."""
     rank = b_stacked[0].shape[-1]
     fused.b[slot].zero_()
     column = 0
     for s, b in enumerate(b_stacked):
         out = b.shape[2]
-        fused.b[slot, s * rank:(s + 1) * rank, column:column + out].copy_(b[slot, 0].t())
+        fused.b[slot, s * rank : (s + 1) * rank, column : column + out].copy_(b[slot, 0].t())
         column += out
     touched = any(bool(b[slot].any()) for b in b_stacked)
     if a_stacked is not None:
@@ -66,7 +68,9 @@ class FusedCache:
         self.layout: tuple = ()
         self._entries: dict[tuple, Fused] = {}
 
-    def get(self, a_stacked: Sequence[torch.Tensor] | None, b_stacked: Sequence[torch.Tensor], dtype: torch.dtype) -> Fused:
+    def get(
+        self, a_stacked: Sequence[torch.Tensor] | None, b_stacked: Sequence[torch.Tensor], dtype: torch.dtype
+    ) -> Fused:
         first = b_stacked[0] if a_stacked is None else a_stacked[0]
         key = (first.data_ptr(), tuple(first.shape), dtype)
         fused = self._entries.get(key)
@@ -113,10 +117,10 @@ def add_lora(y: torch.Tensor, x: torch.Tensor, fused: Fused, plan: Plan, scale: 
             continue
         b = b_all[group.slot]
         if group.rows is None:
-            h = x[group.start:group.stop]
+            h = x[group.start : group.stop]
             if fused.a is not None:
                 h = torch.mm(h, fused.a[group.slot].t())
-            target[group.start:group.stop].addmm_(h, b, alpha=scale)
+            target[group.start : group.stop].addmm_(h, b, alpha=scale)
         else:
             h = x.index_select(0, group.rows)
             if fused.a is not None:

@@ -6,8 +6,8 @@ step reuses the plan, so the per-layer work is a handful of tensor calls whateve
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import torch
 

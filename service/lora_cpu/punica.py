@@ -28,26 +28,48 @@ class PunicaWrapperGroupedCPU(PunicaWrapperCPU):
         self.sampler_plan: Plan = NO_ADAPTER
         self.key = custom_op.register_wrapper(self)
 
-    def update_metadata(self, mapping, lora_index_to_id: list[int | None], max_loras: int, vocab_size: int, **kwargs: Any) -> None:
+    def update_metadata(
+        self, mapping, lora_index_to_id: list[int | None], max_loras: int, vocab_size: int, **kwargs: Any
+    ) -> None:
         super().update_metadata(mapping, lora_index_to_id, max_loras, vocab_size, **kwargs)
         self.cache.layout = tuple(lora_index_to_id)
         self.token_plan = build_plan(self.token_lora_indices.tolist())
         self.sampler_plan = build_plan(self.sampler_indices.tolist())
 
-    def add_lora_linear(self, y: torch.Tensor, x: torch.Tensor, lora_a_stacked, lora_b_stacked, scale: float,
-                        output_slices: tuple[int, ...], *, buffer=None, **kwargs: Any) -> None:
+    def add_lora_linear(
+        self,
+        y: torch.Tensor,
+        x: torch.Tensor,
+        lora_a_stacked,
+        lora_b_stacked,
+        scale: float,
+        output_slices: tuple[int, ...],
+        *,
+        buffer=None,
+        **kwargs: Any,
+    ) -> None:
         assert len(lora_a_stacked) == len(lora_b_stacked) == len(output_slices)
         assert tuple(b.shape[2] for b in lora_b_stacked) == tuple(output_slices), "LoRA B and output slices differ"
         custom_op.lora_linear(self.key, y, x.view(-1, x.shape[-1]), list(lora_a_stacked), list(lora_b_stacked), scale)
 
-    def add_lora_embedding(self, y: torch.Tensor, x: torch.Tensor, lora_b_stacked: torch.Tensor,
-                           add_inputs: bool = True, **kwargs: Any) -> None:
+    def add_lora_embedding(
+        self, y: torch.Tensor, x: torch.Tensor, lora_b_stacked: torch.Tensor, add_inputs: bool = True, **kwargs: Any
+    ) -> None:
         if not add_inputs:
             y.zero_()
         custom_op.lora_embedding(self.key, y, x, lora_b_stacked)
 
-    def add_lora_logits(self, y: torch.Tensor, x: torch.Tensor, lora_a_stacked: torch.Tensor, lora_b_stacked: torch.Tensor,
-                        scale, *, buffer=None, **kwargs: Any) -> None:
+    def add_lora_logits(
+        self,
+        y: torch.Tensor,
+        x: torch.Tensor,
+        lora_a_stacked: torch.Tensor,
+        lora_b_stacked: torch.Tensor,
+        scale,
+        *,
+        buffer=None,
+        **kwargs: Any,
+    ) -> None:
         y2 = y.view(-1, y.shape[-1])
         fused = self.cache.get((lora_a_stacked,), (lora_b_stacked,), y.dtype)
         add_lora(y2, x.view(-1, x.shape[-1]).to(y.dtype), fused, self.sampler_plan, scale)

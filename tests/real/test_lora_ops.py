@@ -6,13 +6,12 @@ import random
 
 import pytest
 import torch
-
-pytestmark = pytest.mark.real
-
 from vllm.lora.layers import LoRAMapping
 from vllm.lora.punica_wrapper.punica_cpu import PunicaWrapperCPU
 
 from service.lora_cpu.punica import PunicaWrapperGroupedCPU
+
+pytestmark = pytest.mark.real
 
 SLOTS = 5
 LAYOUT = [11, 12, 13, 14, None]  # LoRA id per slot; the last slot is free, as vLLM's ops need it
