@@ -31,8 +31,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from bench.random_adapter import publish_random_adapter  # noqa: E402
 from bench.results import RESULTS, append_section  # noqa: E402
-from tests.real.conftest import publish_random_adapter  # noqa: E402  (the same adapters the real tier uses)
 
 N_ADAPTERS = 8
 N_REQUESTS = 32
