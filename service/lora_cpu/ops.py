@@ -24,6 +24,13 @@ class Fused:
     b: torch.Tensor  # slots x S*rank x out
     nonzero: list[bool]  # per slot: whether the adapter touches this layer at all
     layout: tuple = field(default=())  # the slot layout these weights were copied for
+    a_t: list = field(default_factory=list)  # per slot: a[slot].t() (views made once: indexing costs)
+    b_slot: list = field(default_factory=list)  # per slot: b[slot]
+
+    def __post_init__(self) -> None:
+        self.out = self.b.shape[2]
+        self.a_t = [None if self.a is None else self.a[slot].t() for slot in range(self.b.shape[0])]
+        self.b_slot = list(self.b.unbind(0))
 
 
 def fuse_slot(
@@ -72,16 +79,16 @@ class FusedCache:
         self, a_stacked: Sequence[torch.Tensor] | None, b_stacked: Sequence[torch.Tensor], dtype: torch.dtype
     ) -> Fused:
         first = b_stacked[0] if a_stacked is None else a_stacked[0]
-        key = (first.data_ptr(), tuple(first.shape), dtype)
+        key = (first.data_ptr(), dtype)
         fused = self._entries.get(key)
+        if fused is not None and fused.layout is self.layout:
+            return fused
         if fused is None:
             fused = self._entries[key] = new_fused(a_stacked, b_stacked, dtype)
             changed = range(len(fused.nonzero))
-        elif fused.layout != self.layout:
+        else:
             old = fused.layout
             changed = [s for s in range(len(fused.nonzero)) if s >= len(old) or old[s] != self.layout[s]]
-        else:
-            return fused
         with torch.no_grad():
             for slot in changed:
                 fuse_slot(fused, slot, a_stacked, b_stacked)
@@ -95,7 +102,14 @@ def add_lora(y: torch.Tensor, x: torch.Tensor, fused: Fused, plan: Plan, scale: 
     Without ``fused.a`` (embeddings) ``x`` is already the shrunk input and only B is applied.
     Only the first ``min(y width, B width)`` columns are written (vocabularies may be padded).
     """
-    if not plan.groups:
+    groups = plan.groups
+    if not groups:
+        return
+    if len(groups) == 1 and groups[0].whole and y.shape[1] == fused.out:  # one adapter for every token
+        slot = groups[0].slot
+        if fused.nonzero[slot]:
+            a_t = fused.a_t[slot]
+            y.addmm_(x if a_t is None else torch.mm(x, a_t), fused.b_slot[slot], alpha=scale)
         return
     width = min(fused.b.shape[2], y.shape[1])
     b_all = fused.b if width == fused.b.shape[2] else fused.b[:, :, :width]

@@ -17,12 +17,14 @@ PADDING_LIMIT = 2
 
 @dataclass(frozen=True)
 class Group:
-    """The tokens of one adapter slot: rows ``start:stop`` when contiguous (``rows`` is None)."""
+    """The tokens of one adapter slot: rows ``start:stop`` when contiguous (``rows`` is None);
+    ``whole`` when they are all the step's tokens."""
 
     slot: int
     start: int
     stop: int
     rows: torch.Tensor | None
+    whole: bool = False
 
 
 @dataclass(frozen=True)
@@ -48,10 +50,6 @@ class Plan:
     groups: tuple[Group, ...]
     padded: Padded | None = None
 
-    @property
-    def active(self) -> bool:
-        return bool(self.groups)
-
 
 NO_ADAPTER = Plan(n_tokens=0, groups=())
 
@@ -62,7 +60,7 @@ def build_plan(indices: Sequence[int], padding_limit: float = PADDING_LIMIT) -> 
     for row, slot in enumerate(indices):
         if slot >= 0:
             by_slot.setdefault(slot, []).append(row)
-    groups = tuple(_group(slot, rows) for slot, rows in sorted(by_slot.items()))
+    groups = tuple(_group(slot, rows, len(indices)) for slot, rows in sorted(by_slot.items()))
     plan = Plan(n_tokens=len(indices), groups=groups)
     if len(groups) < 2:
         return plan
@@ -89,7 +87,13 @@ def build_plan(indices: Sequence[int], padding_limit: float = PADDING_LIMIT) -> 
     return Plan(n_tokens=len(indices), groups=groups, padded=padded)
 
 
-def _group(slot: int, rows: list[int]) -> Group:
+def _group(slot: int, rows: list[int], n_tokens: int) -> Group:
     start, stop = rows[0], rows[-1] + 1
     contiguous = stop - start == len(rows)
-    return Group(slot=slot, start=start, stop=stop, rows=None if contiguous else torch.tensor(rows, dtype=torch.long))
+    return Group(
+        slot=slot,
+        start=start,
+        stop=stop,
+        rows=None if contiguous else torch.tensor(rows, dtype=torch.long),
+        whole=len(rows) == n_tokens,
+    )

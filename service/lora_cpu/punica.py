@@ -32,7 +32,9 @@ class PunicaWrapperGroupedCPU(PunicaWrapperCPU):
         self, mapping, lora_index_to_id: list[int | None], max_loras: int, vocab_size: int, **kwargs: Any
     ) -> None:
         super().update_metadata(mapping, lora_index_to_id, max_loras, vocab_size, **kwargs)
-        self.cache.layout = tuple(lora_index_to_id)
+        layout = tuple(lora_index_to_id)
+        if layout != self.cache.layout:
+            self.cache.layout = layout  # a new object: cached weights compare by identity first
         self.token_plan = build_plan(self.token_lora_indices.tolist())
         self.sampler_plan = build_plan(self.sampler_indices.tolist())
 
@@ -48,8 +50,6 @@ class PunicaWrapperGroupedCPU(PunicaWrapperCPU):
         buffer=None,
         **kwargs: Any,
     ) -> None:
-        assert len(lora_a_stacked) == len(lora_b_stacked) == len(output_slices)
-        assert tuple(b.shape[2] for b in lora_b_stacked) == tuple(output_slices), "LoRA B and output slices differ"
         custom_op.lora_linear(self.key, y, x.view(-1, x.shape[-1]), list(lora_a_stacked), list(lora_b_stacked), scale)
 
     def add_lora_embedding(
@@ -77,14 +77,12 @@ class PunicaWrapperGroupedCPU(PunicaWrapperCPU):
     # called from inside the custom ops (eagerly, also when the model is compiled)
     def run_linear(self, y: torch.Tensor, x: torch.Tensor, a_stacked, b_stacked, scale: float) -> None:
         plan = self.token_plan
-        if not plan.active:
-            return
-        y2 = y.view(-1, y.shape[-1])
-        add_lora(y2, x, self.cache.get(a_stacked, b_stacked, y.dtype), plan, scale)
+        if plan.groups:
+            add_lora(y.view(-1, y.shape[-1]), x, self.cache.get(a_stacked, b_stacked, y.dtype), plan, scale)
 
     def run_embedding(self, y: torch.Tensor, x: torch.Tensor, b_stacked: torch.Tensor) -> None:
         plan = self.token_plan
-        if not plan.active:
+        if not plan.groups:
             return
         fused = self.cache.get(None, (b_stacked,), y.dtype)
         add_lora(y.view(-1, y.shape[-1]), x.view(-1, x.shape[-1]).to(y.dtype), fused, plan)
