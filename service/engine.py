@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from .lora_cpu import SWITCH as FAST_LORA_SWITCH
 from .settings import ServeSettings
 
 
@@ -102,6 +103,20 @@ def cpu_environment(settings: ServeSettings, current: Mapping[str, str] | None =
     return env
 
 
+def lora_plugin_environment(settings: ServeSettings) -> tuple[dict[str, str], dict[str, str]]:
+    """Turns this project's CPU LoRA plugin (:mod:`service.lora_cpu`) on or off in vLLM's processes:
+    the variables to set, and defaults that an existing variable overrides.
+
+    With the plugin the model is compiled at start-up. vLLM's ahead-of-time compile cache fails to
+    load on CPU and recompiles at every start; without it, torch's own cache makes restarts quick.
+    Kept apart from :func:`cpu_environment`, which the benchmarks also give vLLM's own server: that
+    server must run vLLM's own LoRA ops unless a benchmark asks otherwise.
+    """
+    if not settings.fast_lora:
+        return {FAST_LORA_SWITCH: "0"}, {}
+    return {FAST_LORA_SWITCH: "1"}, {"VLLM_USE_AOT_COMPILE": "0"}
+
+
 def engine_dtype(requested: str, cuda: bool) -> str:
     """The dtype the engine runs in: ``requested`` unless it is ``auto``.
 
@@ -151,6 +166,10 @@ class VllmEngine:
                     os.environ[key] = value  # already merged with what was preloaded
                 else:
                     os.environ.setdefault(key, value)
+            switch, defaults = lora_plugin_environment(self.settings)
+            os.environ.update(switch)  # the setting decides, not a stale variable
+            for key, value in defaults.items():
+                os.environ.setdefault(key, value)
         args = AsyncEngineArgs(
             model=str(self.model_path),
             served_model_name=[self.served_name],
