@@ -1,0 +1,219 @@
+"""LoRA ops alone: vLLM's CPU punica wrapper against this project's grouped one, per engine step.
+
+Run by hand on quiet cores (results are printed and appended to ``bench/RESULTS.md``)::
+
+    .venv/bin/python bench/lora_ops.py                    # float32, the base model's shapes
+    .venv/bin/python bench/lora_ops.py --dtype bfloat16
+    .venv/bin/python bench/lora_ops.py --layers 2 --rounds 3 --print-only   # a quick smoke run
+
+One "step" is what a forward pass of the model asks of the wrapper: the step's metadata, then the
+LoRA of every linear layer (q/k/v and gate/up packed, as vLLM packs them), the embedding and the
+logits, with random rank-16 adapters in every slot but the last. Like the adapters this project
+trains, they touch the linear layers only: the embedding and logits weights stay zero (vLLM still
+multiplies them). The base model's own matmuls for
+the same layers are timed too, so the LoRA cost reads as a share of the step. The batches are:
+one user decoding (persona; base model), 8 and 32 users decoding with 8 personas mixed, 32 users
+with the base model and 4 personas, and prompts being read (one of 256 tokens; four of 64 with four
+personas).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from bench.results import RESULTS, append_section  # noqa: E402
+
+
+@dataclass(frozen=True)
+class Shapes:
+    hidden: int = 576
+    intermediate: int = 1536
+    q: int = 576
+    kv: int = 192
+    vocab: int = 49152
+    layers: int = 30
+
+    @classmethod
+    def from_config(cls, path: Path, layers: int | None) -> Shapes:
+        config = json.loads((path / "config.json").read_text())
+        head = config.get("head_dim") or config["hidden_size"] // config["num_attention_heads"]
+        return cls(
+            hidden=config["hidden_size"],
+            intermediate=config["intermediate_size"],
+            q=head * config["num_attention_heads"],
+            kv=head * config["num_key_value_heads"],
+            vocab=config["vocab_size"],
+            layers=layers or config["num_hidden_layers"],
+        )
+
+
+# (label, tokens per request, LoRA id per request: 0 is the base model)
+BATCHES = [
+    ("1 user decoding, persona", [1], [1]),
+    ("1 user decoding, base model", [1], [0]),
+    ("8 users decoding, 8 personas", [1] * 8, list(range(1, 9))),
+    ("32 users decoding, 8 personas", [1] * 32, [1 + i % 8 for i in range(32)]),
+    ("32 users decoding, base + 4 personas", [1] * 32, [i % 5 for i in range(32)]),
+    ("1 prompt of 256 tokens, persona", [256], [1]),
+    ("4 prompts of 64 tokens, 4 personas", [64] * 4, [1, 2, 3, 4]),
+]
+
+
+class Layers:
+    """Stacked LoRA weights as vLLM lays them out, and the base weights, for every layer."""
+
+    def __init__(self, shapes: Shapes, slots: int, rank: int, dtype, seed: int = 0) -> None:
+        import torch
+
+        gen = torch.Generator().manual_seed(seed)
+
+        def stacked(*shape):
+            weights = torch.randn(*shape, generator=gen).mul_(0.05).to(dtype)
+            weights[slots - 1].zero_()  # the last slot stays empty
+            return weights
+
+        h, i = shapes.hidden, shapes.intermediate
+        projections = [((h,), (shapes.q, shapes.kv, shapes.kv)), ((shapes.q,), (h,)), ((h,), (i, i)), ((i,), (h,))]
+        self.linear = []
+        for _ in range(shapes.layers):
+            for (inp,), outs in projections:
+                a = tuple(stacked(slots, 1, rank, inp) for _ in outs)
+                b = tuple(stacked(slots, 1, out, rank) for out in outs)
+                base = torch.randn(sum(outs), inp, generator=gen).mul_(0.05).to(dtype)
+                self.linear.append((inp, outs, a, b, base))
+        self.embed_b = torch.zeros(slots, 1, h, rank, dtype=dtype)  # adapters of linear layers only
+        self.logits_a = torch.zeros(slots, 1, rank, h, dtype=dtype)
+        self.logits_b = torch.zeros(slots, 1, shapes.vocab, rank, dtype=dtype)
+        self.shapes = shapes
+
+
+def step_lora(wrapper, layers: Layers, mapping, layout, xs, logits_x, logits_y) -> None:
+    """What one forward pass asks of the punica wrapper."""
+    wrapper.update_metadata(mapping, layout, len(layout) + 1, layers.shapes.vocab)
+    x_embed, y_embed = xs["embed"]
+    wrapper.add_lora_embedding(y_embed, x_embed, layers.embed_b, add_input=True)
+    for inp, outs, a, b, _ in layers.linear:
+        x, y = xs[inp], xs[("y", sum(outs))]
+        wrapper.add_lora_linear(y, x, a, b, 1.0, outs)
+    wrapper.add_lora_logits(logits_y, logits_x, layers.logits_a, layers.logits_b, 1.0)
+
+
+def step_base(layers: Layers, xs) -> None:
+    import torch
+
+    for inp, outs, _, _, base in layers.linear:
+        torch.mm(xs[inp], base.t(), out=xs[("y", sum(outs))])
+
+
+def median_ms(run, rounds: int, inner: int) -> float:
+    run()  # warm-up: fused weights, allocator
+    times = []
+    for _ in range(rounds):
+        start = time.perf_counter()
+        for _ in range(inner):
+            run()
+        times.append((time.perf_counter() - start) / inner * 1000)
+    return statistics.median(times)
+
+
+def measure_batch(
+    layers: Layers, tokens: list[int], ids: list[int], dtype, rounds: int, inner: int
+) -> tuple[float, ...]:
+    """Milliseconds per step for the base matmuls, vLLM's wrapper and the grouped one on one batch."""
+    import torch
+    from vllm.lora.layers import LoRAMapping
+    from vllm.lora.punica_wrapper.punica_cpu import PunicaWrapperCPU
+
+    from service.lora_cpu.punica import PunicaWrapperGroupedCPU
+
+    shapes, rank = layers.shapes, layers.embed_b.shape[-1]
+    layout = list(range(1, layers.embed_b.shape[0])) + [None]  # LoRA id i sits in slot i - 1; the last is free
+    index = tuple(i for n, i in zip(tokens, ids) for _ in range(n))
+    mapping = LoRAMapping(index, tuple(ids), is_prefill=True)
+    n = len(index)
+    xs = {size: torch.randn(n, size, dtype=dtype) for size in {shapes.hidden, shapes.q, shapes.intermediate}}
+    for _, outs, _, _, _ in layers.linear:
+        xs[("y", sum(outs))] = torch.zeros(n, sum(outs), dtype=dtype)
+    xs["embed"] = (torch.randn(n, rank, dtype=dtype), torch.zeros(n, shapes.hidden, dtype=dtype))
+    logits_x = torch.randn(len(ids), shapes.hidden, dtype=dtype)
+    logits_y = torch.zeros(len(ids), shapes.vocab, dtype=dtype)
+    theirs = PunicaWrapperCPU(4096, 256, "cpu")
+    grouped = PunicaWrapperGroupedCPU(4096, 256, "cpu")  # each keeps its state between steps, as in the engine
+    cases = {
+        "base": lambda: step_base(layers, xs),
+        "vllm": lambda: step_lora(theirs, layers, mapping, layout, xs, logits_x, logits_y),
+        "ours": lambda: step_lora(grouped, layers, mapping, layout, xs, logits_x, logits_y),
+    }
+    times: dict[str, list[float]] = {key: [] for key in cases}
+    for _ in range(2):  # interleaved, so a busy moment does not favour one side
+        for key, run in cases.items():
+            times[key].append(median_ms(run, rounds, inner))
+    return tuple(min(times[key]) for key in cases)
+
+
+def measure(shapes: Shapes, dtype_name: str, rounds: int, inner: int) -> list[tuple[str, float, float, float]]:
+    import torch
+
+    dtype = getattr(torch, dtype_name)
+    layers = Layers(shapes, slots=9, rank=16, dtype=dtype)
+    rows = []
+    for label, tokens, ids in BATCHES:
+        base, vllm, ours = measure_batch(layers, tokens, ids, dtype, rounds, inner)
+        print(
+            f"  {label}: base matmuls {base:.2f} ms, vLLM's LoRA {vllm:.2f} ms, grouped LoRA {ours:.2f} ms", flush=True
+        )
+        rows.append((label, base, vllm, ours))
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32")
+    parser.add_argument("--layers", type=int, default=None, help="decoder layers (default: the base model's)")
+    parser.add_argument("--rounds", type=int, default=5, help="timed rounds per case; the median is kept")
+    parser.add_argument("--inner", type=int, default=3, help="steps per timed round")
+    parser.add_argument("--print-only", action="store_true", help="do not append to the results file")
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args()
+
+    import torch
+
+    from store.base_model import resolve_base_model
+
+    cache = Path(os.environ.get("PERSONA_CACHE_DIR", REPO / ".cache"))
+    shapes = Shapes.from_config(resolve_base_model("bundled", cache).path, args.layers)
+    torch.set_num_threads(os.cpu_count() or 1)
+    print(f"LoRA ops per step, {args.dtype}, {shapes}", flush=True)
+    rows = measure(shapes, args.dtype, args.rounds, args.inner)
+    lines = [
+        f"\n## LoRA ops per engine step, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC",
+        f"`bench/lora_ops.py --dtype {args.dtype}`: {shapes.layers} layers of the base model's shapes "
+        f"(hidden {shapes.hidden}, MLP {shapes.intermediate}, vocabulary {shapes.vocab}), 8 rank-16 adapters "
+        f"in 9 slots; {os.cpu_count()} cores, {torch.get_num_threads()} threads; milliseconds per step, "
+        "best of 2 interleaved medians.",
+        "",
+        "| batch | base matmuls | vLLM's LoRA ops | grouped LoRA ops | speed-up |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for label, base, vllm, ours in rows:
+        lines.append(f"| {label} | {base:.2f} | {vllm:.2f} | {ours:.2f} | {vllm / ours:.1f}x |")
+    text = "\n".join(lines) + "\n"
+    if args.print_only:
+        print(text)
+    else:
+        append_section(text, args.out)
+
+
+if __name__ == "__main__":
+    main()
