@@ -1,14 +1,23 @@
-"""Serving throughput: this server against vLLM's own server and a transformers + PEFT loop.
+"""Serving speed: this server (with and without its CPU LoRA plugin) against vLLM's own server.
 
-Run by hand (it takes several minutes): ``make bench`` or ``.venv/bin/python bench/serving.py``.
-Results are appended to ``bench/RESULTS.md``. On the same machine and in one run it measures output
-tokens/s for 32 concurrent chat requests of up to 64 tokens with 8 adapters:
+Run by hand on quiet cores (it takes 15-25 minutes): ``make bench`` or
+``.venv/bin/python bench/serving.py``. Results are printed and appended to ``bench/RESULTS.md``;
+``--quick`` is a smoke run with tiny loads that appends nothing.
 
-(a) this server, the 8 personas mixed;  (b) this server, base model only;
-(c) vLLM's OpenAI server with the same adapters (``--enable-lora --lora-modules``);
-(d) transformers + PEFT answering one request at a time with ``set_adapter`` per request.
+Every server runs with the same engine settings (dtype, context length, whole prompts per step, batch
+limits, LoRA limits, the CPU environment of ``service.engine``); only the LoRA plugin differs. Each
+server is started once and measured on:
 
-``--variants`` adds runs of (a) with other CPU settings (threads, OpenMP waiting, LD_PRELOAD, dtype) to pick defaults.
+- throughput: 32 concurrent chat requests of up to 64 tokens, the 8 personas mixed, then the base
+  model only; output tokens/s, the median of ``--rounds`` loads;
+- latency: one user, then 8 users at once, streaming replies of up to 100 tokens from a persona (8
+  different personas for 8 users) and from the base model; the median time to first token and the
+  median output tokens/s a user sees after the first token.
+
+Servers: (a) this server, (a-) this server with ``PERSONA_FAST_LORA=false``, (c) vLLM's OpenAI server
+with the same adapters (``--enable-lora --lora-modules``; the plugin off), and (d) transformers + PEFT
+answering one request at a time (throughput only). ``--variants`` adds runs of (a) with other CPU
+settings (threads, OpenMP waiting, LD_PRELOAD, dtype).
 """
 
 from __future__ import annotations
@@ -25,6 +34,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -34,9 +44,6 @@ sys.path.insert(0, str(REPO))
 from bench.random_adapter import publish_random_adapter  # noqa: E402
 from bench.results import RESULTS, append_section  # noqa: E402
 
-N_ADAPTERS = 8
-N_REQUESTS = 32
-MAX_TOKENS = 64
 PROMPTS = [
     "Tell me about your favourite place.",
     "What did you have for breakfast?",
@@ -49,13 +56,26 @@ PROMPTS = [
 ]
 
 
+@dataclass(frozen=True)
+class Load:
+    adapters: int = 8
+    requests: int = 32
+    max_tokens: int = 64
+    latency_users: tuple[int, ...] = (1, 8)
+    latency_tokens: int = 100
+    latency_requests: int = 3  # one-user replies per model; 8 users send one reply each
+
+
+QUICK = Load(adapters=2, requests=4, max_tokens=8, latency_users=(1, 2), latency_tokens=8, latency_requests=1)
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
 
 
-def wait_healthy(url: str, process: subprocess.Popen, timeout: float = 400) -> None:
+def wait_healthy(url: str, process: subprocess.Popen, timeout: float = 900) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
@@ -69,7 +89,7 @@ def wait_healthy(url: str, process: subprocess.Popen, timeout: float = 400) -> N
     raise RuntimeError("server did not start")
 
 
-async def load(base_url: str, models: list[str]) -> tuple[int, float]:
+async def throughput(base_url: str, models: list[str], load: Load) -> tuple[int, float]:
     """Send all requests at once; return completion tokens and wall seconds."""
     from openai import AsyncOpenAI
 
@@ -87,11 +107,11 @@ async def load(base_url: str, models: list[str]) -> tuple[int, float]:
             client.chat.completions.create(
                 model=models[i % len(models)],
                 messages=[{"role": "user", "content": PROMPTS[i % len(PROMPTS)]}],
-                max_tokens=MAX_TOKENS,
+                max_tokens=load.max_tokens,
                 temperature=0.8,
                 seed=i,
             )
-            for i in range(N_REQUESTS)
+            for i in range(load.requests)
         )
     )
     elapsed = time.perf_counter() - start
@@ -99,27 +119,143 @@ async def load(base_url: str, models: list[str]) -> tuple[int, float]:
     return sum(r.usage.completion_tokens for r in replies), elapsed
 
 
-def run_server(command: list[str], env: dict[str, str], port: int, models: list[str], log: Path, rounds: int) -> float:
-    """Start a server, send the load ``rounds`` times, and return the median output tokens/s."""
-    rates = []
+async def stream_one(client, model: str, prompt: str, max_tokens: int, seed: int) -> tuple[float, float | None]:
+    """Time to first token, and output tokens/s after it (None for replies of one token)."""
+    start = time.perf_counter()
+    first = last = None
+    stream = await client.chat.completions.create(
+        model=model,
+        messages=[{"role": "user", "content": prompt}],
+        max_tokens=max_tokens,
+        temperature=0.8,
+        seed=seed,
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    tokens = 0
+    async for chunk in stream:
+        if chunk.choices and chunk.choices[0].delta.content:
+            last = time.perf_counter()
+            first = first or last
+        if chunk.usage is not None:
+            tokens = chunk.usage.completion_tokens
+    if first is None:
+        raise RuntimeError(f"{model}: empty reply")
+    rate = (tokens - 1) / (last - first) if tokens > 1 and last > first else None
+    return first - start, rate
+
+
+async def latency(base_url: str, models: list[str], users: int, load: Load) -> tuple[float, float]:
+    """Median time to first token and median per-user output tokens/s, ``users`` at a time."""
+    from openai import AsyncOpenAI
+
+    client = AsyncOpenAI(base_url=base_url, api_key="unused", max_retries=0, timeout=900)
+    await asyncio.gather(
+        *(
+            client.chat.completions.create(model=m, messages=[{"role": "user", "content": "Hi"}], max_tokens=2)
+            for m in set(models)
+        )
+    )
+    results = []
+    for round_ in range(load.latency_requests if users == 1 else 1):
+        results += await asyncio.gather(
+            *(
+                stream_one(
+                    client, models[u % len(models)], PROMPTS[(u + round_) % len(PROMPTS)], load.latency_tokens, u
+                )
+                for u in range(users)
+            )
+        )
+    await client.close()
+    rates = [rate for _, rate in results if rate is not None]
+    return statistics.median(t for t, _ in results), statistics.median(rates) if rates else float("nan")
+
+
+@dataclass
+class Measured:
+    mixed: float | None = None
+    base: float | None = None
+    latency: dict[tuple[int, str], tuple[float, float]] | None = None
+
+
+def run_server(
+    command: list[str],
+    env: dict[str, str],
+    port: int,
+    personas: list[str],
+    base_id: str,
+    log: Path,
+    rounds: int,
+    load: Load,
+    with_latency: bool = True,
+    base_only: bool = True,
+) -> Measured:
+    """Start a server, measure it, stop it."""
+    url = f"http://127.0.0.1:{port}/v1"
+    measured = Measured()
     with open(log, "w") as out:
         process = subprocess.Popen(command, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)
         try:
             wait_healthy(f"http://127.0.0.1:{port}/health", process)
-            for _ in range(rounds):
-                tokens, seconds = asyncio.run(load(f"http://127.0.0.1:{port}/v1", models))
-                print(f"  {tokens} tokens in {seconds:.1f}s", flush=True)
-                rates.append(tokens / seconds)
+            for key, models in [("mixed", personas)] + ([("base", [base_id])] if base_only else []):
+                rates = []
+                for _ in range(rounds):
+                    tokens, seconds = asyncio.run(throughput(url, models, load))
+                    print(f"  {key}: {tokens} tokens in {seconds:.1f}s", flush=True)
+                    rates.append(tokens / seconds)
+                setattr(measured, key, statistics.median(rates))
+            if with_latency:
+                measured.latency = {}
+                for users in load.latency_users:
+                    for label, models in (("persona", personas), ("base model", [base_id])):
+                        measured.latency[users, label] = asyncio.run(latency(url, models, users, load))
+                        print(
+                            f"  {users} user(s), {label}: first token {measured.latency[users, label][0]:.2f}s, "
+                            f"{measured.latency[users, label][1]:.1f} tokens/s",
+                            flush=True,
+                        )
         finally:
             process.terminate()
             try:
                 process.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 process.kill()
-    return statistics.median(rates)
+    return measured
 
 
-def peft_loop(base, adapters: dict[str, Path], n_requests: int) -> float:
+def engine_flags(settings, dtype: str, adapters: dict[str, Path]) -> list[str]:
+    """vLLM server flags for the engine arguments ``service.engine.VllmEngine`` passes, value for value."""
+    from service.engine import whole_prompt_steps
+
+    steps = whole_prompt_steps(settings)
+    return [
+        "--dtype",
+        dtype,
+        "--max-model-len",
+        str(settings.max_model_len),
+        "--no-enable-chunked-prefill" if not steps["enable_chunked_prefill"] else "--enable-chunked-prefill",
+        "--max-num-batched-tokens",
+        str(steps["max_num_batched_tokens"]),
+        "--enable-lora",
+        "--max-loras",
+        str(settings.max_loras),
+        "--max-lora-rank",
+        str(settings.max_lora_rank),
+        "--max-cpu-loras",
+        str(max(settings.max_cpu_loras, settings.max_loras)),
+        "--max-num-seqs",
+        str(settings.max_num_seqs),
+        "--tensor-parallel-size",
+        str(settings.tensor_parallel_size),
+        "--gpu-memory-utilization",
+        str(settings.gpu_memory_utilization),
+        "--disable-log-stats",
+        "--lora-modules",
+        *(f"{name}={path}" for name, path in adapters.items()),
+    ]
+
+
+def peft_loop(base, adapters: dict[str, Path], n_requests: int, max_tokens: int) -> float:
     """(d): what a user would otherwise write: one request at a time, switching adapters."""
     import torch
     from peft import PeftModel
@@ -146,7 +282,7 @@ def peft_loop(base, adapters: dict[str, Path], n_requests: int) -> float:
         torch.manual_seed(i)
         with torch.inference_mode():
             out = model.generate(
-                **ids, max_new_tokens=MAX_TOKENS, do_sample=True, temperature=0.8, pad_token_id=tokenizer.eos_token_id
+                **ids, max_new_tokens=max_tokens, do_sample=True, temperature=0.8, pad_token_id=tokenizer.eos_token_id
             )
         tokens += out.shape[1] - ids["input_ids"].shape[1]
     elapsed = time.perf_counter() - start
@@ -154,16 +290,75 @@ def peft_loop(base, adapters: dict[str, Path], n_requests: int) -> float:
     return tokens / elapsed
 
 
+NAMES = {
+    "a": "(a) this server",
+    "a-": "(a-) this server, plugin off",
+    "c": "(c) vLLM's OpenAI server",
+    "d": "(d) transformers + PEFT, one at a time",
+}
+
+
+def report(results: dict[str, Measured], load: Load, rounds: int, dtype: str, env: dict[str, str]) -> str:
+    lines = [
+        f"\n## Serving speed, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC",
+        f"`bench/serving.py`: {load.adapters} adapters (r=16), {load.requests} concurrent chat requests of up to "
+        f"{load.max_tokens} tokens, median of {rounds} rounds per server; {os.cpu_count()} cores; {dtype}; the "
+        f"same engine settings for every server; environment {env}.",
+        "",
+        "| server | personas mixed, tokens/s | base model only, tokens/s | mixed / base |",
+        "| --- | --- | --- | --- |",
+    ]
+    for key, m in results.items():
+        ratio = f"{m.mixed / m.base:.2f}" if m.mixed and m.base else ""
+        lines.append(f"| {NAMES.get(key, key)} | {m.mixed or 0:.1f} | {f'{m.base:.1f}' if m.base else ''} | {ratio} |")
+    lines.append("")
+    ours, off, vllm = results.get("a"), results.get("a-"), results.get("c")
+    if ours and vllm and vllm.mixed:
+        lines.append(f"- (a)/(c), personas mixed: {ours.mixed / vllm.mixed:.2f} (goal at least 1.5)")
+    if ours and ours.base:
+        lines.append(f"- (a), personas mixed / base only: {ours.mixed / ours.base:.2f} (goal at least 0.85)")
+    if ours and off and off.mixed:
+        lines.append(f"- (a)/(a-), personas mixed: {ours.mixed / off.mixed:.2f} (what the plugin gives)")
+    latency_rows = [
+        (key, users, label, value)
+        for key, m in results.items()
+        if m.latency
+        for (users, label), value in m.latency.items()
+    ]
+    if latency_rows:
+        lines += [
+            "",
+            f"Latency: streamed replies of up to {load.latency_tokens} tokens; medians over the users "
+            f"(one user: {load.latency_requests} replies in turn).",
+            "",
+            "| server | users | model | time to first token, s | output tokens/s per user |",
+            "| --- | --- | --- | --- | --- |",
+        ]
+        for key, users, label, (ttft, rate) in latency_rows:
+            lines.append(f"| {NAMES.get(key, key)} | {users} | {label} | {ttft:.2f} | {rate:.1f} |")
+        if ours and ours.latency:
+            persona, base_model = ours.latency.get((1, "persona")), ours.latency.get((1, "base model"))
+            if persona and base_model:
+                lines.append(
+                    f"\n- (a), one user: persona {persona[1]:.1f} tokens/s = {persona[1] / base_model[1]:.2f}x the "
+                    "base model (goals: at least 20 tokens/s and 0.9x)"
+                )
+    return "\n".join(lines) + "\n"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--variants", action="store_true", help="also measure other CPU settings for (a)")
-    parser.add_argument("--rounds", type=int, default=2, help="loads per server; the median is reported")
-    parser.add_argument("--skip", default="", help="comma-separated cases to skip, e.g. c,d")
+    parser.add_argument("--rounds", type=int, default=2, help="throughput loads per server; the median is reported")
+    parser.add_argument("--skip", default="", help="comma-separated servers to skip, e.g. a-,d")
+    parser.add_argument("--quick", action="store_true", help="tiny loads, one round, nothing appended (a smoke run)")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
     skip = set(args.skip.split(",")) if args.skip else set()
+    load, rounds = (QUICK, 1) if args.quick else (Load(), args.rounds)
 
     from service.engine import cpu_environment, engine_dtype, has_cuda, preload_libraries
+    from service.lora_cpu import SWITCH
     from service.settings import ServeSettings
     from store.base_model import resolve_base_model
 
@@ -174,123 +369,100 @@ def main() -> None:
     logs.mkdir(parents=True, exist_ok=True)
     personas = work / "personas"
     adapters: dict[str, Path] = {}
-    print(f"making {N_ADAPTERS} adapters in {personas}", flush=True)
-    for i in range(N_ADAPTERS):
+    print(f"making {load.adapters} adapters in {personas}", flush=True)
+    for i in range(load.adapters):
         folder = personas / f"p{i}"
         (folder / "logs").mkdir(parents=True)
         (folder / "persona.yaml").write_text("system_prompt: You are a helpful assistant.\n")
         version = publish_random_adapter(folder, base, seed=100 + i, scale=0.02, r=16)
         adapters[f"p{i}"] = folder / "adapters" / f"v{version}"
 
-    serve_settings = ServeSettings(cache_dir=cache)
-    dtype = engine_dtype(serve_settings.dtype, has_cuda())
-    tuned = {**os.environ, **cpu_environment(serve_settings)}  # for (c): the same CPU settings as ours
-    results: dict[str, float] = {}
+    settings = ServeSettings(cache_dir=cache, personas_dir=personas)
+    dtype = engine_dtype(settings.dtype, has_cuda())
+    env = cpu_environment(settings)
+    results: dict[str, Measured] = {}
 
-    def ours(label: str, models: list[str], env: dict[str, str]) -> None:
+    def ours(key: str, extra: dict[str, str], **options) -> Measured:
         port = free_port()
-        print(f"({label}) this server, models {models[:3]}...", flush=True)
-        env = {
-            **env,
+        print(f"{NAMES.get(key, key)}", flush=True)
+        server_env = {
+            **os.environ,
+            **extra,
             "PERSONA_CACHE_DIR": str(cache),
             "PERSONA_PERSONAS_DIR": str(personas),
             "PERSONA_PORT": str(port),
             "PERSONA_UI": "false",
+            "PERSONA_TRAIN": "false",
         }
-        results[label] = run_server(
+        log = logs / f"serve-{re.sub(r'[^a-z0-9]+', '-', key.lower()).strip('-') or 'a'}.log"
+        return run_server(
             [sys.executable, "-m", "cli.main", "serve"],
-            env,
+            server_env,
             port,
-            models,
-            logs / f"serve-{re.sub(r'[^a-z0-9]+', '-', label.lower()).strip('-')}.log",
-            args.rounds,
+            list(adapters),
+            base.id,
+            log,
+            rounds,
+            load,
+            **options,
         )
 
-    if "a" not in skip:
-        ours("a", list(adapters), dict(os.environ))  # the server applies cpu_environment itself
-    if "b" not in skip:
-        ours("b", [base.id], dict(os.environ))
-    if "c" not in skip:
-        port = free_port()
-        print("(c) vLLM's OpenAI server", flush=True)
-        command = [
-            sys.executable,
-            "-m",
-            "vllm.entrypoints.openai.api_server",
-            "--model",
-            str(base.path),
-            "--served-model-name",
-            base.id,
-            "--port",
-            str(port),
-            "--dtype",
-            dtype,
-            "--max-model-len",
-            str(serve_settings.max_model_len),
-            "--enable-lora",
-            "--max-loras",
-            str(N_ADAPTERS),
-            "--max-lora-rank",
-            "16",
-            "--max-cpu-loras",
-            str(serve_settings.max_cpu_loras),
-            "--max-num-seqs",
-            str(serve_settings.max_num_seqs),
-            "--disable-log-stats",
-            "--lora-modules",
-            *(f"{name}={path}" for name, path in adapters.items()),
-        ]
-        results["c"] = run_server(command, tuned, port, list(adapters), logs / "vllm-server.log", args.rounds)
-    if "d" not in skip:
-        print("(d) transformers + PEFT, one request at a time", flush=True)
-        results["d"] = peft_loop(base, adapters, n_requests=8)  # one round: it is slow and steady
-    if args.variants:
-        other_dtype = "float32" if dtype == "bfloat16" else "bfloat16"
-        variants: dict[str, dict[str, str]] = {
-            "a, 1 thread (vLLM's default binding)": {
-                "VLLM_CPU_OMP_THREADS_BIND": "auto",
-                "VLLM_CPU_NUM_OF_RESERVED_CPU": "1",
-                "OMP_NUM_THREADS": "1",
-            },
-            f"a, {other_dtype}": {"PERSONA_DTYPE": other_dtype},
-            "a, OpenMP threads sleep when idle": {"OMP_WAIT_POLICY": "PASSIVE"},
-            "a, nothing preloaded (vLLM preloads torch's libgomp)": {"PERSONA_CPU_PRELOAD": "false"},
-        }
-        for library in preload_libraries():
-            variants[f"a, only {Path(library).name} preloaded"] = {
-                "PERSONA_CPU_PRELOAD": "false",
-                "LD_PRELOAD": library,
+    try:
+        if "a" not in skip:
+            results["a"] = ours("a", {"PERSONA_FAST_LORA": "true"})  # the server applies cpu_environment itself
+        if "a-" not in skip:
+            results["a-"] = ours("a-", {"PERSONA_FAST_LORA": "false"})
+        if "c" not in skip:
+            port = free_port()
+            print(NAMES["c"], flush=True)
+            command = [
+                sys.executable,
+                "-m",
+                "vllm.entrypoints.openai.api_server",
+                "--model",
+                str(base.path),
+                "--served-model-name",
+                base.id,
+                "--port",
+                str(port),
+                *engine_flags(settings, dtype, adapters),
+            ]
+            vllm_env = {**os.environ, **env, SWITCH: "0"}  # vLLM's own LoRA ops
+            results["c"] = run_server(
+                command, vllm_env, port, list(adapters), base.id, logs / "vllm-server.log", rounds, load
+            )
+        if "d" not in skip:
+            print(NAMES["d"], flush=True)
+            results["d"] = Measured(
+                mixed=peft_loop(base, adapters, n_requests=min(8, load.requests), max_tokens=load.max_tokens)
+            )
+        if args.variants:
+            other_dtype = "float32" if dtype == "bfloat16" else "bfloat16"
+            variants: dict[str, dict[str, str]] = {
+                "a, 1 thread (vLLM's default binding)": {
+                    "VLLM_CPU_OMP_THREADS_BIND": "auto",
+                    "VLLM_CPU_NUM_OF_RESERVED_CPU": "1",
+                    "OMP_NUM_THREADS": "1",
+                },
+                f"a, {other_dtype}": {"PERSONA_DTYPE": other_dtype},
+                "a, OpenMP threads sleep when idle": {"OMP_WAIT_POLICY": "PASSIVE"},
+                "a, nothing preloaded (vLLM preloads torch's libgomp)": {"PERSONA_CPU_PRELOAD": "false"},
             }
-        for label, extra in variants.items():
-            ours(label, list(adapters), {**os.environ, **extra})
-    shutil.rmtree(work, ignore_errors=True)
+            for library in preload_libraries():
+                variants[f"a, only {Path(library).name} preloaded"] = {
+                    "PERSONA_CPU_PRELOAD": "false",
+                    "LD_PRELOAD": library,
+                }
+            for label, extra in variants.items():
+                results[label] = ours(label, extra, with_latency=False, base_only=False)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
 
-    lines = [
-        f"\n## Serving throughput, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC",
-        f"`bench/serving.py`: {N_ADAPTERS} adapters (r=16), {N_REQUESTS} concurrent chat requests of up to "
-        f"{MAX_TOKENS} tokens, median of {args.rounds} rounds per server; {os.cpu_count()} cores; {dtype} for "
-        f"(a), (b) and (c); settings {cpu_environment(serve_settings)}.",
-        "",
-        "| case | output tokens/s |",
-        "| --- | --- |",
-    ]
-    names = {
-        "a": "(a) this server, 8 personas mixed",
-        "b": "(b) this server, base model only",
-        "c": "(c) vLLM's OpenAI server, same adapters",
-        "d": "(d) transformers + PEFT, one at a time",
-    }
-    for key, value in results.items():
-        lines.append(f"| {names.get(key, key)} | {value:.1f} |")
-    lines.append("")
-    if "a" in results and "c" in results:
-        lines.append(f"- (a)/(c) = {results['a'] / results['c']:.2f} (target at least 0.95)")
-    if "a" in results and "d" in results:
-        lines.append(f"- (a)/(d) = {results['a'] / results['d']:.2f} (target at least 4)")
-    if "a" in results and "b" in results:
-        lines.append(f"- (a)/(b) = {results['a'] / results['b']:.2f} (cost of mixing adapters)")
-    text = "\n".join(lines) + "\n"
-    append_section(text, args.out)
+    text = report(results, load, rounds, dtype, {**env, SWITCH: "1 for (a), 0 otherwise"})
+    if args.quick:
+        print(text)
+    else:
+        append_section(text, args.out)
 
 
 if __name__ == "__main__":
