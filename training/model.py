@@ -187,8 +187,9 @@ def load_adapter_model(base: BaseModel, adapter_dir: Path) -> nn.Module:
 
 
 class LossPath:
-    """Summed cross-entropy of a batch's trained tokens: the decoder, then the output head either on
-    the trained positions only or (``head_on_trained_positions=False``) on every position."""
+    """Cross-entropy of a batch's trained tokens, summed with their weights (``batch.weights``): the
+    decoder, then the output head either on the trained positions only or
+    (``head_on_trained_positions=False``) on every position."""
 
     def __init__(self, model: nn.Module, *, bf16: bool = False, head_on_trained_positions: bool = True) -> None:
         inner = model.get_base_model() if hasattr(model, "get_base_model") else model
@@ -215,14 +216,14 @@ class LossPath:
                 logits = self.logits(hidden.index_select(0, batch.positions))
             else:
                 logits = self.logits(hidden).index_select(0, batch.positions)
-        return F.cross_entropy(logits.float(), batch.labels, reduction="sum")
+        return torch.dot(F.cross_entropy(logits.float(), batch.labels, reduction="none"), batch.weights)
 
 
 def heldout_loss(
     model: nn.Module, split: EncodedSplit, batch_tokens: int, pad: int, bf16: bool = False
 ) -> float | None:
-    """Mean cross-entropy per trained token of ``split`` (``None`` for an empty split); its exp is the
-    perplexity of the persona's replies. The model is left in the mode it was in."""
+    """Mean cross-entropy per trained token of ``split``, by token weight (``None`` for an empty split);
+    its exp is the perplexity of the persona's replies. The model is left in the mode it was in."""
     if not len(split):
         return None
     loss_sum: Callable[[Batch], torch.Tensor] = LossPath(model, bf16=bf16)
@@ -235,7 +236,7 @@ def heldout_loss(
             for indices in plan_batches(split.lengths, batch_tokens, 0, 0):
                 batch = collate(split, indices, pad, device)
                 total += float(loss_sum(batch))
-                count += batch.targets
+                count += batch.weight_total
     finally:
         model.train(was_training)
-    return total / max(count, 1)
+    return total / (count or 1)
