@@ -8,12 +8,14 @@ the way training rendered its examples. Both sides call this one module (nanocha
   when the conversation has none), and :func:`prompt_messages` adds the role mapping (``developer`` is
   a ``system`` message): what the template sees;
 * :func:`render_prompt` gives the ids the server sends to the engine (ending with the assistant header);
-* :func:`render_conversation` gives the ids of a whole training conversation and a 0/1 loss mask.
+* :func:`render_conversation` gives the ids of a whole training conversation and a loss mask that
+  carries each token's training weight.
 
 The template is the base tokenizer's own. :func:`render_conversation`'s ids are identical, token for
-token, to ``apply_chat_template(messages, tokenize=True)``, and its mask is 1 on
+token, to ``apply_chat_template(messages, tokenize=True)``, and its mask holds the message's
+``weight`` (a missing weight counts as 1; real replies have 1, generated ones less) on
 
-* the content of every assistant message whose ``weight`` is above 0 (a missing weight counts as 1),
+* the content of every assistant message whose ``weight`` is above 0,
 * and its end-of-turn token (the tokenizer's ``eos_token``, ``<|im_end|>`` in ChatML), so the model
   learns to stop;
 
@@ -41,6 +43,7 @@ __all__ = [
     "render_prompt",
     "render_text",
     "trained",
+    "weight_of",
     "with_system_prompt",
 ]
 
@@ -118,10 +121,15 @@ def end_of_turn_ids(tokenizer: Any) -> set[int]:
     return ids
 
 
+def weight_of(message: Mapping[str, Any]) -> float:
+    """The message's training weight: its ``weight``, 1 when it has none."""
+    weight = message.get("weight", 1.0)
+    return 1.0 if weight is None else float(weight)
+
+
 def trained(message: Mapping[str, Any]) -> bool:
     """Whether the loss covers this message: an assistant turn whose weight is above 0."""
-    weight = message.get("weight", 1.0)
-    return message.get("role") == "assistant" and (1.0 if weight is None else float(weight)) > 0
+    return message.get("role") == "assistant" and weight_of(message) > 0
 
 
 def _token_span(
@@ -147,15 +155,16 @@ def _token_span(
     return bounds[0], bounds[1]
 
 
-def render_conversation(tokenizer: Any, messages: Sequence[Mapping[str, Any]]) -> tuple[list[int], list[int]]:
-    """Token ids of the whole conversation and a 0/1 loss mask of the same length.
+def render_conversation(tokenizer: Any, messages: Sequence[Mapping[str, Any]]) -> tuple[list[int], list[float]]:
+    """Token ids of the whole conversation and a loss mask of the same length: each trained token's
+    weight (its message's), 0 elsewhere.
 
     ``messages`` are ``{"role", "content", "weight"?}`` dicts; see the module docstring for what the
     mask covers. Raises :class:`RenderError` when the template is not prefix-stable.
     """
     full = render_text(tokenizer, messages)
     ids, offsets = _encode(tokenizer, full)
-    mask = [0] * len(ids)
+    mask: list[float] = [0] * len(ids)
     stops = end_of_turn_ids(tokenizer)
     for index, message in enumerate(messages):
         if not trained(message):
@@ -173,5 +182,5 @@ def render_conversation(tokenizer: Any, messages: Sequence[Mapping[str, Any]]) -
         if stop_at is not None:
             last = stop_at + 1
         for i in range(first, last):
-            mask[i] = 1
+            mask[i] = weight_of(message)
     return ids, mask

@@ -2,7 +2,8 @@
 
 Padding goes on the right and no attention mask is built: with causal attention no real token can
 see a later (pad) position, so the model runs its plain causal kernel. Each batch carries only the
-positions whose next token is trained and those tokens, which is all the loss needs.
+positions whose next token is trained, those tokens and their weights (1 for a real reply, less for
+a generated one), which is all the loss needs.
 """
 
 from __future__ import annotations
@@ -28,10 +29,11 @@ __all__ = ["Batch", "EncodedSplit", "collate", "encode_split", "fit_length", "pa
 
 @dataclass
 class EncodedSplit:
-    """A split rendered and tokenized once: ids and loss masks per example, and their counts."""
+    """A split rendered and tokenized once: ids and loss masks (per-token weights) per example, and
+    their counts."""
 
     ids: list[list[int]]
-    masks: list[list[int]]
+    masks: list[list[float]]
     truncated: int = 0
     """Examples over ``max_seq_length`` that lost context (they are kept)."""
     skipped: int = 0
@@ -47,7 +49,8 @@ class EncodedSplit:
 
     @property
     def target_tokens(self) -> int:
-        return sum(sum(m) for m in self.masks)
+        """Trained tokens, whatever their weight."""
+        return sum(sum(1 for w in m if w > 0) for m in self.masks)
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -85,7 +88,7 @@ def encode_split(tokenizer: Any, rows: Iterable[Mapping[str, Any]] | None, max_s
     return out
 
 
-def fit_length(tokenizer: Any, messages: Sequence[Mapping[str, Any]], limit: int) -> tuple[list[int], list[int]]:
+def fit_length(tokenizer: Any, messages: Sequence[Mapping[str, Any]], limit: int) -> tuple[list[int], list[float]]:
     """Ids and loss mask of ``messages`` in at most ``limit`` tokens, as training sees them: the oldest
     context turns go first (the system prompt stays), then tokens from the left; the end of the
     trained reply is always kept."""
@@ -93,7 +96,7 @@ def fit_length(tokenizer: Any, messages: Sequence[Mapping[str, Any]], limit: int
     return _shorten(tokenizer, list(messages), ids, mask, limit) if len(ids) > limit else (ids, mask)
 
 
-def _shorten(tokenizer: Any, messages: list[dict], ids: list[int], mask: list[int], limit: int):
+def _shorten(tokenizer: Any, messages: list[dict], ids: list[int], mask: list[float], limit: int):
     """Fit a rendered example into ``limit`` tokens (see :func:`fit_length`)."""
     first = 1 if messages and messages[0].get("role") == "system" else 0
     trimmed = list(messages)
@@ -136,7 +139,7 @@ def plan_batches(lengths: Sequence[int], batch_tokens: int, seed: int, epoch: in
 
 @dataclass
 class Batch:
-    """Right-padded ids, and where the loss is taken."""
+    """Right-padded ids, and where the loss is taken with what weight."""
 
     input_ids: torch.Tensor
     """[B, L], right-padded."""
@@ -144,9 +147,13 @@ class Batch:
     """Flat indices into [B*L] of the hidden states that predict a trained token."""
     labels: torch.Tensor
     """The trained tokens, aligned with ``positions``."""
+    weights: torch.Tensor
+    """Each trained token's weight in the loss, aligned with ``positions``."""
     tokens: int
     """Real (unpadded) tokens."""
     targets: int
+    weight_total: float
+    """Sum of ``weights``: the loss is the weighted sum of cross-entropies divided by it."""
 
 
 def pad_id(tokenizer: Any) -> int:
@@ -162,6 +169,7 @@ def collate(split: EncodedSplit, indices: Sequence[int], pad: int, device: torch
     input_ids = torch.full((len(indices), width), pad, dtype=torch.long)
     positions: list[int] = []
     labels: list[int] = []
+    weights: list[float] = []
     tokens = 0
     for row, index in enumerate(indices):
         ids, mask = split.ids[index], split.masks[index]
@@ -169,11 +177,22 @@ def collate(split: EncodedSplit, indices: Sequence[int], pad: int, device: torch
         tokens += len(ids)
         base = row * width
         for t in range(1, len(ids)):
-            if mask[t]:
+            if mask[t] > 0:
                 positions.append(base + t - 1)
                 labels.append(ids[t])
+                weights.append(float(mask[t]))
     positions_t = torch.tensor(positions, dtype=torch.long)
     labels_t = torch.tensor(labels, dtype=torch.long)
+    weights_t = torch.tensor(weights, dtype=torch.float32)
     if device is not None and device.type != "cpu":
         input_ids, positions_t, labels_t = input_ids.to(device), positions_t.to(device), labels_t.to(device)
-    return Batch(input_ids=input_ids, positions=positions_t, labels=labels_t, tokens=tokens, targets=len(labels))
+        weights_t = weights_t.to(device)
+    return Batch(
+        input_ids=input_ids,
+        positions=positions_t,
+        labels=labels_t,
+        weights=weights_t,
+        tokens=tokens,
+        targets=len(labels),
+        weight_total=float(sum(weights)),
+    )

@@ -1,8 +1,10 @@
 """The LoRA training run, in the steps of a torchtune recipe: setup, load_checkpoint, train, save_checkpoint.
 
 Each example is rendered and tokenized once (:mod:`training.batches`); batches are length-grouped
-under a token budget and carry no attention mask; the loss is the mean cross-entropy over the
-persona's tokens of a batch (:mod:`training.model`), with the speed-ups of :mod:`training.speedups`.
+under a token budget and carry no attention mask; the loss is the weighted mean cross-entropy over
+the persona's tokens of a batch (:mod:`training.model`): each token counts with its reply's weight, so
+generated replies pull less than real ones and a batch of real replies only has their plain mean.
+The speed-ups are those of :mod:`training.speedups`.
 Computation is fp32 by default (``bf16`` autocasts); a CUDA GPU is used when there is one.
 
 The held-out loss is evaluated before training, every ``eval_every`` steps and at the end; training
@@ -215,7 +217,7 @@ class LoraRecipe:
         state, record, config = self.state, self.state.record, self.config
         started = time.perf_counter()
         batch = collate(self.train_split, indices, self.pad, self.device)
-        loss = self.loss_sum(batch) / max(batch.targets, 1)
+        loss = self.loss_sum(batch) / (batch.weight_total or 1.0)
         loss.backward()
         if config.max_grad_norm > 0:
             torch.nn.utils.clip_grad_norm_(self.trainable, config.max_grad_norm, foreach=True)
