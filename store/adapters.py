@@ -40,6 +40,15 @@ class LoraShape(BaseModel):
     target_modules: list[str]
 
 
+class ExampleCounts(BaseModel):
+    """Training examples of a version by origin: the persona's logs, accepted generated examples
+    (trained at ``synthetic_weight``) and general conversation mixed in against forgetting."""
+
+    real: int = 0
+    synthetic: int = 0
+    replay: int = 0
+
+
 class AdapterMetadata(BaseModel):
     """``metadata.json`` of a version: where it came from and how good it is."""
 
@@ -55,6 +64,8 @@ class AdapterMetadata(BaseModel):
     eval_loss_before: float | None = None
     eval_loss_after: float | None = None
     tokens: dict[str, int] = Field(default_factory=dict)
+    examples: ExampleCounts | None = None
+    """Training examples by origin (absent in versions trained before they were counted)."""
     duration_s: float | None = None
 
 

@@ -85,6 +85,11 @@ def all_examples(persona_path: Path) -> list[SyntheticExample]:
     return [example for batch in batches(persona_path) for example in read_batch(persona_path, batch)]
 
 
+def accepted(persona_path: Path) -> list[SyntheticExample]:
+    """The examples a reviewer accepted: the only ones training uses."""
+    return [example for example in all_examples(persona_path) if example.status == "accepted"]
+
+
 def review(
     persona_path: Path, example_id: str, status: Status, reply: str | None = None, reason: str | None = None
 ) -> SyntheticExample:

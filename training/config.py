@@ -157,6 +157,17 @@ class TrainConfig(BaseModel):
     size (longest length x count) would exceed it (a longer example makes a step of its own). Bigger
     means fewer, smoother steps."""
 
+    # --- what is trained on ------------------------------------------------------------------------
+    synthetic_weight: Float = Field(0.5, ge=0, le=1)
+    """Loss weight of accepted generated examples (personas/<name>/synthetic/, `persona augment`)
+    against the real replies' 1: they add material without outweighing the real voice. 0 leaves them
+    out. They are never held out for evaluation."""
+    replay_share: Float = Field(0.1, ge=0, lt=1)
+    """General conversation mixed in to limit forgetting, as a share of the persona's training
+    examples (real and generated): the base model's own answers to a bundled set of everyday prompts,
+    made once per base model and cached, trained at weight 1 with the base model's default system
+    prompt. 0 turns it off."""
+
     # --- how long ----------------------------------------------------------------------------------
     epochs: Int | None = Field(None, ge=1)
     """Passes over the training examples; unset (null) chooses them from the data size: enough passes

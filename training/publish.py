@@ -43,6 +43,7 @@ def build_metadata(outcome: TrainResult, data_hash: str, extra: dict[str, Any] |
         eval_loss_before=_round(outcome.eval_loss_before),
         eval_loss_after=_round(outcome.eval_loss_after),
         tokens=dict(outcome.tokens),
+        examples=outcome.examples,
         duration_s=round(outcome.duration_s, 1),
         steps=outcome.steps,
         epochs=outcome.epochs,
@@ -120,7 +121,7 @@ def write_report(outcome: TrainResult, metadata: AdapterMetadata, persona: str, 
         "",
         f"- Base model: `{metadata.base_model}` (hash `{metadata.base_hash[:12]}`)",
         f"- Data: {tokens.get('train_examples', 0)} training and {tokens.get('heldout_examples', 0)} held-out "
-        f"examples, hash `{metadata.data_hash[:12]}`",
+        f"examples, hash `{metadata.data_hash[:12]}`" + _origins(outcome),
         f"- LoRA: r={outcome.config.lora_r}, alpha={outcome.config.lora_alpha:g}, "
         f"modules {', '.join(sorted(outcome.config.target_modules))}"
         + (" (QLoRA, 4-bit base)" if outcome.config.qlora else ""),
@@ -154,6 +155,18 @@ def write_report(outcome: TrainResult, metadata: AdapterMetadata, persona: str, 
         "",
     ]
     path.write_text("\n".join(lines), encoding="utf-8")
+
+
+def _origins(outcome: TrainResult) -> str:
+    """Where the training examples came from, for the report (nothing when the run was not told)."""
+    counts = outcome.examples
+    if counts is None:
+        return ""
+    weight = outcome.config.synthetic_weight
+    return (
+        f"; training on {counts.real} real, {counts.synthetic} generated (weight {weight:g}) and "
+        f"{counts.replay} general-conversation (replay) examples"
+    )
 
 
 def _mb(value: float | None) -> str:

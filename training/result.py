@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from store.adapters import ExampleCounts
 from store.base_model import BaseModel
 
 from .config import TrainConfig
@@ -44,6 +45,8 @@ class TrainResult:
     train_seconds: float
     """Time spent in training steps only (no evaluation or checkpoints)."""
     resumed_from: int | None = None
+    examples: ExampleCounts | None = None
+    """Training examples by origin (real, generated, replay), when the run was given them."""
     peak_rss_mb: float | None = None
     """Peak resident memory of the process during the run."""
     peak_cuda_mb: float | None = None

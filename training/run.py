@@ -5,6 +5,11 @@
                            max_lora_rank=16)
     print(result.version, result.eval_loss_before, result.eval_loss_after)
 
+The run trains on the training split of the logs, the persona's accepted generated examples (at
+``synthetic_weight``) and general conversation (``replay_share``, :mod:`training.replay`); the
+held-out split is the logs' alone (:mod:`training.mixture`). The counts of each go into the version's
+metadata and report.
+
 The run's work folder is ``personas/<name>/adapters/.work/`` (ignored by the version listing): the
 resumable checkpoint, a lock that keeps two runs of one persona apart, and ``progress.json``
 (:mod:`store.progress`) that the server shows as training progress. The checkpoint is removed once the
@@ -15,18 +20,21 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
+import sys
 import time
 from collections.abc import Callable
 from typing import Any
 
 from store.adapters import set_live
-from store.base_model import resolve_base_model
+from store.base_model import BaseModel, resolve_base_model
 from store.errors import StoreError
 from store.progress import TrainingProgress, work_dir, write_progress
 from store.registry import Persona, PersonaStore
 from store.settings import StoreSettings
 
 from .config import ConfigError, TrainConfig, TrainingError
+from .mixture import training_mix
 from .result import TrainResult
 
 __all__ = ["TrainResult", "train_persona", "needs_training", "config_for"]
@@ -118,8 +126,10 @@ def train_persona(
 class _ProgressFile:
     """Keeps the persona's ``progress.json`` current for the server, and passes each report on."""
 
-    def __init__(self, persona: Persona, on_step: Callable[[TrainingProgress], None] | None) -> None:
-        self.persona, self.on_step = persona, on_step
+    def __init__(
+        self, persona: Persona, on_step: Callable[[TrainingProgress], None] | None, show: bool = False
+    ) -> None:
+        self.persona, self.on_step, self.show = persona, on_step, show
         self.last = TrainingProgress(state="running", message=f"preparing {persona.name}")
         write_progress(persona.path, self.last)
 
@@ -128,6 +138,12 @@ class _ProgressFile:
         self.write(info.model_copy(update={"state": "running", "message": f"training {self.persona.name}"}))
         if self.on_step:
             self.on_step(info)
+
+    def say(self, message: str) -> None:
+        """A step of the preparation, shown as the progress message (and on stderr with a progress bar)."""
+        self.write(TrainingProgress(state="running", message=f"preparing {self.persona.name}: {message}"))
+        if self.show:
+            print(f"{self.persona.name}: {message}", file=sys.stderr, flush=True)
 
     def write(self, progress: TrainingProgress) -> None:
         self.last = progress
@@ -161,14 +177,18 @@ def _train_locked(
 
     started = time.perf_counter()
     name, work = persona.name, work_dir(persona.path)
-    report = _ProgressFile(persona, on_step)
+    report = _ProgressFile(persona, on_step, show=progress)
     try:
         examples = _examples(persona)
         base = resolve_base_model(store_settings.base_model, store_settings.cache_dir, store_settings.allow_download)
+        replay = functools.partial(_replay, store_settings, base, eval_url, progress, report.say)
+        mix = training_mix(persona, examples.train, config, replay)
+        report.say(mix.describe())
         if not resume:
             (work / CHECKPOINT_FILE).unlink(missing_ok=True)
-        outcome = train(base, examples.train, examples.heldout, config, work_dir=work, resume=resume,
+        outcome = train(base, mix.train, examples.heldout, config, work_dir=work, resume=resume,
                         progress=progress, on_step=report, description=name, lock=False)  # fmt: skip
+        outcome.examples = mix.counts
         report.write(TrainingProgress(state="running", step=outcome.steps, total_steps=outcome.total_steps,
                                       eval_loss=outcome.eval_loss_after, message="publishing"))  # fmt: skip
         version, path = publish_adapter(
@@ -197,6 +217,25 @@ def _train_locked(
     total_s = time.perf_counter() - started
     return dataclasses.replace(outcome, model=None, name=name, version=version, path=path, data_hash=examples.data_hash,
                                total_s=total_s, held_back=not go_live, gate_reasons=reasons)  # fmt: skip
+
+
+def _replay(
+    settings: StoreSettings, base: BaseModel, url: str | None, progress: bool, say: Callable[[str], None]
+) -> list[list[dict[str, str]]]:
+    """The replay conversations of ``base``: cached, else answered through the server at ``url`` when
+    there is one (falling back to this process when it cannot answer), else in this process."""
+    from .base_answers import local_answerer, server_answerer
+    from .fidelity.settings import FidelityError
+    from .replay import REPLAY_MAX_TOKENS, replay_conversations
+
+    local = local_answerer(base, REPLAY_MAX_TOKENS, progress=progress)
+    if url is None:
+        return replay_conversations(settings.cache_dir, base, local, say)
+    try:
+        return replay_conversations(settings.cache_dir, base, server_answerer(url, base.id, REPLAY_MAX_TOKENS), say)
+    except FidelityError as exc:
+        say(f"the server could not answer the replay prompts ({exc}); answering them here")
+        return replay_conversations(settings.cache_dir, base, local, say)
 
 
 def _gate(

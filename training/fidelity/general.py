@@ -2,18 +2,15 @@
 
 Its perplexity under the base model (before) and under base + adapter (after) shows how far training
 a voice pulled the model away from what it could already do. The answers are generated once per base
-model through the server (greedy, so they are the base model's most likely answers) and cached in the
-cache folder; no data set is downloaded.
+model through the server and cached (:mod:`training.base_answers`); no data set is downloaded. The
+prompts here are never trained on: replay (:mod:`training.replay`) has a set of its own.
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-from store.files import atomic_write
-
-from .generate import Ask, Sampling, System, generate
+from ..base_answers import PromptSet, base_answers, conversations, server_answerer
 
 __all__ = ["GENERAL_PROMPTS", "general_conversations"]
 
@@ -40,11 +37,7 @@ GENERAL_PROMPTS: tuple[str, ...] = (
     "How do I write a good email subject line?",
 )
 GENERAL_MAX_TOKENS = 96
-CACHE_FOLDER = "fidelity"
-
-
-def _cache_file(cache_dir: Path, base_hash: str) -> Path:
-    return Path(cache_dir) / CACHE_FOLDER / f"general-{base_hash[:16]}.json"
+GENERAL_SET = PromptSet("general", GENERAL_PROMPTS, GENERAL_MAX_TOKENS)
 
 
 def general_conversations(
@@ -55,26 +48,6 @@ def general_conversations(
     With no server (``url`` is ``None``) and nothing cached, the set is empty and forgetting is not
     measured.
     """
-    path = _cache_file(cache_dir, base_hash)
-    wanted = {"prompts": list(GENERAL_PROMPTS), "max_tokens": GENERAL_MAX_TOKENS}
-    answers: list[str] | None = None
-    try:
-        cached = json.loads(path.read_text(encoding="utf-8"))
-        if {k: cached.get(k) for k in wanted} == wanted:
-            answers = cached["answers"]
-    except (OSError, ValueError, KeyError):
-        answers = None
-    if answers is None:
-        if url is None:
-            return []
-        asks = [Ask(conversation=({"role": "user", "content": p},), seed=i) for i, p in enumerate(GENERAL_PROMPTS)]
-        [replies] = generate(
-            url, [(System("base", base_id), asks)], Sampling(0.0, 1.0, GENERAL_MAX_TOKENS), concurrency=concurrency
-        )
-        answers = [r.text for r in replies]
-        atomic_write(path, json.dumps({**wanted, "base_model": base_id, "answers": answers}, indent=1))
-    return [
-        [{"role": "user", "content": prompt}, {"role": "assistant", "content": answer}]
-        for prompt, answer in zip(GENERAL_PROMPTS, answers)
-        if answer.strip()
-    ]
+    answerer = server_answerer(url, base_id, GENERAL_MAX_TOKENS, concurrency=concurrency) if url else None
+    answers = base_answers(cache_dir, base_id, base_hash, GENERAL_SET, answerer)
+    return conversations(GENERAL_SET, answers) if answers is not None else []
