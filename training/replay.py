@@ -20,9 +20,16 @@ from typing import Any
 
 from store.base_model import BaseModel
 
-from .base_answers import Answerer, PromptSet, base_answers, conversations
+from .base_answers import Answerer, PromptSet, base_answers, conversations, local_answerer, server_answerer
 
-__all__ = ["REPLAY_PROMPTS", "REPLAY_SET", "replay_conversations", "replay_count", "replay_rows"]
+__all__ = [
+    "REPLAY_PROMPTS",
+    "REPLAY_SET",
+    "replay_answerer",
+    "replay_conversations",
+    "replay_count",
+    "replay_rows",
+]
 
 REPLAY_PROMPTS: tuple[str, ...] = (
     "How do I make a cup of tea?",
@@ -80,6 +87,28 @@ def _complete(text: str) -> str:
         return text
     ends = [m.end() for m in _SENTENCE_END.finditer(text)]
     return text[: ends[-1]].strip() if ends else ""
+
+
+def replay_answerer(
+    base: BaseModel, url: str | None, *, progress: bool = True, say: Callable[[str], None] = lambda _: None
+) -> Answerer:
+    """Who answers the replay prompts the first time: the server at ``url`` when there is one (its
+    engine is faster), this process when there is none or the server cannot answer."""
+    local = local_answerer(base, REPLAY_MAX_TOKENS, progress=progress)
+    if url is None:
+        return local
+    remote = server_answerer(url, base.id, REPLAY_MAX_TOKENS)
+
+    def answer(prompts: Sequence[str]) -> list[str]:
+        from .fidelity.settings import FidelityError
+
+        try:
+            return remote(prompts)
+        except FidelityError as exc:
+            say(f"the server could not answer the replay prompts ({exc}); answering them here")
+            return local(prompts)
+
+    return answer
 
 
 def replay_conversations(

@@ -27,7 +27,7 @@ from collections.abc import Callable
 from typing import Any
 
 from store.adapters import set_live
-from store.base_model import BaseModel, resolve_base_model
+from store.base_model import resolve_base_model
 from store.errors import StoreError
 from store.progress import TrainingProgress, work_dir, write_progress
 from store.registry import Persona, PersonaStore
@@ -35,6 +35,7 @@ from store.settings import StoreSettings
 
 from .config import ConfigError, TrainConfig, TrainingError
 from .mixture import training_mix
+from .replay import replay_answerer, replay_conversations
 from .result import TrainResult
 
 __all__ = ["TrainResult", "train_persona", "needs_training", "config_for"]
@@ -181,7 +182,8 @@ def _train_locked(
     try:
         examples = _examples(persona)
         base = resolve_base_model(store_settings.base_model, store_settings.cache_dir, store_settings.allow_download)
-        replay = functools.partial(_replay, store_settings, base, eval_url, progress, report.say)
+        answerer = replay_answerer(base, eval_url, progress=progress, say=report.say)
+        replay = functools.partial(replay_conversations, store_settings.cache_dir, base, answerer, report.say)
         mix = training_mix(persona, examples.train, config, replay)
         report.say(mix.describe())
         if not resume:
@@ -217,25 +219,6 @@ def _train_locked(
     total_s = time.perf_counter() - started
     return dataclasses.replace(outcome, model=None, name=name, version=version, path=path, data_hash=examples.data_hash,
                                total_s=total_s, held_back=not go_live, gate_reasons=reasons)  # fmt: skip
-
-
-def _replay(
-    settings: StoreSettings, base: BaseModel, url: str | None, progress: bool, say: Callable[[str], None]
-) -> list[list[dict[str, str]]]:
-    """The replay conversations of ``base``: cached, else answered through the server at ``url`` when
-    there is one (falling back to this process when it cannot answer), else in this process."""
-    from .base_answers import local_answerer, server_answerer
-    from .fidelity.settings import FidelityError
-    from .replay import REPLAY_MAX_TOKENS, replay_conversations
-
-    local = local_answerer(base, REPLAY_MAX_TOKENS, progress=progress)
-    if url is None:
-        return replay_conversations(settings.cache_dir, base, local, say)
-    try:
-        return replay_conversations(settings.cache_dir, base, server_answerer(url, base.id, REPLAY_MAX_TOKENS), say)
-    except FidelityError as exc:
-        say(f"the server could not answer the replay prompts ({exc}); answering them here")
-        return replay_conversations(settings.cache_dir, base, local, say)
 
 
 def _gate(
