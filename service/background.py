@@ -114,13 +114,7 @@ class BackgroundTraining:
         return submit(self.jobs, self.queue, persona.name, source, automatic=automatic, **fields)
 
     def cancel(self, job_id: str) -> Job:
-        job = self.jobs.get(job_id)
-        if not job.active:
-            return job
-        if job.status == "running":
-            return self.jobs.update(job_id, cancel_requested=True)
-        self.jobs.log(job_id, "Job cancelled before it started")
-        return self.jobs.update(job_id, status="cancelled", cancel_requested=True, finished_at=time.time())
+        return self.jobs.cancel(job_id)
 
     def queue_changed_personas(self) -> list[Job]:
         """Start-up: a job for every persona whose logs changed since its last job."""

@@ -29,8 +29,10 @@ from pydantic import BaseModel, Field
 
 from .errors import StoreError
 from .files import atomic_write
+from .fingerprint import logs_fingerprint, write_seen
 from .names import check_name
 from .progress import TrainingProgress
+from .registry import LOGS_DIR
 
 __all__ = ["Job", "JobError", "JobEvent", "JobStore", "JobQueue", "JOBS_DIR", "ACTIVE", "FINISHED"]
 
@@ -143,6 +145,53 @@ class JobStore:
                 change(job)
             atomic_write(self._path(job.id), job.model_dump_json())
             return job
+
+    def claim(self, job_id: str) -> Job | None:
+        """Mark a waiting job running (one more attempt); None when it was cancelled or taken meanwhile.
+
+        Under the record's lock, so a cancel that lands while a worker takes the job is never lost.
+        """
+        with self._locked(job_id):
+            job = self.get(job_id)
+            if job.status not in ("validating_files", "queued"):
+                return None
+            if job.cancel_requested:
+                job.status, job.finished_at = "cancelled", time.time()
+                atomic_write(self._path(job.id), job.model_dump_json())
+                return None
+            job.status, job.started_at, job.attempts, job.error = "running", time.time(), job.attempts + 1, None
+            atomic_write(self._path(job.id), job.model_dump_json())
+            return job
+
+    def cancel(self, job_id: str) -> Job:
+        """Cancel a job that has not finished: it ends ``cancelled`` at once, whether it waits or runs.
+
+        A running job's worker sees ``cancel_requested`` and stops its training process, which
+        publishes nothing. The persona's logs as they are now count as seen, and waiting automatic
+        jobs of the persona are withdrawn: they would train the same logs, so neither the folder
+        watcher nor a restart brings the cancelled training back; the next change to the logs does.
+        """
+        if not self.get(job_id).active:
+            return self.get(job_id)
+        job = self._cancel_one(job_id)
+        persona_path = self.root.parent / job.persona
+        if (persona_path / LOGS_DIR).is_dir():
+            write_seen(persona_path, logs_fingerprint(persona_path / LOGS_DIR))
+        for other in self.queued():
+            if other.persona == job.persona and other.automatic:
+                self._cancel_one(other.id)
+        return job
+
+    def _cancel_one(self, job_id: str) -> Job:
+        with self._locked(job_id):
+            job = self.get(job_id)
+            if not job.active:
+                return job
+            was = job.status
+            job.status, job.cancel_requested, job.finished_at = "cancelled", True, time.time()
+            atomic_write(self._path(job.id), job.model_dump_json())
+        self.log(job_id, "Job cancelled; stopping its training process" if was == "running" else "Job cancelled")
+        return job
 
     def all(self) -> list[Job]:
         """Every job, oldest first."""

@@ -97,14 +97,10 @@ class Worker:
                 self._died(job, "the training process stopped while the worker was down")
 
     def run_job(self, job_id: str) -> None:
-        job = self.jobs.get(job_id)
-        if job.status in FINISHED or job.status == "running":
+        job = self.jobs.claim(job_id)
+        if job is None:
             return  # cancelled while queued, or already taken by another worker
-        if job.cancel_requested:
-            self._finish(job.id, "cancelled")
-            return
-        self.jobs.update(job.id, status="running", started_at=time.time(), attempts=job.attempts + 1, error=None)
-        self.jobs.log(job.id, f"Training started (attempt {job.attempts + 1})")
+        self.jobs.log(job.id, f"Training started (attempt {job.attempts})")
         process = subprocess.Popen(
             _job_command(job.id),
             env=_child_env(self.settings),
@@ -148,10 +144,12 @@ class Worker:
         return "".join(tail)
 
     def _after(self, job: Job, code: int, stderr: str) -> None:
-        if job.status in FINISHED:
-            return  # the training process recorded its own end
         if job.cancel_requested:
-            self._finish(job.id, "cancelled")
+            self.jobs.cancel(job.id)  # already cancelled when the cancel came through the store
+            how = _signal_name(code) if code < 0 else f"exit code {code}"
+            self.jobs.log(job.id, f"Training process stopped after the cancel ({how})")
+        elif job.status in FINISHED:
+            return  # the training process recorded its own end
         elif code < 0:
             self._died(job, f"the training process was killed ({_signal_name(code)})")
         else:
@@ -176,10 +174,6 @@ class Worker:
                 attempts=job.attempts,
             )
             self.jobs.log(job.id, f"Queued again as {again.id}; it resumes from the last checkpoint")
-
-    def _finish(self, job_id: str, status: str) -> None:
-        self.jobs.update(job_id, status=status, finished_at=time.time())
-        self.jobs.log(job_id, f"Job {status}")
 
     def run(self) -> None:
         """Consume jobs until stopped (SIGINT or SIGTERM), saying it is alive every few seconds."""
