@@ -21,6 +21,8 @@ from .errors import BaseModelMismatch, InvalidName, PersonaNotFound, StoreError
 from .names import NAME_PATTERN, check_name, persona_dir
 
 LOGS_DIR = "logs"
+VALIDATION_DIR = "validation"
+"""Held-out logs (the fine-tuning API's ``validation_file``): evaluated on instead of a split of ``logs/``."""
 REMOVED_DIR = ".removed"
 
 
@@ -128,4 +130,4 @@ def check_same_base(metadata: AdapterMetadata, base_hash: str, base_id: str, whe
         )
 
 
-__all__ = ["Persona", "PersonaStore", "check_same_base", "InvalidName", "PersonaNotFound", "LOGS_DIR"]
+__all__ = ["Persona", "PersonaStore", "check_same_base", "InvalidName", "PersonaNotFound", "LOGS_DIR", "VALIDATION_DIR"]

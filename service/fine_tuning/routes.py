@@ -1,14 +1,14 @@
 """``/v1/files`` and ``/v1/fine_tuning/jobs``: OpenAI's fine-tuning API over the persona store.
 
 A job with ``suffix="nova"`` creates (or retrains) the persona ``nova``: its training file is copied
-into ``personas/nova/logs/`` and the job joins the one queue every other source uses, so
+into ``personas/nova/logs/``, its validation file (the held-out set the version is evaluated on) into
+``personas/nova/validation/``, and the job joins the one queue every other source uses, so
 ``GET /v1/fine_tuning/jobs`` lists the watcher's, the page's and ``persona train``'s jobs as well.
 """
 
 from __future__ import annotations
 
 import shutil
-import time
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +18,7 @@ from fastapi.responses import FileResponse
 from store.errors import InvalidName, StoreError
 from store.jobs import Job
 from store.names import check_name
+from store.registry import LOGS_DIR, VALIDATION_DIR
 
 from ..background import BackgroundTraining
 from ..errors import APIError, bad_request
@@ -139,7 +140,8 @@ async def delete_file(request: Request, file_id: str) -> FileDeleted:
 def job_object(job: Job, base_id: str) -> FineTuningJob:
     """Any job of the queue, whatever its source, as OpenAI's ``fine_tuning.job``."""
     extra = job.extra
-    running = job.status == "running" and job.progress and job.progress.eta_s
+    progress = job.progress if job.status == "running" else None
+    finish = progress.updated_at + progress.eta_s if progress and progress.eta_s is not None else None
     return FineTuningJob(
         id=job.id,
         created_at=int(job.created_at),
@@ -157,7 +159,7 @@ def job_object(job: Job, base_id: str) -> FineTuningJob:
         validation_file=extra.get("validation_file"),
         metadata=extra.get("metadata"),
         user_provided_suffix=extra.get("suffix"),
-        estimated_finish=int(time.time() + job.progress.eta_s) if running else None,
+        estimated_finish=int(finish) if finish else None,
     )
 
 
@@ -204,6 +206,14 @@ def _hyperparameters(body: JobCreateRequest) -> Hyperparameters:
     return chosen
 
 
+def _copy_into(files: FileStore, file_id: str, folder: Path) -> str:
+    """Copy an uploaded file into a persona's folder, named by its id (so one upload is one file)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    target = folder / f"{file_id}-{files.get(file_id).filename}"
+    shutil.copyfile(files.content_path(file_id), target)
+    return target.name
+
+
 @router.post("/fine_tuning/jobs", response_model=FineTuningJob)
 async def create_job(request: Request, body: JobCreateRequest) -> FineTuningJob:
     training = training_of(request)
@@ -218,7 +228,6 @@ async def create_job(request: Request, body: JobCreateRequest) -> FineTuningJob:
             "model",
             "model_not_available",
         )
-    training_path = files.content_path(body.training_file, "training_file")
     for file_id, param in ((body.training_file, "training_file"), (body.validation_file, "validation_file")):
         if file_id is None:
             continue
@@ -240,9 +249,15 @@ async def create_job(request: Request, body: JobCreateRequest) -> FineTuningJob:
     }
     persona = training.store.create(name)
     job = training.jobs.create(name, "api", status="validating_files", overrides=overrides, extra=extra)
-    target = Path(persona.logs_dir) / f"{body.training_file}-{files.get(body.training_file).filename}"
-    shutil.copyfile(training_path, target)
-    training.jobs.log(job.id, f"Training file {body.training_file} added to personas/{name}/logs as {target.name}")
+    copied = _copy_into(files, body.training_file, Path(persona.logs_dir))
+    training.jobs.log(job.id, f"Training file {body.training_file} added to personas/{name}/{LOGS_DIR} as {copied}")
+    if body.validation_file is not None:
+        copied = _copy_into(files, body.validation_file, persona.path / VALIDATION_DIR)
+        training.jobs.log(
+            job.id,
+            f"Validation file {body.validation_file} added to personas/{name}/{VALIDATION_DIR} as {copied}: "
+            "the held-out set of this persona's evaluation",
+        )
     job = training.jobs.update(job.id, status="queued")
     training.queue.submit(job.id)
     return job_object(job, resolver.base.id)

@@ -1,6 +1,7 @@
 """OpenAI's files and fine-tuning jobs API over a fake engine: objects in the ``openai`` package's own
-types, paging, one job list for every source, and every error in OpenAI's shape. No job runs here
-(the worker is off); the real tier trains one."""
+types, paging, one job list for every source, every error in OpenAI's shape, validation files, cancel.
+No worker runs here: a job's training process is run in this process only where it fails before
+loading a model; the real tier trains and cancels through a worker."""
 
 from __future__ import annotations
 
@@ -176,3 +177,136 @@ def test_keys_guard_the_fine_tuning_endpoints(tmp_path: Path, cache_dir: Path, b
         assert_openai_error(client.get("/v1/fine_tuning/jobs"), 401)
         assert_openai_error(client.get("/v1/files"), 401)
         assert client.get("/v1/files", headers={"Authorization": "Bearer k1"}).status_code == 200
+
+
+def _lines(n: int, reply: str = "Ahoy, traveller!") -> str:
+    return "".join(
+        json.dumps(
+            {
+                "messages": [
+                    {"role": "user", "content": f"Question {i}?"},
+                    {"role": "assistant", "content": f"{reply} {i}"},
+                ]
+            }
+        )
+        + "\n"
+        for i in range(n)
+    )
+
+
+def _create(client: TestClient, **body) -> FineTuningJob:
+    response = client.post("/v1/fine_tuning/jobs", json={"model": "SmolLM2-135M-Instruct", "suffix": "nova", **body})
+    assert response.status_code == 200, response.text
+    return FineTuningJob.model_validate(response.json())
+
+
+def _upload_id(client: TestClient, text: str, name: str) -> str:
+    response = upload(client, text, name=name)
+    assert response.status_code == 200, response.text
+    return response.json()["id"]
+
+
+def test_a_validation_file_is_the_held_out_set_and_every_training_line_is_trained_on(
+    client: TestClient, tmp_path: Path
+) -> None:
+    from store.registry import PersonaStore
+    from training.ingest import build_examples, load_logs
+
+    training_id = _upload_id(client, _lines(24), "nova.jsonl")
+    validation_id = _upload_id(client, _lines(3, reply="Held out, matey"), "nova-val.jsonl")
+    job = _create(client, training_file=training_id, validation_file=validation_id)
+    assert job.validation_file == validation_id
+    persona_dir = tmp_path / "personas" / "nova"
+    assert [p.name for p in (persona_dir / "validation").iterdir()] == [f"{validation_id}-nova-val.jsonl"]
+    assert [p.name for p in (persona_dir / "logs").iterdir()] == [f"{training_id}-nova.jsonl"]
+    events = client.get(f"/v1/fine_tuning/jobs/{job.id}/events").json()["data"]
+    assert any("personas/nova/validation" in e["message"] for e in events)
+
+    persona = PersonaStore(tmp_path / "personas").get("nova")
+    examples = build_examples(load_logs(persona.logs_dir), persona.name, persona.card)
+    held = [row["messages"][-1]["content"] for row in examples.heldout]
+    assert sorted(held) == [f"Held out, matey {i}" for i in range(3)]
+    assert len(examples.train) == 24
+    assert not any("Held out" in row["messages"][-1]["content"] for row in examples.train)
+
+
+def test_an_unusable_validation_file_is_refused_naming_it(client: TestClient, tmp_path: Path) -> None:
+    training_id = _upload_id(client, _lines(24), "nova.jsonl")
+    body = {"model": "SmolLM2-135M-Instruct", "suffix": "nova", "training_file": training_id}
+    missing = client.post("/v1/fine_tuning/jobs", json={**body, "validation_file": "file-missing"})
+    assert_openai_error(missing, 404, param="validation_file", code="file_not_found")
+    # A transcript in which the character never speaks cannot be checked before the job runs: the job
+    # fails with the validation folder named and the speakers it found.
+    transcript = _upload_id(client, "Alice: hello there\nBob: hi Alice\n", "chat.txt")
+    job = _create(client, training_file=training_id, validation_file=transcript)
+    ended = _run_job(tmp_path, job.id)
+    failed = FineTuningJob.model_validate(client.get(f"/v1/fine_tuning/jobs/{job.id}").json())
+    assert ended.status == failed.status == "failed" and failed.finished_at
+    assert failed.error.code == "invalid_training_data"
+    assert "nova/validation" in failed.error.message and "Alice (1)" in failed.error.message
+    assert not (tmp_path / "personas" / "nova" / "adapters" / "v1").exists()
+
+
+def _run_job(tmp_path: Path, job_id: str):
+    """The training process's work for one job, in this process (it fails before loading a model)."""
+    from training.job import JobSettings, run
+
+    return run(JobSettings(personas_dir=tmp_path / "personas", cache_dir=tmp_path / "cache"), job_id)
+
+
+def test_a_training_failure_gives_the_job_an_error_with_code_and_message(client: TestClient, tmp_path: Path) -> None:
+    job = _create(client, training_file=_upload_id(client, _lines(3), "tiny.jsonl"))
+    _run_job(tmp_path, job.id)
+    failed = FineTuningJob.model_validate(client.get(f"/v1/fine_tuning/jobs/{job.id}").json())
+    assert failed.status == "failed" and failed.fine_tuned_model is None
+    assert failed.error.code == "invalid_training_data"
+    assert "training examples" in failed.error.message and "at least 20 are needed" in failed.error.message
+    events = client.get(f"/v1/fine_tuning/jobs/{job.id}/events").json()["data"]
+    assert events[0]["level"] == "error" and events[0]["message"] == failed.error.message
+
+
+def test_a_running_job_shows_its_estimated_finish_and_a_succeeded_one_its_trained_tokens(
+    client: TestClient,
+) -> None:
+    import time
+
+    from store.progress import TrainingProgress
+
+    job = _create(client, training_file=good_file(client))
+    jobs = client.app.state.training.jobs
+    assert jobs.claim(job.id) is not None  # what the worker does when it takes the job
+    jobs.update(job.id, progress=TrainingProgress(state="running", step=3, total_steps=10, eta_s=70.0))
+    running = FineTuningJob.model_validate(client.get(f"/v1/fine_tuning/jobs/{job.id}").json())
+    assert running.status == "running" and running.trained_tokens is None
+    assert abs(running.estimated_finish - (time.time() + 70)) < 5
+    jobs.update(
+        job.id, status="succeeded", version=1, outcome="published", finished_at=time.time(), trained_tokens=4321
+    )
+    done = FineTuningJob.model_validate(client.get(f"/v1/fine_tuning/jobs/{job.id}").json())
+    assert done.estimated_finish is None and done.trained_tokens == 4321
+    assert done.fine_tuned_model == f"ft:SmolLM2-135M-Instruct:persona:nova:{job.id[6:14]}"
+
+
+def test_a_cancelled_job_is_never_taken_and_its_logs_do_not_come_back_at_restart(client: TestClient) -> None:
+    training = client.app.state.training
+    queued = _create(client, training_file=good_file(client))
+    asked_for = training.request("nova", "cli")
+    watcher_job = training.jobs.create("nova", "watcher", automatic=True)
+    cancelled = FineTuningJob.model_validate(client.post(f"/v1/fine_tuning/jobs/{queued.id}/cancel").json())
+    assert cancelled.status == "cancelled"
+    assert training.jobs.claim(queued.id) is None and training.jobs.get(queued.id).started_at is None
+    # The waiting automatic job would train the same logs; a job asked for by a person stays.
+    assert training.jobs.get(watcher_job.id).status == "cancelled"
+    assert training.jobs.get(asked_for.id).status == "queued"
+    assert training.queue_changed_personas() == []
+
+
+def test_cancelling_a_running_job_answers_cancelled_at_once(client: TestClient) -> None:
+    job = _create(client, training_file=good_file(client))
+    jobs = client.app.state.training.jobs
+    jobs.claim(job.id)
+    cancelled = FineTuningJob.model_validate(client.post(f"/v1/fine_tuning/jobs/{job.id}/cancel").json())
+    assert cancelled.status == "cancelled" and cancelled.finished_at
+    assert jobs.get(job.id).cancel_requested  # what the worker watches to stop the training process
+    messages = [e["message"] for e in client.get(f"/v1/fine_tuning/jobs/{job.id}/events").json()["data"]]
+    assert "Job cancelled; stopping its training process" in messages

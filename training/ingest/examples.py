@@ -323,6 +323,23 @@ def build_examples(
 ) -> ExampleSet:
     """Turn loaded logs into training and held-out examples.
 
+    The held-out examples are a split of the sessions (:func:`split_examples`), or the examples of the
+    persona's ``validation/`` logs when it has some (:mod:`.validation`). Raises as
+    :func:`split_examples` does, and :class:`IngestError` for validation logs that cannot be used.
+    """
+    from .validation import with_validation  # it builds on this module
+
+    return with_validation(result, persona_name, card, settings or ExampleSettings())
+
+
+def split_examples(
+    result: LoadResult,
+    persona_name: str,
+    card: PersonaCard,
+    settings: ExampleSettings | None = None,
+) -> ExampleSet:
+    """Turn loaded logs into training examples and a held-out split by session.
+
     Raises :class:`NoCharacterSpeaker` when no speaker in name-based logs is the character and
     :class:`TooFewExamples` when fewer than ``settings.min_examples`` training examples result.
     """
