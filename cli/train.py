@@ -18,32 +18,59 @@ app = typer.Typer()
 
 @app.command()
 def ingest(
-    name: str,
+    name: Optional[str] = typer.Argument(None, help="The persona; with --logs-dir, the name the logs are for."),
     personas_dir: Optional[Path] = typer.Option(None, help="Personas folder."),
     base_model: Optional[str] = typer.Option(None, help="Base model whose tokenizer counts the tokens."),
+    logs_dir: Optional[Path] = typer.Option(
+        None, help="Read these logs instead of the persona's (e.g. files not yet added); the persona may not exist."
+    ),
+    speaker: Optional[list[str]] = typer.Option(
+        None, help="The character's name in the logs (repeat for several); replaces the card's speakers."
+    ),
+    json_: bool = typer.Option(False, "--json", help="Print the report as JSON (no token counts)."),
 ) -> None:
     """Report what the persona's logs give: formats, speakers, turns, sessions, examples, tokens. Changes nothing."""
-    from store.errors import StoreError
+    from store.card import PersonaCard
+    from store.errors import InvalidName, PersonaNotFound, StoreError
+    from store.names import check_name
     from store.registry import PersonaStore
     from store.settings import StoreSettings
     from training.ingest import ExampleSettings, IngestError, TooFewExamples, build_examples, format_report, load_logs
-    from training.tokens import count_tokens
+    from training.ingest.report import ingest_report
 
+    if name is None and logs_dir is None:
+        fail("name a persona, or pass --logs-dir")
     settings = build_settings(StoreSettings, personas_dir=personas_dir, base_model=base_model)
     try:
-        persona = PersonaStore(settings.personas_dir).get(name)
-        result = load_logs(persona.logs_dir)
-        examples = build_examples(
-            result, persona.name, persona.card, ExampleSettings.from_overrides(persona.card.training)
-        )
+        card, folder = PersonaCard(), logs_dir
+        if name is not None:
+            check_name(name)
+            try:
+                persona = PersonaStore(settings.personas_dir).get(name)
+                card, folder = persona.card, logs_dir or persona.logs_dir
+            except PersonaNotFound:
+                if logs_dir is None:
+                    raise
+        if speaker:
+            card = card.model_copy(update={"speakers": list(speaker)})
+        example_settings = ExampleSettings.from_overrides(card.training)
+        result = load_logs(folder)
+    except (InvalidName, StoreError, ValueError) as exc:
+        fail(str(exc))
+    if json_:
+        report = ingest_report(result, name or "", card, example_settings)
+        typer.echo(report.model_dump_json())
+        raise typer.Exit(1 if report.error else 0)
+    try:
+        examples = build_examples(result, name or "", card, example_settings)
     except TooFewExamples as exc:
         typer.echo(format_report(result, exc.examples, error=str(exc)))
         raise typer.Exit(1) from None
     except IngestError as exc:
         typer.echo(format_report(result, None, error=str(exc)))
         raise typer.Exit(1) from None
-    except (StoreError, ValueError) as exc:
-        fail(str(exc))
+    from training.tokens import count_tokens
+
     typer.echo(format_report(result, examples, tokens=count_tokens(settings, examples)))
 
 

@@ -23,6 +23,7 @@ from .openapi import install_openapi
 from .resolver import ModelResolver
 from .routes import api, ops
 from .settings import ServeSettings
+from .uploads import Uploads
 
 log = logging.getLogger("persona.service")
 
@@ -68,6 +69,7 @@ def create_app(settings: ServeSettings, engine_factory: EngineFactory = vllm_eng
     app.state.chat = None
     app.state.training = None
     app.state.files = FileStore(settings.personas_dir, settings.max_upload_mb << 20)
+    app.state.uploads = Uploads(settings.personas_dir, settings.max_upload_mb << 20)
     install_handlers(app, metrics)
     install_openapi(app)
     app.include_router(api)

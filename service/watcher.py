@@ -3,8 +3,10 @@
 ``watchfiles`` reports changes in batches; each persona whose files changed waits until its folder
 has been quiet for ``settle_s`` (a slow copy, a file at a time, keeps it waiting), then
 ``on_settled(name)`` is called once. A persona folder that is removed is reported the same way; the
-callback looks at the folder to tell which. ``generation`` counts settled changes, so the chat page
-can refresh its list only when something changed instead of scanning the store from every tab.
+callback looks at the folder to tell which. ``generation`` counts settled changes; ``changes`` counts
+every batch of changes the page could show (a card, a published version, a job's progress), so the
+chat page re-reads the store only when something changed instead of scanning it from every tab.
+Staged uploads (``.uploads/``) are neither: they are not a persona until they are moved into place.
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ from pathlib import Path
 from store.jobs import JOBS_DIR
 from store.names import NAME_PATTERN
 
+from .uploads import UPLOADS_DIR
+
 log = logging.getLogger("persona.watcher")
 
 Callback = Callable[[str], Awaitable[None]]
@@ -28,12 +32,13 @@ class PersonaWatcher:
         self.on_settled = on_settled
         self.settle_s = settle_s
         self.generation = 0
+        self.changes = 0
         self._changed: dict[str, float] = {}
         self._stop = asyncio.Event()
 
     def persona_of(self, path: str) -> str | None:
         """The persona a changed path belongs to, or None for files that do not start training
-        (adapters and work files written by training, the job records, hidden files)."""
+        (adapters and work files written by training, the job records, staged uploads, hidden files)."""
         try:
             parts = Path(path).resolve().relative_to(self.root.resolve()).parts
         except ValueError:
@@ -43,6 +48,12 @@ class PersonaWatcher:
         if len(parts) > 1 and (parts[1] == "adapters" or parts[-1].startswith(".")):
             return None
         return parts[0]
+
+    def _staged(self, path: str) -> bool:
+        try:
+            return Path(path).resolve().relative_to(self.root.resolve()).parts[:1] == (UPLOADS_DIR,)
+        except ValueError:
+            return False
 
     async def run(self) -> None:
         """Watch until :meth:`stop`; never raises for a file that appears, changes or vanishes."""
@@ -55,6 +66,8 @@ class PersonaWatcher:
                 self.root, stop_event=self._stop, debounce=400, step=100, recursive=True, ignore_permission_denied=True
             ):
                 now = asyncio.get_running_loop().time()
+                if any(not self._staged(path) for _, path in changes):
+                    self.changes += 1
                 for _, path in changes:
                     name = self.persona_of(path)
                     if name:

@@ -20,79 +20,85 @@ def build_layout(page: ChatPage) -> gr.Blocks:
         page.chats = gr.State({})  # persona name -> its conversation (list of turns)
         page.seen = gr.State("")  # what the side panel shows, to skip refreshes that change nothing
         page.shown = gr.State(None)  # the persona on show (picking it again changes nothing)
-        with gr.Row(equal_height=False, elem_id="layout"):
-            with gr.Column(scale=2, min_width=260, elem_id="persona-panel"):
-                page.persona = gr.Dropdown(
-                    label="Persona", choices=[], allow_custom_value=True, elem_id="persona-picker"
-                )
-                with gr.Row(elem_id="persona-card-row"):
-                    page.picture = gr.Image(
-                        type="pil",
-                        format="png",
-                        show_label=False,
-                        interactive=False,
-                        visible=False,
-                        buttons=[],
-                        container=False,
-                        height=112,
-                        width=112,
-                        min_width=112,
-                        scale=0,
-                        elem_id="persona-picture",
-                    )
-                    page.card = gr.Markdown(elem_id="persona-card")
-                page.description = gr.Markdown(elem_id="persona-description")
-                page.problems = gr.Markdown(visible=False, elem_id="persona-problems")
-                page.version = gr.Dropdown(
-                    label="Version",
-                    choices=[("live", LIVE)],
-                    value=LIVE,
-                    allow_custom_value=True,
-                    elem_id="version-picker",
-                )
-                with gr.Accordion("Sampling", open=False, elem_id="sampling"):
-                    page.temperature = gr.Slider(0, 2, value=1.0, step=0.05, label="Temperature", elem_id="temperature")
-                    page.top_p = gr.Slider(0.05, 1, value=1.0, step=0.05, label="Top-p", elem_id="top-p")
-                    page.max_tokens = gr.Slider(
-                        1,
-                        page.max_len,
-                        value=min(256, page.max_len),
-                        step=1,
-                        label="Reply length (tokens)",
-                        elem_id="max-tokens",
-                    )
-            with gr.Column(scale=5, min_width=300, elem_id="chat-panel"):
-                page.chatbot = gr.Chatbot(
-                    show_label=False,
-                    height=520,
-                    elem_id="chat",
-                    buttons=["copy"],
-                    feedback_options=None,
-                    placeholder="Pick a persona to start.",
-                )
-                page.error = gr.Markdown(visible=False, elem_id="chat-error")
-                with gr.Row(elem_id="composer", equal_height=True):
-                    page.message = gr.Textbox(
-                        show_label=False,
-                        placeholder="Message",
-                        lines=1,
-                        max_lines=6,
-                        scale=5,
-                        min_width=120,
-                        container=False,
-                        elem_id="message",
-                    )
-                    page.send_btn = gr.Button("Send", variant="primary", scale=1, min_width=72, elem_id="send")
-                    page.stop_btn = gr.Button(
-                        "Stop", variant="stop", scale=1, min_width=72, visible=False, elem_id="stop"
-                    )
-                with gr.Row(elem_id="chat-actions"):
-                    page.retry_btn = gr.Button("Retry", size="sm", min_width=60, elem_id="retry")
-                    page.undo_btn = gr.Button("Undo", size="sm", min_width=60, elem_id="undo")
-                    page.new_btn = gr.Button("New session", size="sm", min_width=60, elem_id="new-session")
-                page.examples = gr.Dataset(
-                    label="Try asking", components=["textbox"], samples=[], visible=False, elem_id="examples"
-                )
+        with gr.Tabs(selected="chat", elem_id="tabs") as page.tabs:
+            with gr.Tab("Chat", id="chat", elem_id="chat-tab"):
+                _chat(page)
+            with gr.Tab("New persona", id="new", elem_id="new-persona-tab"):
+                page.new_persona.build()
         page.timer = gr.Timer(REFRESH_SECONDS)
         page._wire(blocks)
     return blocks
+
+
+def _chat(page: ChatPage) -> None:
+    """The persona panel beside the conversation."""
+    with gr.Row(equal_height=False, elem_id="layout"):
+        with gr.Column(scale=2, min_width=260, elem_id="persona-panel"):
+            page.persona = gr.Dropdown(label="Persona", choices=[], allow_custom_value=True, elem_id="persona-picker")
+            with gr.Row(elem_id="persona-card-row"):
+                page.picture = gr.Image(
+                    type="pil",
+                    format="png",
+                    show_label=False,
+                    interactive=False,
+                    visible=False,
+                    buttons=[],
+                    container=False,
+                    height=112,
+                    width=112,
+                    min_width=112,
+                    scale=0,
+                    elem_id="persona-picture",
+                )
+                page.card = gr.Markdown(elem_id="persona-card")
+            page.description = gr.Markdown(elem_id="persona-description")
+            page.problems = gr.Markdown(visible=False, elem_id="persona-problems")
+            page.version = gr.Dropdown(
+                label="Version",
+                choices=[("live", LIVE)],
+                value=LIVE,
+                allow_custom_value=True,
+                elem_id="version-picker",
+            )
+            page.buttons.build()
+            with gr.Accordion("Sampling", open=False, elem_id="sampling"):
+                page.temperature = gr.Slider(0, 2, value=1.0, step=0.05, label="Temperature", elem_id="temperature")
+                page.top_p = gr.Slider(0.05, 1, value=1.0, step=0.05, label="Top-p", elem_id="top-p")
+                page.max_tokens = gr.Slider(
+                    1,
+                    page.max_len,
+                    value=min(256, page.max_len),
+                    step=1,
+                    label="Reply length (tokens)",
+                    elem_id="max-tokens",
+                )
+        with gr.Column(scale=5, min_width=300, elem_id="chat-panel"):
+            page.chatbot = gr.Chatbot(
+                show_label=False,
+                height=520,
+                elem_id="chat",
+                buttons=["copy"],
+                feedback_options=None,
+                placeholder="Pick a persona to start.",
+            )
+            page.error = gr.Markdown(visible=False, elem_id="chat-error")
+            with gr.Row(elem_id="composer", equal_height=True):
+                page.message = gr.Textbox(
+                    show_label=False,
+                    placeholder="Message",
+                    lines=1,
+                    max_lines=6,
+                    scale=5,
+                    min_width=120,
+                    container=False,
+                    elem_id="message",
+                )
+                page.send_btn = gr.Button("Send", variant="primary", scale=1, min_width=72, elem_id="send")
+                page.stop_btn = gr.Button("Stop", variant="stop", scale=1, min_width=72, visible=False, elem_id="stop")
+            with gr.Row(elem_id="chat-actions"):
+                page.retry_btn = gr.Button("Retry", size="sm", min_width=60, elem_id="retry")
+                page.undo_btn = gr.Button("Undo", size="sm", min_width=60, elem_id="undo")
+                page.new_btn = gr.Button("New session", size="sm", min_width=60, elem_id="new-session")
+            page.examples = gr.Dataset(
+                label="Try asking", components=["textbox"], samples=[], visible=False, elem_id="examples"
+            )

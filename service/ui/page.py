@@ -14,13 +14,15 @@ import gradio as gr
 from fastapi import FastAPI
 
 from store.errors import StoreError
-from store.jobs import JobStore
 from store.registry import Persona, PersonaStore
 
 from ..chat import ChatService
 from ..errors import APIError
 from ..persona_status import PersonaStatus, persona_status
+from .actions import PersonaButtons, pin_label
+from .board import StatusBoard
 from .layout import build_layout
+from .new_persona import NewPersonaPanel
 from .session import (
     LIVE,
     Turn,
@@ -40,7 +42,10 @@ from .session import (
 )
 
 NOT_READY = "The model is still loading; try again shortly."
-EMPTY_STORE = "No personas yet. Drop chat logs into `personas/<name>/logs/` and the persona appears here."
+EMPTY_STORE = (
+    "No personas yet. Create one in the *New persona* tab, or drop chat logs into `personas/<name>/logs/`: "
+    "the persona appears here."
+)
 
 Updates = dict[Any, Any]
 
@@ -76,6 +81,9 @@ class ChatPage:
         self.store: PersonaStore = app.state.store
         self.max_len: int = app.state.settings.max_model_len
         self.stopping: set[str] = set()  # sessions whose reply should end at its next piece
+        self.board = StatusBoard(app)
+        self.buttons = PersonaButtons(self)
+        self.new_persona = NewPersonaPanel(self)
 
     # ------------------------------------------------------------------ layout
 
@@ -94,6 +102,7 @@ class ChatPage:
             self.problems,
             self.seen,
             self.shown,
+            self.buttons.pin,
         ]
         conversation = [self.chatbot, self.chats, self.error, self.examples, *sampling]
         controls = [
@@ -137,6 +146,8 @@ class ChatPage:
             self.new_session, [self.persona, self.chats], [self.chatbot, self.chats, self.error], **quiet
         )
         self.examples.click(lambda sample: sample[0] if sample else "", [self.examples], [self.message], **quiet)
+        self.buttons.wire(side, conversation)
+        self.new_persona.wire(side, conversation)
 
     def _unchanged(self, component: Any = None) -> Updates:
         """An update that changes nothing (Gradio reads an empty dict as one value, not as no updates)."""
@@ -144,10 +155,8 @@ class ChatPage:
 
     # ------------------------------------------------------------------ side panel
 
-    def _statuses(self) -> tuple[list[PersonaStatus], dict[str, str]]:
-        personas, problems = self.store.scan()
-        jobs = JobStore(self.store.root).all()
-        return [persona_status(p, jobs) for p in personas], problems
+    def _statuses(self, fresh: bool = False) -> tuple[list[PersonaStatus], dict[str, str]]:
+        return self.board.snapshot(fresh)
 
     def _problems(self, problems: dict[str, str]) -> Any:
         if not problems:
@@ -157,13 +166,26 @@ class ChatPage:
 
     def load(self, chats: dict[str, list[Turn]]) -> Updates:
         """First paint: the persona list, and the first persona picked."""
-        statuses, problems = self._statuses()
+        return self.first(chats)
+
+    def default_name(self) -> str | None:
+        """The persona the first paint picks (the first in the list), or None when there is none."""
+        statuses, _ = self._statuses()
+        return statuses[0].name if statuses else None
+
+    def first(self, chats: dict[str, list[Turn]], fresh: bool = False) -> Updates:
+        """The list with its first persona picked (or the empty store's hint)."""
+        statuses, problems = self._statuses(fresh)
         choices = persona_choices(statuses)
         if not statuses:
             return {
                 self.persona: gr.Dropdown(choices=choices, value=None),
+                self.shown: None,
                 self.card: EMPTY_STORE,
+                self.description: "",
+                self.picture: gr.Image(value=None, visible=False),
                 self.problems: self._problems(problems),
+                self.chatbot: gr.Chatbot(value=[], placeholder="Pick a persona to start."),
             }
         name = statuses[0].name
         updates = self.select(name, chats)
@@ -176,7 +198,7 @@ class ChatPage:
             return self._unchanged()
         return self.select(name, chats)
 
-    def select(self, name: str | None, chats: dict[str, list[Turn]]) -> Updates:
+    def select(self, name: str | None, chats: dict[str, list[Turn]], fresh: bool = False) -> Updates:
         """Show a persona: card, picture, versions, its conversation (the greeting when new), its sampling."""
         if not name:
             return self._unchanged()
@@ -186,14 +208,14 @@ class ChatPage:
             message = f"The persona '{name}' cannot be shown: {exc}"
             gr.Warning(message)
             return {self.error: gr.Markdown(value=f"⚠️ {message}", visible=True)}
-        status = persona_status(persona)
+        statuses, problems = self._statuses(fresh)
+        status = next((s for s in statuses if s.name == name), None) or persona_status(persona)
         history = chats.get(name)
         if history is None:
             history = chats[name] = new_session(persona.card.greeting)
         temperature, top_p, max_tokens = sampling_defaults(persona.card.sampling, self.max_len)
         picture = load_picture(persona)
         questions = status.example_questions
-        statuses, problems = self._statuses()
         return {
             self.shown: name,
             self.persona: gr.Dropdown(choices=persona_choices(statuses)),
@@ -203,6 +225,7 @@ class ChatPage:
             self.description: status.description.strip(),
             self.picture: gr.Image(value=picture, visible=picture is not None),
             self.version: gr.Dropdown(choices=version_choices(status), value=LIVE),
+            self.buttons.pin: gr.Button(value=pin_label(status)),
             self.chatbot: gr.Chatbot(value=to_chatbot(history), placeholder=f"Say hello to {status.display_name}."),
             self.chats: chats,
             self.error: gr.Markdown(value="", visible=False),
@@ -220,13 +243,19 @@ class ChatPage:
         return repr((persona_choices(statuses), shown, current.label if current else None, sorted(problems.items())))
 
     def refresh(self, name: str | None, seen: str) -> Updates:
-        """Timer tick: new, changed or removed personas show up without a reload; the selection stays."""
+        """Timer tick: new, changed or removed personas show up without a reload; the selection stays.
+        Cheap when nothing changed: the store is read again only when the watcher or a job saw a change."""
         statuses, problems = self._statuses()
+        if self._signature(name, statuses, problems) == seen:
+            return self._unchanged(self.seen)
+        return self.side(name)
+
+    def side(self, name: str | None, fresh: bool = False) -> Updates:
+        """The side panel for ``name`` as the store has it now; the selection stays."""
+        statuses, problems = self._statuses(fresh)
         choices = persona_choices(statuses)
         current = next((s for s in statuses if s.name == name), None)
         signature = self._signature(name, statuses, problems)
-        if signature == seen:
-            return self._unchanged(self.seen)
         updates: Updates = {
             self.persona: gr.Dropdown(choices=choices),
             self.problems: self._problems(problems),
@@ -236,6 +265,7 @@ class ChatPage:
             updates[self.card] = card_markdown(current)
             updates[self.description] = current.description.strip()
             updates[self.version] = gr.Dropdown(choices=version_choices(current))
+            updates[self.buttons.pin] = gr.Button(value=pin_label(current))
         elif name:
             updates[self.card] = f"### {name}\n*no longer in the personas folder*"
             updates[self.description] = ""
@@ -280,12 +310,14 @@ class ChatPage:
         request: gr.Request | None = None,
     ) -> AsyncIterator[Updates]:
         text = (text or "").strip()
-        if not name:
-            yield self._failed("Pick a persona first.")
-            return
         if not text:
             yield self._unchanged()
             return
+        picked = name or self.default_name()  # sent before the first paint had set the list
+        if not picked:
+            yield self._failed("No persona to talk to yet: create one in the New persona tab.")
+            return
+        name = picked
         self.stopping.discard(_session(request))
         before = list(chats.get(name) or new_session(self._greeting(name)))
         history = before + [user_turn(text)]
@@ -296,6 +328,7 @@ class ChatPage:
             self.chats: chats,
             self.error: gr.Markdown(visible=False),
             **self._controls(True),
+            self.persona: gr.Dropdown(value=name, interactive=False),
         }
         async for update in self._reply(
             name, version, temperature, top_p, max_tokens, chats, history, before, text, request

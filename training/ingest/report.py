@@ -1,8 +1,20 @@
-"""The human-readable ingest report that ``persona ingest <name>`` prints (it changes nothing on disk)."""
+"""The ingest report of ``persona ingest``: read by people (:func:`format_report`) or by the server
+(:func:`ingest_report`, the data of ``--json``). Neither changes anything on disk."""
 
 from __future__ import annotations
 
-from .examples import DROP_REASONS, ExampleSet
+from store.card import PersonaCard
+from store.ingest_report import CharacterSource, FileReport, IngestReport, ReportError, SpeakerCount
+
+from .examples import (
+    DROP_REASONS,
+    ExampleSet,
+    ExampleSettings,
+    IngestError,
+    NoCharacterSpeaker,
+    TooFewExamples,
+    build_examples,
+)
 from .formats import label
 from .messages import LoadResult
 
@@ -95,3 +107,93 @@ def format_report(
     if error:
         lines += ["", f"ERROR: {error}"]
     return "\n".join(lines) + "\n"
+
+
+def _speaker_list(counts: dict[str, int]) -> list[SpeakerCount]:
+    ordered = sorted(counts.items(), key=lambda item: (-item[1], item[0].casefold()))
+    return [SpeakerCount(name=name, messages=count) for name, count in ordered]
+
+
+def guess_character(result: LoadResult) -> str | None:
+    """The one speaker present in every name-based file, or None when that is not one speaker
+    (a two-person chat has two such speakers: the character is then not obvious)."""
+    named = [
+        {m.speaker for m in parsed.messages if m.role is None and m.kind == "text" and m.speaker}
+        for parsed in result.files
+    ]
+    named = [speakers for speakers in named if speakers]
+    if not named:
+        return None
+    common = set.intersection(*named)
+    return common.pop() if len(common) == 1 else None
+
+
+def _examples(
+    result: LoadResult, name: str, card: PersonaCard, settings: ExampleSettings
+) -> tuple[ExampleSet | None, CharacterSource | None, ReportError | None]:
+    """Build the examples, guessing the character when the card names none and no speaker is named
+    like the persona."""
+    source: CharacterSource | None = "card" if card.speakers else "name"
+    try:
+        try:
+            return build_examples(result, name, card, settings), source, None
+        except NoCharacterSpeaker as exc:
+            guess = None if card.speakers else guess_character(result)
+            if guess is None:
+                speakers = ", ".join(f"{s.name} ({s.messages})" for s in _speaker_list(exc.speakers)[:12])
+                wanted = "named like the persona"
+                if card.speakers:
+                    wanted = f"named {' or '.join(card.speakers)}"
+                message = f"no speaker is {wanted}; pick the character among the speakers found: {speakers}"
+                return None, None, ReportError(code="no_character_speaker", message=message)
+            card = card.model_copy(update={"speakers": [guess]})
+            return build_examples(result, name, card, settings), "guess", None
+    except TooFewExamples as exc:
+        return exc.examples, source, ReportError(code="too_few_examples", message=str(exc))
+    except IngestError as exc:
+        return None, None, ReportError(code="invalid_settings", message=str(exc))
+
+
+def ingest_report(result: LoadResult, name: str, card: PersonaCard, settings: ExampleSettings) -> IngestReport:
+    """The report as data (``persona ingest --json``): per file, then the character and the examples."""
+    examples, source, error = _examples(result, name, card, settings)
+    files: list[FileReport] = []
+    for parsed in result.files:
+        relative = result.relative(parsed.path)
+        counts = examples.per_file.get(relative) if examples else None
+        files.append(
+            FileReport(
+                file=relative,
+                format=label(parsed.format),
+                messages=len(parsed.messages),
+                sessions=counts.sessions if counts else len(parsed.conversations),
+                speakers=_speaker_list(parsed.speaker_counts()),
+                character_turns=counts.character_turns if counts else None,
+                examples=counts.examples if counts else None,
+                problems=list(parsed.problems),
+            )
+        )
+    for path, reason in result.problems:
+        if path != result.root:
+            files.append(FileReport(file=result.relative(path), format=None, usable=False, problems=[reason]))
+    for path, reason in result.skipped:
+        files.append(FileReport(file=result.relative(path), format=None, skipped=reason))
+    named: dict[str, int] = {}
+    for parsed in result.files:
+        for message in parsed.messages:
+            if message.role is None and message.kind == "text" and message.speaker:
+                named[message.speaker] = named.get(message.speaker, 0) + 1
+    if not result.files and error is None:
+        reasons = "; ".join(f"{result.relative(path)}: {reason}" for path, reason in result.problems)
+        error = ReportError(code="no_usable_logs", message=f"no usable chat logs ({reasons or 'no files'})")
+    return IngestReport(
+        files=sorted(files, key=lambda f: f.file),
+        speakers=_speaker_list(named),
+        character=examples.character if examples else [],
+        character_from=source if examples and examples.character else None,
+        role_based=any(parsed.format in ("openai", "sharegpt", "alpaca") for parsed in result.files),
+        character_turns=examples.character_turns if examples else 0,
+        train_examples=examples.train_examples if examples else 0,
+        heldout_examples=examples.heldout_examples if examples else 0,
+        error=error,
+    )

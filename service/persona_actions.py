@@ -1,0 +1,95 @@
+"""Changing a persona: train, roll back, promote, pin, remove. The API routes and the page call these.
+
+Each raises :class:`~service.errors.APIError` with the status and parameter a client's mistake
+deserves; the page shows the same message. The store is the only state, so every replica sharing
+it sees a change on its next request.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from store.adapters import rollback, set_pinned
+from store.errors import InvalidName, PersonaNotFound, StoreError, VersionNotFound
+from store.jobs import Job, JobSource
+from store.names import check_version
+from store.registry import Persona, PersonaStore
+
+from .errors import APIError, bad_request
+from .persona_protocol import PersonaDeleted
+from .persona_status import PersonaStatus, persona_status
+
+
+def persona_not_found(message: str) -> APIError:
+    return APIError(404, message, "invalid_request_error", "name", "persona_not_found")
+
+
+def get_persona(store: PersonaStore, name: str) -> Persona:
+    try:
+        return store.get(name)
+    except (InvalidName, PersonaNotFound) as exc:
+        raise persona_not_found(str(exc)) from None
+    except StoreError as exc:  # a folder whose card cannot be read
+        raise bad_request(str(exc), "name", "persona_not_loaded") from None
+
+
+def status_of(store: PersonaStore, name: str) -> PersonaStatus:
+    return persona_status(get_persona(store, name))
+
+
+def _version(text: str | None) -> int | None:
+    try:
+        return None if text is None else check_version(text)
+    except InvalidName as exc:
+        raise bad_request(str(exc), "version", "invalid_value") from None
+
+
+def queue_training(training: Any, persona: Persona, source: JobSource, force: bool = False) -> Job:
+    """Queue a training run (a run of the persona already waiting is reused by automatic changes only)."""
+    if training is None:
+        raise APIError(503, "This server has no job queue.", "server_error", None, "not_ready")
+    return training.request(persona.name, source, force=force)
+
+
+def roll_back(store: PersonaStore, name: str, version: str | None = None) -> PersonaStatus:
+    """Make an earlier version live (the one before the live one by default)."""
+    persona = get_persona(store, name)
+    try:
+        rollback(persona.path, _version(version))
+    except VersionNotFound as exc:
+        raise APIError(404, str(exc), "invalid_request_error", "version", "version_not_found") from None
+    except StoreError as exc:
+        raise APIError(409, str(exc), "invalid_request_error", "version", "no_earlier_version") from None
+    return status_of(store, name)
+
+
+def promote(store: PersonaStore, name: str, version: str | None) -> PersonaStatus:
+    """Make a given version live, e.g. one the fidelity gate held back."""
+    if version is None:
+        raise bad_request("version: name the version to make live, e.g. 'v3'", "version", "missing_required_parameter")
+    persona = get_persona(store, name)
+    try:
+        rollback(persona.path, _version(version))
+    except VersionNotFound as exc:
+        raise APIError(404, str(exc), "invalid_request_error", "version", "version_not_found") from None
+    return status_of(store, name)
+
+
+def pin(store: PersonaStore, name: str, pinned: bool) -> PersonaStatus:
+    persona = get_persona(store, name)
+    try:
+        set_pinned(persona.path, pinned)
+    except StoreError as exc:
+        raise APIError(409, str(exc), "invalid_request_error", "pinned", "nothing_to_pin") from None
+    return status_of(store, name)
+
+
+def remove(store: PersonaStore, training: Any, name: str) -> PersonaDeleted:
+    """Take the persona out of service (its folder moves to ``.removed/``); its waiting jobs are cancelled."""
+    persona = get_persona(store, name)
+    store.remove(persona.name)
+    if training is not None:
+        for job in training.jobs.queued():
+            if job.persona == persona.name:
+                training.cancel(job.id)
+    return PersonaDeleted(id=persona.name)

@@ -1,0 +1,173 @@
+"""The page's "New persona" tab: a name, chat exports picked or dropped, their report, then "Train".
+
+It calls what ``POST /v1/personas/uploads`` and ``POST /v1/personas`` call (:mod:`service.uploads`),
+so the page and the API accept, refuse and store alike. The report comes as soon as files are picked,
+before anything is stored in a persona or trained.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import gradio as gr
+
+from store.ingest_report import IngestReport, SpeakerCount
+
+from ..persona_actions import queue_training
+from ..uploads import Uploads, path_chunks
+from .session import error_text
+
+if TYPE_CHECKING:
+    from .page import ChatPage
+
+Updates = dict[Any, Any]
+
+CHARACTER_FROM = {
+    "card": "as named in the persona's card",
+    "name": "named like the persona",
+    "guess": "the one speaker in every file",
+}
+
+
+def _cell(text: object) -> str:
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def _speakers(speakers: list[SpeakerCount], limit: int = 6) -> str:
+    shown = ", ".join(f"{s.name} ({s.messages})" for s in speakers[:limit])
+    return shown + (f", and {len(speakers) - limit} more" if len(speakers) > limit else "") if shown else "—"
+
+
+def report_markdown(report: IngestReport) -> str:
+    """The ingest report for the page: a row per file (format, counts, speakers, problems), then who the
+    character is, its turns and the examples they give."""
+    lines = [
+        "| file | format | messages | speakers | character turns | problems |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for f in report.files:
+        what = f.format or ("skipped: " + f.skipped if f.skipped else "not a chat export")
+        turns = "—" if f.character_turns is None else f.character_turns
+        problems = "; ".join(f.problems) or "none"
+        lines.append(
+            f"| {_cell(f.file)} | {_cell(what)} | {f.messages} | {_cell(_speakers(f.speakers, 4))} | {turns} "
+            f"| {_cell(problems)} |"
+        )
+    lines.append("")
+    if report.character:
+        how = CHARACTER_FROM.get(report.character_from or "", "")
+        lines.append(f"**Character:** {', '.join(report.character)}" + (f" ({how})" if how else ""))
+    elif report.role_based and not report.speakers:
+        lines.append("**Character:** the assistant in the role-based logs")
+    else:
+        lines.append("**Character:** not obvious: pick the speaker who is the character below.")
+    lines.append(f"**Speakers:** {_speakers(report.speakers, 12)}")
+    lines.append(
+        f"**Character turns:** {report.character_turns} · **training examples:** {report.train_examples}"
+        f" ({report.heldout_examples} held out)"
+    )
+    if report.error and report.error.code != "no_character_speaker":
+        lines.append(f"\n⚠️ {report.error.message}")
+    return "\n".join(lines)
+
+
+class NewPersonaPanel:
+    """Components and handlers of the tab; :meth:`build` lays them out inside the current ``gr.Tab``."""
+
+    def __init__(self, page: ChatPage) -> None:
+        self.page = page
+        self.uploads: Uploads = page.app.state.uploads
+
+    def build(self) -> None:
+        gr.Markdown(
+            "Name the persona and pick its chat exports (WhatsApp, Telegram, Discord, OpenAI or ShareGPT "
+            "JSON, Alpaca, plain transcripts). The report shows what they give before anything is trained.",
+            elem_id="new-intro",
+        )
+        self.upload = gr.State(None)  # the staged upload's id
+        self.name = gr.Textbox(label="Name", placeholder="e.g. baker (a-z, 0-9, - and _)", elem_id="new-name")
+        self.files = gr.File(label="Chat exports", file_count="multiple", type="filepath", elem_id="new-files")
+        self.report = gr.Markdown(elem_id="new-report")
+        self.speakers = gr.Dropdown(
+            label="Which speaker is the character?",
+            choices=[],
+            multiselect=True,
+            visible=False,
+            elem_id="new-speakers",
+        )
+        self.error = gr.Markdown(visible=False, elem_id="new-error")
+        self.train = gr.Button("Train", variant="primary", interactive=False, elem_id="new-train")
+
+    def wire(self, side: list[Any], conversation: list[Any]) -> None:
+        quiet: dict[str, Any] = {"show_progress": "hidden", "api_visibility": "private"}
+        form = [self.upload, self.report, self.speakers, self.error, self.train]
+        self.files.change(self.picked, [self.files, self.name], form, **quiet)
+        page = self.page
+        self.train.click(
+            self.create,
+            [self.name, self.upload, self.speakers, page.chats],
+            [*form, self.name, self.files, page.tabs, *side, *conversation],
+            **quiet,
+        )
+
+    def _failed(self, message: str) -> Updates:
+        gr.Warning(message)
+        return {self.error: gr.Markdown(value=f"⚠️ {message}", visible=True)}
+
+    async def picked(self, paths: list[str] | None, name: str | None) -> Updates:
+        """Files picked (or cleared): stage them and show their report, or say what is wrong with them."""
+        cleared: Updates = {
+            self.upload: None,
+            self.report: "",
+            self.speakers: gr.Dropdown(choices=[], value=[], visible=False),
+            self.error: gr.Markdown(value="", visible=False),
+            self.train: gr.Button(interactive=False),
+        }
+        if not paths:
+            return cleared
+        try:
+            files = [(Path(p).name, path_chunks(Path(p))) for p in paths]
+            upload = await self.uploads.stage(files, (name or "").strip())
+        except Exception as exc:  # the API's 400 naming the file, or a failed report
+            return {**cleared, **self._failed(error_text(exc))}
+        report = upload.report
+        blocking = report.error is not None and report.error.code != "no_character_speaker"
+        ask = not report.character and bool(report.speakers)
+        return {
+            self.upload: upload.id,
+            self.report: report_markdown(report),
+            self.speakers: gr.Dropdown(choices=[s.name for s in report.speakers], value=[], visible=ask),
+            self.error: gr.Markdown(value="", visible=False),
+            self.train: gr.Button(interactive=not blocking),
+        }
+
+    async def create(
+        self, name: str | None, upload: str | None, speakers: list[str] | None, chats: dict[str, Any]
+    ) -> Updates:
+        """Train: create the persona from the staged files, queue its training, and show it in the chat."""
+        name = (name or "").strip()
+        if not upload:
+            return self._failed("Pick the persona's chat exports first.")
+        if not name:
+            return self._failed("name: give the persona a name (a-z, 0-9, '-' and '_').")
+        page = self.page
+        try:
+            persona = await self.uploads.create(page.store, name, upload, list(speakers or []))
+            queue_training(getattr(page.app.state, "training", None), persona, "page")
+        except Exception as exc:  # the API's 400/404/409 with the field named, shown as it says it
+            return self._failed(error_text(exc))
+        gr.Info(f"{persona.title} is queued for training; it answers from its card meanwhile.")
+        updates = page.select(persona.name, chats, fresh=True)
+        updates[page.persona] = gr.Dropdown(choices=updates[page.persona].constructor_args["choices"], value=name)
+        return {
+            **updates,
+            self.upload: None,
+            self.name: "",
+            self.files: None,
+            self.report: "",
+            self.speakers: gr.Dropdown(choices=[], value=[], visible=False),
+            self.error: gr.Markdown(value="", visible=False),
+            self.train: gr.Button(interactive=False),
+            page.tabs: gr.Tabs(selected="chat"),
+        }
