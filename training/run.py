@@ -143,6 +143,8 @@ class _ProgressFile:
     def say(self, message: str) -> None:
         """A step of the preparation, shown as the progress message (and on stderr with a progress bar)."""
         self.write(TrainingProgress(state="running", message=f"preparing {self.persona.name}: {message}"))
+        if self.on_step:
+            self.on_step(self.last)
         if self.show:
             print(f"{self.persona.name}: {message}", file=sys.stderr, flush=True)
 
