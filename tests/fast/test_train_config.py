@@ -80,12 +80,23 @@ def test_example_building_keys_are_left_to_ingest():
         ({"max_seq_length": 8}, "persona.yaml: training.max_seq_length: must be an integer of at least 16"),
         ({"early_stopping_patience": -1}, "persona.yaml: training.early_stopping_patience: must be a whole number"),
         ({"lora_rank": 8}, "persona.yaml: training.lora_rank: unknown setting"),
+        ({"synthetic_weight": 1.5}, "persona.yaml: training.synthetic_weight: must be a number at least 0 and at"),
+        ({"replay_share": 1}, "persona.yaml: training.replay_share: must be a number at least 0 and below 1"),
+        ({"replay_share": "lots"}, "persona.yaml: training.replay_share: must be a number"),
     ],
 )
 def test_card_errors_name_the_field(overrides, message):
     with pytest.raises(ConfigError) as caught:
         TrainConfig.from_overrides(overrides, {})
     assert str(caught.value).startswith(message)
+
+
+def test_generated_examples_weigh_less_than_real_ones_and_replay_is_on_by_default():
+    config = TrainConfig()
+    assert 0 < config.synthetic_weight < 1 and 0 < config.replay_share < 1
+    off = TrainConfig.from_overrides({"synthetic_weight": 0}, {"replay_share": 0.0})
+    assert off.synthetic_weight == 0 and off.replay_share == 0
+    assert off.fingerprint() != config.fingerprint()  # a checkpoint is not resumed on another mix
 
 
 def test_flag_errors_name_the_flag():
