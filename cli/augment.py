@@ -115,3 +115,8 @@ def review(
             set_review(persona.path, example.id, "rejected", reason=typer.prompt("reason", default="by review"))
     counts = {s: sum(e.status == s for e in all_examples(persona.path)) for s in ("accepted", "pending", "rejected")}
     typer.echo(f"{name}: " + ", ".join(f"{v} {k}" for k, v in counts.items()))
+    if counts["accepted"]:
+        typer.echo(
+            f"The next training run (`persona train {name}`) uses the accepted ones, at a lower weight than the "
+            "real lines (--synthetic-weight)."
+        )
