@@ -72,8 +72,8 @@ class PersonaStatus(BaseModel):
     @property
     def label(self) -> str:
         """Short status for a list: 'served from its card', 'trained v2', 'training 40%'."""
-        if self.status == "training" and self.training:
-            return f"training {self.training.fraction:.0%}"
+        if self.status == "training":  # before its first step a run has no progress yet
+            return f"training {self.training.fraction:.0%}" if self.training else "training"
         if self.status == "queued":
             return f"queued ({self.queue_position})" if self.queue_position else "queued"
         if self.status == "failed":
