@@ -237,13 +237,13 @@ def test_an_unusable_validation_file_is_refused_naming_it(client: TestClient, tm
     assert_openai_error(missing, 404, param="validation_file", code="file_not_found")
     # A transcript in which the character never speaks cannot be checked before the job runs: the job
     # fails with the validation folder named and the speakers it found.
-    transcript = _upload_id(client, "Alice: hello there\nBob: hi Alice\n", "chat.txt")
+    transcript = _upload_id(client, "Alice: hello there\nBob: hi Alice\nAlice: how are you?\n", "chat.txt")
     job = _create(client, training_file=training_id, validation_file=transcript)
     ended = _run_job(tmp_path, job.id)
     failed = FineTuningJob.model_validate(client.get(f"/v1/fine_tuning/jobs/{job.id}").json())
     assert ended.status == failed.status == "failed" and failed.finished_at
     assert failed.error.code == "invalid_training_data"
-    assert "nova/validation" in failed.error.message and "Alice (1)" in failed.error.message
+    assert "nova/validation" in failed.error.message and "Alice (2)" in failed.error.message
     assert not (tmp_path / "personas" / "nova" / "adapters" / "v1").exists()
 
 
