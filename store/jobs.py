@@ -166,8 +166,8 @@ class JobStore:
     def cancel(self, job_id: str) -> Job:
         """Cancel a job that has not finished: it ends ``cancelled`` at once, whether it waits or runs.
 
-        A running job's worker sees ``cancel_requested`` and stops its training process, which
-        publishes nothing. The persona's logs as they are now count as seen, and waiting automatic
+        A running job's worker sees ``cancel_requested`` and stops its training process; the
+        persona's live version stays as it was. The persona's logs as they are now count as seen, and waiting automatic
         jobs of the persona are withdrawn: they would train the same logs, so neither the folder
         watcher nor a restart brings the cancelled training back; the next change to the logs does.
         """
