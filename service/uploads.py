@@ -253,9 +253,6 @@ class Uploads:
         persona = get_persona(store, name)
         upload = self.get(upload_id)
         folder = self._dir(upload_id)
-        report = await self.report(folder, persona.name)
-        if report.error is not None and report.error.code != "too_few_examples":  # the logs together may do
-            self._refuse(report)
         staged = [folder / LOGS_DIR / f.name for f in upload.files]
         for source in staged:
             existing = persona.logs_dir / source.name
@@ -267,6 +264,9 @@ class Uploads:
                     "upload",
                     "file_exists",
                 )
+        report = await self.report(folder, persona.name)
+        if report.error is not None and report.error.code != "too_few_examples":  # the logs together may do
+            self._refuse(report)
         persona.logs_dir.mkdir(parents=True, exist_ok=True)
         for source in staged:
             try:

@@ -6,6 +6,7 @@ The handlers must send what an API client sends: same persona resolution, prompt
 from __future__ import annotations
 
 import shutil
+import time
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -22,6 +23,7 @@ from service.settings import ServeSettings
 from service.ui import session
 from service.ui.page import NOT_READY, ChatPage
 from store.card import SamplingDefaults
+from store.jobs import JobStore
 from store.progress import TrainingProgress
 
 from .fake_engine import SERVE_ONLY, FakeEngine
@@ -417,6 +419,17 @@ async def test_an_engine_failure_mid_reply_is_one_line(page: ChatPage, engine: F
     assert error_of(last, page) == "⚠️ The reply failed: out of memory"
 
 
+def next_refresh(page: ChatPage, name: str, seen: str, timeout: float = 15.0) -> dict:
+    """The first tick that changes something: the watcher needs a moment to see a change."""
+    deadline = time.monotonic() + timeout
+    while True:
+        updates = page.refresh(name, seen)
+        if not unchanged(updates):
+            return updates
+        assert time.monotonic() < deadline, "the page never showed the change"
+        time.sleep(0.1)
+
+
 def test_refresh_shows_new_and_changed_personas_and_keeps_the_selection(page: ChatPage, personas: Path) -> None:
     shown = page.load({})
     assert unchanged(page.refresh("alpha", shown[page.seen])), "the first tick after loading changes nothing"
@@ -427,9 +440,116 @@ def test_refresh_shows_new_and_changed_personas_and_keeps_the_selection(page: Ch
     (personas / "gamma" / "persona.yaml").write_text("display_name: Gamma\n")
     (personas / "broken").mkdir()
     (personas / "broken" / "persona.yaml").write_text("sampling:\n  temperature: hot\n")
-    second = page.refresh("alpha", first[page.seen])
+    second = next_refresh(page, "alpha", first[page.seen])
+    while "broken" not in str(second.get(page.problems)):  # the two folders may be seen one after the other
+        second = next_refresh(page, "alpha", second[page.seen])
     assert ("Gamma · served from its card", "gamma") in second[page.persona].constructor_args["choices"]
-    assert "broken" in second[page.problems].constructor_args["value"]
     shutil.rmtree(personas / "alpha")
-    third = page.refresh("alpha", second[page.seen])
+    third = next_refresh(page, "alpha", second[page.seen])
     assert "no longer in the personas folder" in third[page.card]
+
+
+def test_ticks_read_the_store_only_after_a_change_and_follow_training_progress(page: ChatPage, personas: Path) -> None:
+    seen = page.load({})[page.seen]
+    time.sleep(1.0)  # the watcher reports what the fixture wrote
+    seen = page.side("alpha", fresh=True)[page.seen]
+    reads = page.board.reads
+    for _ in range(5):
+        assert unchanged(page.refresh("alpha", seen))
+    assert page.board.reads == reads, "ticks that find nothing new read nothing"
+    jobs = JobStore(personas)
+    progress = TrainingProgress(state="running", step=4, total_steps=10)
+    job = jobs.create("alpha", "api", status="running", progress=progress)
+    updates = next_refresh(page, "alpha", seen)
+    assert "training 40%" in updates[page.card]
+    time.sleep(0.05)
+    jobs.update(job.id, progress=TrainingProgress(state="running", step=7, total_steps=10))
+    later = next_refresh(page, "alpha", updates[page.seen])
+    assert "training 70%" in later[page.card]
+    assert ("Alpha · training 70%", "alpha") in later[page.persona].constructor_args["choices"]
+
+
+async def test_a_message_sent_before_the_first_paint_goes_to_the_persona_it_shows(page: ChatPage) -> None:
+    updates = await collect(page.send("Hi", None, "live", 1.0, 1.0, 3, {}))
+    assert value(updates[0][page.persona]) == "alpha"
+    last = updates[-1]
+    assert page.error not in last or last[page.error].constructor_args.get("visible") is not True
+    assert texts(last[page.chatbot])[:2] == ["Ahoy there!", "Hi"]
+    assert last[page.chatbot][-1]["content"].startswith("[alpha@v2#")
+
+
+# ---------------------------------------------------------------------- new persona, persona buttons
+
+
+def chat_export(tmp_path: Path, name: str, character: str, other: str, turns: int) -> str:
+    path = tmp_path / "picked" / name
+    path.parent.mkdir(exist_ok=True)
+    lines = [f"{who}: line {n} of {name} from {who}" for n in range(turns) for who in (other, character)]
+    path.write_text("\n".join(lines) + "\n")
+    return str(path)
+
+
+async def test_new_persona_shows_the_report_then_creates_and_shows_the_persona(
+    page: ChatPage, personas: Path, tmp_path: Path
+) -> None:
+    panel = page.new_persona
+    files = [chat_export(tmp_path, "one.txt", "Nova", "Sam", 12), chat_export(tmp_path, "two.txt", "Sam", "Nova", 12)]
+    shown = await panel.picked(files, "")
+    report = shown[panel.report]
+    assert "| one.txt | plain transcript | 24 |" in report
+    assert "not obvious" in report and "Nova (24)" in report
+    speakers = shown[panel.speakers].constructor_args
+    assert speakers["visible"] is True and set(speakers["choices"]) == {"Nova", "Sam"}
+    assert shown[panel.train].constructor_args["interactive"] is True
+
+    refused = await panel.create("Nova Star", shown[panel.upload], [], {})
+    assert "name" in refused[panel.error].constructor_args["value"]
+    no_speaker = await panel.create("nova", shown[panel.upload], [], {})  # a name that matches: no pick needed
+    assert no_speaker[page.shown] == "nova", no_speaker.get(panel.error)
+    assert value(no_speaker[page.persona]) == "nova"
+    assert no_speaker[page.tabs].constructor_args["selected"] == "chat"
+    assert "queued" in no_speaker[page.card]
+    assert sorted(p.name for p in (personas / "nova" / "logs").iterdir()) == ["one.txt", "two.txt"]
+    assert not (personas / "nova" / "persona.yaml").exists(), "the name found the character: no card needed"
+    assert [(j.persona, j.source) for j in JobStore(personas).all()] == [("nova", "page")]
+
+    again = await panel.picked(files, "")
+    exists = await panel.create("nova", again[panel.upload], ["Nova"], {})
+    assert "exists" in exists[panel.error].constructor_args["value"]
+    unknown = await panel.create("kit", again[panel.upload], ["Kit"], {})
+    assert "'Kit' is not a speaker in the upload" in unknown[panel.error].constructor_args["value"]
+    picked = await panel.create("listener", again[panel.upload], ["Sam"], {})
+    assert picked[page.shown] == "listener"
+    assert (personas / "listener" / "persona.yaml").read_text() == "speakers:\n- Sam\n"
+
+
+async def test_new_persona_says_what_is_wrong_with_a_file(page: ChatPage, tmp_path: Path) -> None:
+    panel = page.new_persona
+    empty = tmp_path / "empty.txt"
+    empty.write_text("")
+    shown = await panel.picked([str(empty)], "")
+    assert "empty.txt" in shown[panel.error].constructor_args["value"] and shown[panel.upload] is None
+    assert shown[panel.train].constructor_args["interactive"] is False
+    nothing = await panel.create("zed", None, [], {})
+    assert "Pick the persona's chat exports first" in nothing[panel.error].constructor_args["value"]
+
+
+def test_persona_buttons_roll_back_pin_and_remove(page: ChatPage, personas: Path) -> None:
+    buttons = page.buttons
+    chats = page.load({})[page.chats]
+    rolled = buttons.roll_back("alpha")
+    assert "trained v1" in rolled[page.card]
+    nothing_earlier = buttons.roll_back("alpha")
+    assert nothing_earlier[page.error].constructor_args["visible"] is True and page.card not in nothing_earlier
+    pinned = buttons.toggle_pin("alpha")
+    assert value(pinned[buttons.pin]) == "Unpin"
+    assert value(buttons.toggle_pin("alpha")[buttons.pin]) == "Pin live version"
+    assert buttons.toggle_pin("beta")[page.error].constructor_args["visible"] is True, "nothing to pin"
+    queued = buttons.queue("beta")
+    assert [(j.persona, j.source) for j in JobStore(personas).all()] == [("beta", "page")]
+    assert "queued (1)" in queued[page.card]
+    asked = buttons.ask("alpha")
+    assert asked[buttons.confirm].constructor_args["visible"] is True and "alpha" in asked[buttons.question]
+    gone = buttons.removed("alpha", chats)
+    assert not (personas / "alpha").exists() and value(gone[page.persona]) == "beta"
+    assert all(name != "alpha" for _, name in gone[page.persona].constructor_args["choices"])
