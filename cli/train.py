@@ -32,6 +32,7 @@ def ingest(
     """Report what the persona's logs give: formats, speakers, turns, sessions, examples, tokens. Changes nothing."""
     from store.card import PersonaCard
     from store.errors import InvalidName, PersonaNotFound, StoreError
+    from store.ingest_report import IngestReport, ReportError
     from store.names import check_name
     from store.registry import PersonaStore
     from store.settings import StoreSettings
@@ -56,6 +57,10 @@ def ingest(
         example_settings = ExampleSettings.from_overrides(card.training)
         result = load_logs(folder)
     except (InvalidName, StoreError, ValueError) as exc:
+        if json_:  # the caller reads a report: this one says why there is nothing to report on
+            error = ReportError(code="invalid_settings", message=str(exc))
+            typer.echo(IngestReport(files=[], error=error).model_dump_json())
+            raise typer.Exit(1) from None
         fail(str(exc))
     if json_:
         report = ingest_report(result, name or "", card, example_settings)

@@ -44,11 +44,16 @@ def _version(text: str | None) -> int | None:
         raise bad_request(str(exc), "version", "invalid_value") from None
 
 
-def queue_training(training: Any, persona: Persona, source: JobSource, force: bool = False) -> Job:
-    """Queue a training run (a run of the persona already waiting is reused by automatic changes only)."""
+def require_queue(training: Any) -> Any:
+    """The server's job queue, or a 503 (checked before a change that would then need it)."""
     if training is None:
         raise APIError(503, "This server has no job queue.", "server_error", None, "not_ready")
-    return training.request(persona.name, source, force=force)
+    return training
+
+
+def queue_training(training: Any, persona: Persona, source: JobSource, force: bool = False) -> Job:
+    """Queue a training run (a run of the persona already waiting is reused by automatic changes only)."""
+    return require_queue(training).request(persona.name, source, force=force)
 
 
 def roll_back(store: PersonaStore, name: str, version: str | None = None) -> PersonaStatus:

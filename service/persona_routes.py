@@ -70,22 +70,24 @@ async def upload(
     return await _uploads(request).stage([(f.filename or "", _chunks(f)) for f in files], name)
 
 
-@router.post("", response_model=PersonaStatus, status_code=201, responses=EXISTS)
+@router.post("", response_model=PersonaStatus, status_code=201, responses={**EXISTS, **error_responses(503)})
 async def create(request: Request, body: CreatePersonaRequest) -> PersonaStatus:
     """Create a persona from a staged upload: its files land in ``personas/<name>/logs/`` as uploaded,
     ``persona.yaml`` names the character when one is given (or was guessed), and training is queued."""
+    training = actions.require_queue(_training(request)) if body.train else None
     persona = await _uploads(request).create(request.app.state.store, body.name, body.upload, body.character)
-    if body.train:
-        actions.queue_training(_training(request), persona, "api")
+    if training is not None:
+        actions.queue_training(training, persona, "api")
     return actions.status_of(request.app.state.store, persona.name)
 
 
-@router.post("/{name}/logs", response_model=PersonaStatus, responses=EXISTS)
+@router.post("/{name}/logs", response_model=PersonaStatus, responses={**EXISTS, **error_responses(503)})
 async def add_logs(request: Request, name: str, body: AddLogsRequest) -> PersonaStatus:
     """Add a staged upload's files to the persona's logs (never replacing a file) and queue training."""
+    training = actions.require_queue(_training(request)) if body.train else None
     persona = await _uploads(request).add(request.app.state.store, name, body.upload)
-    if body.train:
-        actions.queue_training(_training(request), persona, "api")
+    if training is not None:
+        actions.queue_training(training, persona, "api")
     return actions.status_of(request.app.state.store, persona.name)
 
 

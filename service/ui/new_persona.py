@@ -14,7 +14,7 @@ import gradio as gr
 
 from store.ingest_report import IngestReport, SpeakerCount
 
-from ..persona_actions import queue_training
+from ..persona_actions import queue_training, require_queue
 from ..uploads import Uploads, path_chunks
 from .session import error_text
 
@@ -153,8 +153,9 @@ class NewPersonaPanel:
             return self._failed("name: give the persona a name (a-z, 0-9, '-' and '_').")
         page = self.page
         try:
+            training = require_queue(getattr(page.app.state, "training", None))
             persona = await self.uploads.create(page.store, name, upload, list(speakers or []))
-            queue_training(getattr(page.app.state, "training", None), persona, "page")
+            queue_training(training, persona, "page")
         except Exception as exc:  # the API's 400/404/409 with the field named, shown as it says it
             return self._failed(error_text(exc))
         gr.Info(f"{persona.title} is queued for training; it answers from its card meanwhile.")
