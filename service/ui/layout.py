@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import gradio as gr
 
@@ -26,7 +26,7 @@ def build_layout(page: ChatPage) -> gr.Blocks:
             with gr.Tab("New persona", id="new", elem_id="new-persona-tab"):
                 page.new_persona.build()
         page.timer = gr.Timer(REFRESH_SECONDS)
-        page._wire(blocks)
+        wire(page, blocks)
     return blocks
 
 
@@ -102,3 +102,60 @@ def _chat(page: ChatPage) -> None:
             page.examples = gr.Dataset(
                 label="Try asking", components=["textbox"], samples=[], visible=False, elem_id="examples"
             )
+
+
+def wire(page: ChatPage, blocks: gr.Blocks) -> None:
+    """Connect every component's events to the page's handlers."""
+    private: dict[str, Any] = {"api_visibility": "private"}
+    sampling = [page.temperature, page.top_p, page.max_tokens]
+    side = [
+        page.persona,
+        page.version,
+        page.card,
+        page.description,
+        page.picture,
+        page.problems,
+        page.seen,
+        page.shown,
+        page.buttons.pin,
+    ]
+    conversation = [page.chatbot, page.chats, page.error, page.examples, *sampling]
+    controls = [
+        page.send_btn,
+        page.stop_btn,
+        page.retry_btn,
+        page.undo_btn,
+        page.new_btn,
+        page.persona,
+        page.version,
+    ]
+
+    quiet: dict[str, Any] = {"show_progress": "hidden", **private}
+    blocks.load(page.load, [page.chats], side + conversation, **private)
+    page.persona.select(page.pick, [page.persona, page.shown, page.chats], side + conversation, **quiet)
+    page.timer.tick(page.refresh, [page.persona, page.seen], side, concurrency_limit=None, **quiet)
+    replying = dict(concurrency_limit=None, show_progress="hidden", **private)
+    gr.on(
+        [page.send_btn.click, page.message.submit],
+        page.send,
+        [page.message, page.persona, page.version, *sampling, page.chats],
+        [page.message, page.chatbot, page.chats, page.error, *controls],
+        **replying,
+    )
+    page.retry_btn.click(
+        page.retry,
+        [page.persona, page.version, *sampling, page.chats],
+        [page.message, page.chatbot, page.chats, page.error, *controls],
+        **replying,
+    )
+    # Stop ends the reply from inside (the engine request is aborted and the page keeps what came);
+    # cancelling the event from outside would leave the chat in Gradio's error state.
+    page.stop_btn.click(page.stop, None, [page.stop_btn], queue=False, **private)
+    page.undo_btn.click(
+        page.undo, [page.persona, page.chats], [page.message, page.chatbot, page.chats, page.error], **quiet
+    )
+    page.chatbot.clear(page.new_session, [page.persona, page.chats], [page.chatbot, page.chats, page.error], **quiet)
+    page.new_btn.click(page.new_session, [page.persona, page.chats], [page.chatbot, page.chats, page.error], **quiet)
+    page.examples.click(lambda sample: sample[0] if sample else "", [page.examples], [page.message], **quiet)
+    page.buttons.wire(side, conversation)
+    page.new_persona.wire(side, conversation)

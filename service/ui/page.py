@@ -34,7 +34,9 @@ from .session import (
     for_retry,
     new_session,
     persona_choices,
+    problems_markdown,
     sampling_defaults,
+    side_signature,
     to_chatbot,
     undo,
     user_turn,
@@ -90,65 +92,6 @@ class ChatPage:
     def build(self) -> gr.Blocks:
         return build_layout(self)
 
-    def _wire(self, blocks: gr.Blocks) -> None:
-        private: dict[str, Any] = {"api_visibility": "private"}
-        sampling = [self.temperature, self.top_p, self.max_tokens]
-        side = [
-            self.persona,
-            self.version,
-            self.card,
-            self.description,
-            self.picture,
-            self.problems,
-            self.seen,
-            self.shown,
-            self.buttons.pin,
-        ]
-        conversation = [self.chatbot, self.chats, self.error, self.examples, *sampling]
-        controls = [
-            self.send_btn,
-            self.stop_btn,
-            self.retry_btn,
-            self.undo_btn,
-            self.new_btn,
-            self.persona,
-            self.version,
-        ]
-
-        quiet: dict[str, Any] = {"show_progress": "hidden", **private}
-        blocks.load(self.load, [self.chats], side + conversation, **private)
-        self.persona.select(self.pick, [self.persona, self.shown, self.chats], side + conversation, **quiet)
-        self.timer.tick(self.refresh, [self.persona, self.seen], side, concurrency_limit=None, **quiet)
-        replying = dict(concurrency_limit=None, show_progress="hidden", **private)
-        gr.on(
-            [self.send_btn.click, self.message.submit],
-            self.send,
-            [self.message, self.persona, self.version, *sampling, self.chats],
-            [self.message, self.chatbot, self.chats, self.error, *controls],
-            **replying,
-        )
-        self.retry_btn.click(
-            self.retry,
-            [self.persona, self.version, *sampling, self.chats],
-            [self.message, self.chatbot, self.chats, self.error, *controls],
-            **replying,
-        )
-        # Stop ends the reply from inside (the engine request is aborted and the page keeps what came);
-        # cancelling the event from outside would leave the chat in Gradio's error state.
-        self.stop_btn.click(self.stop, None, [self.stop_btn], queue=False, **private)
-        self.undo_btn.click(
-            self.undo, [self.persona, self.chats], [self.message, self.chatbot, self.chats, self.error], **quiet
-        )
-        self.chatbot.clear(
-            self.new_session, [self.persona, self.chats], [self.chatbot, self.chats, self.error], **quiet
-        )
-        self.new_btn.click(
-            self.new_session, [self.persona, self.chats], [self.chatbot, self.chats, self.error], **quiet
-        )
-        self.examples.click(lambda sample: sample[0] if sample else "", [self.examples], [self.message], **quiet)
-        self.buttons.wire(side, conversation)
-        self.new_persona.wire(side, conversation)
-
     def _unchanged(self, component: Any = None) -> Updates:
         """An update that changes nothing (Gradio reads an empty dict as one value, not as no updates)."""
         return {component if component is not None else self.chats: gr.skip()}
@@ -159,10 +102,8 @@ class ChatPage:
         return self.board.snapshot(fresh)
 
     def _problems(self, problems: dict[str, str]) -> Any:
-        if not problems:
-            return gr.Markdown(visible=False)
-        text = "\n".join(f"- **{name}** is not loaded: {reason}" for name, reason in sorted(problems.items()))
-        return gr.Markdown(value=text, visible=True)
+        text = problems_markdown(problems)
+        return gr.Markdown(value=text, visible=True) if text else gr.Markdown(visible=False)
 
     def load(self, chats: dict[str, list[Turn]]) -> Updates:
         """First paint: the persona list, and the first persona picked."""
@@ -220,7 +161,7 @@ class ChatPage:
             self.shown: name,
             self.persona: gr.Dropdown(choices=persona_choices(statuses)),
             self.problems: self._problems(problems),
-            self.seen: self._signature(name, statuses, problems),
+            self.seen: side_signature(name, statuses, problems),
             self.card: card_markdown(status),
             self.description: status.description.strip(),
             self.picture: gr.Image(value=picture, visible=picture is not None),
@@ -235,18 +176,11 @@ class ChatPage:
             self.max_tokens: max_tokens,
         }
 
-    @staticmethod
-    def _signature(name: str | None, statuses: list[PersonaStatus], problems: dict[str, str]) -> str:
-        """What the side panel shows for ``name``; a refresh that would show the same sends nothing."""
-        current = next((s for s in statuses if s.name == name), None)
-        shown = current.model_dump(exclude={"training"}) if current else None
-        return repr((persona_choices(statuses), shown, current.label if current else None, sorted(problems.items())))
-
     def refresh(self, name: str | None, seen: str) -> Updates:
         """Timer tick: new, changed or removed personas show up without a reload; the selection stays.
         Cheap when nothing changed: the store is read again only when the watcher or a job saw a change."""
         statuses, problems = self._statuses()
-        if self._signature(name, statuses, problems) == seen:
+        if side_signature(name, statuses, problems) == seen:
             return self._unchanged(self.seen)
         return self.side(name)
 
@@ -255,7 +189,7 @@ class ChatPage:
         statuses, problems = self._statuses(fresh)
         choices = persona_choices(statuses)
         current = next((s for s in statuses if s.name == name), None)
-        signature = self._signature(name, statuses, problems)
+        signature = side_signature(name, statuses, problems)
         updates: Updates = {
             self.persona: gr.Dropdown(choices=choices),
             self.problems: self._problems(problems),

@@ -121,6 +121,18 @@ def persona_choices(statuses: Iterable[PersonaStatus]) -> list[tuple[str, str]]:
     return [(persona_label(status), status.name) for status in statuses]
 
 
+def problems_markdown(problems: dict[str, str]) -> str:
+    """Persona folders that cannot be served, and why (empty when there are none)."""
+    return "\n".join(f"- **{name}** is not loaded: {reason}" for name, reason in sorted(problems.items()))
+
+
+def side_signature(name: str | None, statuses: list[PersonaStatus], problems: dict[str, str]) -> str:
+    """What the side panel shows for ``name``; a refresh that would show the same sends nothing."""
+    current = next((s for s in statuses if s.name == name), None)
+    shown = current.model_dump(exclude={"training"}) if current else None
+    return repr((persona_choices(statuses), shown, current.label if current else None, sorted(problems.items())))
+
+
 def version_choices(status: PersonaStatus | None) -> list[tuple[str, str]]:
     """The live version first, then every version, newest first."""
     if status is None:
