@@ -62,7 +62,9 @@ def base_name(filename: str) -> str:
         raise files_error(
             f"{name}: a name starting with '.' is a hidden file, never read as a log", "invalid_file_name"
         )
-    if len(name.encode("utf-8")) > MAX_NAME_BYTES or any(ord(c) < 32 for c in name):
+    if len(name.encode("utf-8", errors="replace")) > MAX_NAME_BYTES or any(
+        ord(c) < 32 or 0xD800 <= ord(c) < 0xE000 for c in name
+    ):
         raise files_error(
             f"{name!r}: file names must be under 256 bytes without control characters", "invalid_file_name"
         )
