@@ -179,3 +179,31 @@ def test_staged_uploads_older_than_an_hour_are_removed(client: TestClient) -> No
     assert staged(client) == sorted([fresh["id"], fresh["id"] + ".json"])
     gone = client.post("/v1/personas", json={"name": "late", "upload": old["id"], "character": "Nova"})
     assert_openai_error(gone, 404, param="upload")
+
+
+async def test_the_watcher_leaves_staged_uploads_alone(tmp_path: Path) -> None:
+    import asyncio
+
+    from service.watcher import PersonaWatcher
+
+    calls: list[str] = []
+
+    async def settled(name: str) -> None:
+        calls.append(name)
+
+    watcher = PersonaWatcher(tmp_path, settled, settle_s=0.3)
+    task = asyncio.create_task(watcher.run())
+    await asyncio.sleep(0.5)
+    staged_logs = tmp_path / UPLOADS_DIR / "upload-1" / "logs"
+    staged_logs.mkdir(parents=True)
+    (staged_logs / "chat.txt").write_text("Sam: hi\nNova: hello\n")
+    await asyncio.sleep(1.5)
+    assert calls == [] and watcher.changes == 0, "a staged upload is no persona and shows nothing new"
+    (tmp_path / "nova" / "logs").mkdir(parents=True)
+    deadline = time.monotonic() + 15
+    while not calls:
+        assert time.monotonic() < deadline, "the new persona folder was never reported"
+        await asyncio.sleep(0.1)
+    assert calls == ["nova"] and watcher.changes >= 1
+    watcher.stop()
+    await asyncio.wait_for(task, timeout=10)
