@@ -140,7 +140,7 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="living-bench-"))
     personas = work / "personas"
     shutil.copytree(REPO / "personas", personas, ignore=shutil.ignore_patterns("adapters"))
-    source_logs = sorted((personas / args.persona / "logs").iterdir())
+    source_logs = sorted((REPO / "personas" / args.persona / "logs").iterdir())
     shutil.rmtree(personas / args.persona)
     port = free_port()
     base_url = f"http://127.0.0.1:{port}/v1"

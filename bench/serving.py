@@ -394,7 +394,7 @@ def main() -> None:
             "PERSONA_UI": "false",
             "PERSONA_TRAIN": "false",
         }
-        log = logs / f"serve-{re.sub(r'[^a-z0-9]+', '-', key.lower()).strip('-') or 'a'}.log"
+        log = logs / f"{re.sub(r'[^a-z0-9]+', '-', NAMES.get(key, key).lower()).strip('-')}.log"
         return run_server(
             [sys.executable, "-m", "cli.main", "serve"],
             server_env,

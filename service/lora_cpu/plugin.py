@@ -14,7 +14,8 @@ import os
 
 from . import requested
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger("vllm.plugins.persona_lora_cpu")
+"""Under vLLM's logger, so the line shows in the engine's log with vLLM's own."""
 
 WRAPPER = "service.lora_cpu.punica.PunicaWrapperGroupedCPU"
 

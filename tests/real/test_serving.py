@@ -34,7 +34,9 @@ def test_models_include_base_personas_and_versions(client, random_personas) -> N
     assert f"{random_personas[0]}@v1" in ids
 
 
-def test_concurrent_requests_each_get_their_own_adapter(client, async_client, random_personas) -> None:
+def test_concurrent_requests_each_get_their_own_adapter(client, async_client, live_server, random_personas) -> None:
+    """With the server's defaults, so through this project's grouped CPU LoRA ops (the plugin)."""
+    assert "persona LoRA plugin: grouped CPU LoRA ops" in live_server.log_path.read_text(errors="replace")
     a, b = random_personas
     alone = {model: ask(client, model) for model in (a, b, BASE)}
     assert len({opening(t) for t in alone.values()}) == 3, alone  # the adapters really change the replies
