@@ -63,7 +63,9 @@ def _cached(path: Path, prompt_set: PromptSet) -> list[str] | None:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
-    answers = data.get("answers") if isinstance(data, dict) else None
+    if not isinstance(data, dict):
+        return None
+    answers = data.get("answers")
     if data.get("prompts") != list(prompt_set.prompts) or not isinstance(answers, list):
         return None
     if len(answers) != len(prompt_set.prompts) or not all(isinstance(a, str) for a in answers):
