@@ -12,7 +12,7 @@ from fastapi.responses import RedirectResponse
 from store.base_model import BaseModel, resolve_base_model
 from store.registry import PersonaStore
 
-from . import fine_tuning, persona_routes
+from . import fine_tuning, persona_routes, synthetic_routes
 from .background import BackgroundTraining
 from .chat import ChatService
 from .engine import Engine, VllmEngine
@@ -74,6 +74,7 @@ def create_app(settings: ServeSettings, engine_factory: EngineFactory = vllm_eng
     install_openapi(app)
     app.include_router(api)
     app.include_router(persona_routes.router)
+    app.include_router(synthetic_routes.router)
     app.include_router(fine_tuning.router)
     app.include_router(ops)
     if settings.ui:
