@@ -441,9 +441,10 @@ def test_refresh_shows_new_and_changed_personas_and_keeps_the_selection(page: Ch
     (personas / "broken").mkdir()
     (personas / "broken" / "persona.yaml").write_text("sampling:\n  temperature: hot\n")
     second = next_refresh(page, "alpha", first[page.seen])
-    while "broken" not in str(second.get(page.problems)):  # the two folders may be seen one after the other
+    while "broken" not in second[page.seen]:  # the two folders may be seen one after the other
         second = next_refresh(page, "alpha", second[page.seen])
     assert ("Gamma · served from its card", "gamma") in second[page.persona].constructor_args["choices"]
+    assert "broken" in second[page.problems].constructor_args["value"]
     shutil.rmtree(personas / "alpha")
     third = next_refresh(page, "alpha", second[page.seen])
     assert "no longer in the personas folder" in third[page.card]

@@ -128,24 +128,40 @@ def guess_character(result: LoadResult) -> str | None:
     return common.pop() if len(common) == 1 else None
 
 
+def _named_counts(result: LoadResult) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for parsed in result.files:
+        for message in parsed.messages:
+            if message.role is None and message.kind == "text" and message.speaker:
+                counts[message.speaker] = counts.get(message.speaker, 0) + 1
+    return counts
+
+
+def _no_character(card: PersonaCard, speakers: dict[str, int]) -> ReportError:
+    listed = ", ".join(f"{s.name} ({s.messages})" for s in _speaker_list(speakers)[:12])
+    wanted = f"named {' or '.join(card.speakers)}" if card.speakers else "named like the persona"
+    return ReportError(
+        code="no_character_speaker",
+        message=f"no speaker is {wanted}; pick the character among the speakers found: {listed}",
+    )
+
+
 def _examples(
     result: LoadResult, name: str, card: PersonaCard, settings: ExampleSettings
 ) -> tuple[ExampleSet | None, CharacterSource | None, ReportError | None]:
     """Build the examples, guessing the character when the card names none and no speaker is named
-    like the persona."""
+    like the persona (or no persona is named yet)."""
+    named = _named_counts(result)
     source: CharacterSource | None = "card" if card.speakers else "name"
     try:
         try:
+            if not name and not card.speakers and named:
+                raise NoCharacterSpeaker("no persona name to match", named)
             return build_examples(result, name, card, settings), source, None
         except NoCharacterSpeaker as exc:
             guess = None if card.speakers else guess_character(result)
             if guess is None:
-                speakers = ", ".join(f"{s.name} ({s.messages})" for s in _speaker_list(exc.speakers)[:12])
-                wanted = "named like the persona"
-                if card.speakers:
-                    wanted = f"named {' or '.join(card.speakers)}"
-                message = f"no speaker is {wanted}; pick the character among the speakers found: {speakers}"
-                return None, None, ReportError(code="no_character_speaker", message=message)
+                return None, None, _no_character(card, exc.speakers)
             card = card.model_copy(update={"speakers": [guess]})
             return build_examples(result, name, card, settings), "guess", None
     except TooFewExamples as exc:
@@ -178,11 +194,7 @@ def ingest_report(result: LoadResult, name: str, card: PersonaCard, settings: Ex
             files.append(FileReport(file=result.relative(path), format=None, usable=False, problems=[reason]))
     for path, reason in result.skipped:
         files.append(FileReport(file=result.relative(path), format=None, skipped=reason))
-    named: dict[str, int] = {}
-    for parsed in result.files:
-        for message in parsed.messages:
-            if message.role is None and message.kind == "text" and message.speaker:
-                named[message.speaker] = named.get(message.speaker, 0) + 1
+    named = _named_counts(result)
     if not result.files and error is None:
         reasons = "; ".join(f"{result.relative(path)}: {reason}" for path, reason in result.problems)
         error = ReportError(code="no_usable_logs", message=f"no usable chat logs ({reasons or 'no files'})")
