@@ -20,7 +20,7 @@ Updates = dict[Any, Any]
 
 
 def pin_label(status: PersonaStatus | None) -> str:
-    return "Unpin" if status is not None and status.pinned else "Pin live version"
+    return "Unpin" if status is not None and status.pinned else "Pin"
 
 
 class PersonaButtons:

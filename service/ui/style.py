@@ -8,7 +8,10 @@ SYSTEM_FONTS = ("ui-sans-serif", "system-ui", "-apple-system", "Segoe UI", "Robo
 MONO_FONTS = ("ui-monospace", "SFMono-Regular", "Menlo", "Consolas", "monospace")
 
 CSS = """
-.gradio-container { max-width: 1200px !important; margin: 0 auto !important; }
+.gradio-container { width: 100% !important; max-width: 1200px !important; margin: 0 auto !important; }
+#persona-actions { gap: 6px; }
+#persona-actions button { flex: 1 1 0; }
+#new-error { color: #b91c1c; }
 #chat .reply-version {
   display: block; margin-top: 0.35em; font-size: 0.75em; opacity: 0.6; letter-spacing: 0.02em;
 }
@@ -29,7 +32,7 @@ CSS = """
   #layout { flex-direction: column !important; flex-wrap: nowrap !important; gap: 10px !important; }
   #persona-panel { display: contents !important; }
   #chat-panel { order: 2; }
-  #persona-panel > .form:has(#version-picker), #sampling { order: 3; }
+  #persona-panel > .form:has(#version-picker), #sampling, #persona-actions, #remove-confirm { order: 3; }
   #chat { height: 55vh !important; min-height: 300px; }
   #persona-picture {
     flex: 0 0 72px !important; width: 72px !important; max-width: 72px;

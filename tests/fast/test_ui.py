@@ -544,7 +544,7 @@ def test_persona_buttons_roll_back_pin_and_remove(page: ChatPage, personas: Path
     assert nothing_earlier[page.error].constructor_args["visible"] is True and page.card not in nothing_earlier
     pinned = buttons.toggle_pin("alpha")
     assert value(pinned[buttons.pin]) == "Unpin"
-    assert value(buttons.toggle_pin("alpha")[buttons.pin]) == "Pin live version"
+    assert value(buttons.toggle_pin("alpha")[buttons.pin]) == "Pin"
     assert buttons.toggle_pin("beta")[page.error].constructor_args["visible"] is True, "nothing to pin"
     queued = buttons.queue("beta")
     assert [(j.persona, j.source) for j in JobStore(personas).all()] == [("beta", "page")]
