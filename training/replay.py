@@ -64,16 +64,8 @@ REPLAY_PROMPTS: tuple[str, ...] = (
     "How do birds know where to fly in winter?",
     "Give me a fun fact about the ocean.",
     "What should I do if I feel stressed?",
-    "How does a thermometer work?",
-    "What is a good name for a small bakery?",
-    "Why do onions make people cry?",
-    "How do I plan a picnic?",
-    "What is the difference between a town and a city?",
-    "How do I fold a paper airplane?",
-    "What makes a good friend?",
-    "Why do we need sleep?",
 )
-REPLAY_MAX_TOKENS = 128
+REPLAY_MAX_TOKENS = 96
 REPLAY_SET = PromptSet("replay", REPLAY_PROMPTS, REPLAY_MAX_TOKENS)
 
 _SENTENCE_END = re.compile(r"[.!?)\"'”’](?=\s|$)")
