@@ -114,6 +114,8 @@ def test_create_a_persona_in_the_page_and_chat_with_it_once_trained(browser, ser
         logs = server.personas_dir / "baker" / "logs"
         assert sorted(p.name for p in logs.iterdir()) == [p.name for p in WREN_LOGS]
         assert all((logs / p.name).read_bytes() == p.read_bytes() for p in WREN_LOGS), "files land as uploaded"
+        page.set_slider("temperature", 0)
+        page.set_slider("max-tokens", 16)
         page.shot("04-queued")
 
         with open(server.personas_dir / "baker" / "persona.yaml", "a") as card:
@@ -129,8 +131,6 @@ def test_create_a_persona_in_the_page_and_chat_with_it_once_trained(browser, ser
         assert any(re.search(r"\btraining( \d+%)?$", shown) for shown in seen), seen
         page.shot("05-trained")
 
-        page.set_slider("temperature", 0)
-        page.set_slider("max-tokens", 16)
         assert page.send("What's fresh this morning?")
         assert page.caption() == "baker · v1"
         page.shot("06-reply")
