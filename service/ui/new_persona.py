@@ -14,6 +14,7 @@ import gradio as gr
 
 from store.ingest_report import IngestReport, SpeakerCount
 
+from ..errors import APIError
 from ..persona_actions import queue_training, require_queue
 from ..uploads import Uploads, path_chunks
 from .session import error_text
@@ -156,7 +157,11 @@ class NewPersonaPanel:
             training = require_queue(getattr(page.app.state, "training", None))
             persona = await self.uploads.create(page.store, name, upload, list(speakers or []))
             queue_training(training, persona, "page")
-        except Exception as exc:  # the API's 400/404/409 with the field named, shown as it says it
+        except APIError as exc:  # the API's 400/404/409 with the field named
+            if exc.body.error.code == "persona_exists":
+                return self._failed(f"name: a persona named '{name}' exists; pick another name.")
+            return self._failed(error_text(exc))
+        except Exception as exc:
             return self._failed(error_text(exc))
         gr.Info(f"{persona.title} is queued for training; it answers from its card meanwhile.")
         updates = page.select(persona.name, chats, fresh=True)

@@ -516,7 +516,7 @@ async def test_new_persona_shows_the_report_then_creates_and_shows_the_persona(
 
     again = await panel.picked(files, "")
     exists = await panel.create("nova", again[panel.upload], ["Nova"], {})
-    assert "exists" in exists[panel.error].constructor_args["value"]
+    assert "a persona named 'nova' exists; pick another name" in exists[panel.error].constructor_args["value"]
     unknown = await panel.create("kit", again[panel.upload], ["Kit"], {})
     assert "'Kit' is not a speaker in the upload" in unknown[panel.error].constructor_args["value"]
     picked = await panel.create("listener", again[panel.upload], ["Sam"], {})
