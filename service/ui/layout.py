@@ -25,6 +25,8 @@ def build_layout(page: ChatPage) -> gr.Blocks:
                 _chat(page)
             with gr.Tab("New persona", id="new", elem_id="new-persona-tab"):
                 page.new_persona.build()
+            with gr.Tab("Review", id="review", elem_id="review-tab") as page.review_tab:
+                page.review.build()
         page.timer = gr.Timer(REFRESH_SECONDS)
         wire(page, blocks)
     return blocks
@@ -60,6 +62,7 @@ def _chat(page: ChatPage) -> None:
                 allow_custom_value=True,
                 elem_id="version-picker",
             )
+            page.fidelity = gr.Markdown(elem_id="version-fidelity")
             page.buttons.build()
             with gr.Accordion("Sampling", open=False, elem_id="sampling"):
                 page.temperature = gr.Slider(0, 2, value=1.0, step=0.05, label="Temperature", elem_id="temperature")
@@ -118,6 +121,7 @@ def wire(page: ChatPage, blocks: gr.Blocks) -> None:
         page.seen,
         page.shown,
         page.buttons.pin,
+        page.fidelity,
     ]
     conversation = [page.chatbot, page.chats, page.error, page.examples, *sampling]
     controls = [
@@ -133,7 +137,8 @@ def wire(page: ChatPage, blocks: gr.Blocks) -> None:
     quiet: dict[str, Any] = {"show_progress": "hidden", **private}
     blocks.load(page.load, [page.chats], side + conversation, **private)
     page.persona.select(page.pick, [page.persona, page.shown, page.chats], side + conversation, **quiet)
-    page.timer.tick(page.refresh, [page.persona, page.seen], side, concurrency_limit=None, **quiet)
+    page.timer.tick(page.refresh, [page.persona, page.seen, page.version], side, concurrency_limit=None, **quiet)
+    page.version.change(page.show_fidelity, [page.persona, page.version], [page.fidelity], **quiet)
     replying = dict(concurrency_limit=None, show_progress="hidden", **private)
     gr.on(
         [page.send_btn.click, page.message.submit],
@@ -159,3 +164,4 @@ def wire(page: ChatPage, blocks: gr.Blocks) -> None:
     page.examples.click(lambda sample: sample[0] if sample else "", [page.examples], [page.message], **quiet)
     page.buttons.wire(side, conversation)
     page.new_persona.wire(side, conversation)
+    page.review.wire(page.review_tab)

@@ -21,8 +21,10 @@ from ..errors import APIError
 from ..persona_status import PersonaStatus, persona_status
 from .actions import PersonaButtons, pin_label
 from .board import StatusBoard
+from .fidelity import fidelity_markdown
 from .layout import build_layout
 from .new_persona import NewPersonaPanel
+from .review import ReviewPanel
 from .session import (
     LIVE,
     Turn,
@@ -86,6 +88,7 @@ class ChatPage:
         self.board = StatusBoard(app)
         self.buttons = PersonaButtons(self)
         self.new_persona = NewPersonaPanel(self)
+        self.review = ReviewPanel(app)
 
     # ------------------------------------------------------------------ layout
 
@@ -167,6 +170,7 @@ class ChatPage:
             self.picture: gr.Image(value=picture, visible=picture is not None),
             self.version: gr.Dropdown(choices=version_choices(status), value=LIVE),
             self.buttons.pin: gr.Button(value=pin_label(status)),
+            self.fidelity: fidelity_markdown(status, LIVE),
             self.chatbot: gr.Chatbot(value=to_chatbot(history), placeholder=f"Say hello to {status.display_name}."),
             self.chats: chats,
             self.error: gr.Markdown(value="", visible=False),
@@ -176,15 +180,15 @@ class ChatPage:
             self.max_tokens: max_tokens,
         }
 
-    def refresh(self, name: str | None, seen: str) -> Updates:
+    def refresh(self, name: str | None, seen: str, version: str | None = LIVE) -> Updates:
         """Timer tick: new, changed or removed personas show up without a reload; the selection stays.
         Cheap when nothing changed: the store is read again only when the watcher or a job saw a change."""
         statuses, problems = self._statuses()
         if side_signature(name, statuses, problems) == seen:
             return self._unchanged(self.seen)
-        return self.side(name)
+        return self.side(name, version=version)
 
-    def side(self, name: str | None, fresh: bool = False) -> Updates:
+    def side(self, name: str | None, fresh: bool = False, version: str | None = LIVE) -> Updates:
         """The side panel for ``name`` as the store has it now; the selection stays."""
         statuses, problems = self._statuses(fresh)
         choices = persona_choices(statuses)
@@ -200,6 +204,7 @@ class ChatPage:
             updates[self.description] = current.description.strip()
             updates[self.version] = gr.Dropdown(choices=version_choices(current))
             updates[self.buttons.pin] = gr.Button(value=pin_label(current))
+            updates[self.fidelity] = fidelity_markdown(current, version)
         elif name:
             updates[self.card] = f"### {name}\n*no longer in the personas folder*"
             updates[self.description] = ""
@@ -208,6 +213,11 @@ class ChatPage:
         else:
             updates[self.card] = EMPTY_STORE
         return updates
+
+    def show_fidelity(self, name: str | None, version: str | None) -> str:
+        """The picked version's fidelity figures, beside the version picker."""
+        statuses, _ = self._statuses()
+        return fidelity_markdown(next((s for s in statuses if s.name == name), None), version)
 
     # ------------------------------------------------------------------ chatting
 

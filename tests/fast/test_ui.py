@@ -5,6 +5,7 @@ The handlers must send what an API client sends: same persona resolution, prompt
 
 from __future__ import annotations
 
+import json
 import shutil
 import time
 from pathlib import Path
@@ -554,3 +555,19 @@ def test_persona_buttons_roll_back_pin_and_remove(page: ChatPage, personas: Path
     gone = buttons.removed("alpha", chats)
     assert not (personas / "alpha").exists() and value(gone[page.persona]) == "beta"
     assert all(name != "alpha" for _, name in gone[page.persona].constructor_args["choices"])
+
+
+def test_the_version_s_fidelity_figures_sit_beside_the_version_picker(page: ChatPage, personas: Path) -> None:
+    report = {
+        "systems": {
+            "base": {"perplexity": 110.0, "centroid_similarity": 0.31, "session_variation": 0.7},
+            "card": {"perplexity": 91.0, "centroid_similarity": 0.4, "session_variation": 0.56},
+            "adapter": {"perplexity": 60.0, "centroid_similarity": 0.45, "session_variation": 0.5},
+        },
+        "gate": {"status": "live", "reasons": []},
+    }
+    (personas / "alpha" / "adapters" / "v1" / "fidelity.json").write_text(json.dumps(report))
+    assert value(page.select("alpha", {})[page.fidelity]) == ""  # v2 is live and has no report
+    picked = page.show_fidelity("alpha", "v1")
+    assert picked.startswith("**v1 against the card alone** · live") and "| 110.0 | 91.0 | 60.0 |" in picked
+    assert page.show_fidelity("alpha", "v2") == ""
