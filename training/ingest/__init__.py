@@ -9,14 +9,13 @@ WhatsApp (Android and iOS), Telegram Desktop ``result.json`` and DiscordChatExpo
 """
 
 from .cards import CardImportError, import_card
+from .errors import IngestError, NoCharacterSpeaker
 from .examples import (
     DROP_REASONS,
     ROW_FEATURES,
     ExampleSet,
     ExampleSettings,
     FileCounts,
-    IngestError,
-    NoCharacterSpeaker,
     TooFewExamples,
     build_examples,
     split_sessions,

@@ -13,9 +13,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, Literal
@@ -26,8 +25,10 @@ from store.card import CARD_FILE, PersonaCard
 from store.chat_format import with_system_prompt
 
 from .cleaning import DROP_REASONS, kept_messages, split_on_gaps
+from .errors import IngestError
 from .messages import LoadResult, Message
 from .privacy import PrivacySettings, privacy_settings, scrub
+from .speakers import character_matcher, normal_name
 
 ROW_FEATURES = Features(
     {
@@ -36,18 +37,6 @@ ROW_FEATURES = Features(
     }
 )
 """The ``datasets`` schema of every row, also of an empty split."""
-
-
-class IngestError(ValueError):
-    """The logs cannot give a training set; the message says what to do."""
-
-
-class NoCharacterSpeaker(IngestError):
-    """No speaker in the name-based logs is the character."""
-
-    def __init__(self, message: str, speakers: dict[str, int]) -> None:
-        super().__init__(message)
-        self.speakers = speakers
 
 
 class TooFewExamples(IngestError):
@@ -178,65 +167,9 @@ def _scrubbed(turns: list[_Turn], privacy: PrivacySettings, counts: FileCounts) 
     return out
 
 
-def _normal(name: str) -> str:
-    return " ".join(name.split()).casefold()
-
-
-def _folder_form(name: str) -> str:
-    return re.sub(r"[\s_-]+", " ", name).strip().casefold()
-
-
-def _name_based_counts(result: LoadResult) -> Counter[str]:
-    counts: Counter[str] = Counter()
-    for parsed in result.files:
-        for message in parsed.messages:
-            if message.role is None and message.kind == "text" and message.speaker:
-                counts[message.speaker] += 1
-    return counts
-
-
-def character_matcher(result: LoadResult, persona_name: str, card: PersonaCard) -> Callable[[Message], bool]:
-    """Which messages are the character's; raises :class:`NoCharacterSpeaker` when no speaker matches."""
-    if card.speakers:
-        wanted = {_normal(name) for name in card.speakers if name.strip()}
-
-        def matches(message: Message) -> bool:
-            return any(_normal(name) in wanted for name in message.names())
-    else:
-        folder = _folder_form(persona_name)
-
-        def matches(message: Message) -> bool:
-            return any(_folder_form(name) == folder for name in message.names())
-
-    counts = _name_based_counts(result)
-    if counts and not any(
-        matches(message) for parsed in result.files for message in parsed.messages if message.role is None
-    ):
-        listed = ", ".join(f"{name} ({count})" for name, count in counts.most_common(12))
-        if len(counts) > 12:
-            listed += f" and {len(counts) - 12} more"
-        card_path = result.root.parent / CARD_FILE
-        if card.speakers:
-            why = f"none of the speakers named in {card_path} ({', '.join(card.speakers)}) is in the logs"
-        else:
-            why = f"no speaker in the logs is named '{persona_name}'"
-        raise NoCharacterSpeaker(
-            f"{why}; speakers found, with message counts: {listed}. "
-            f"Set `speakers:` in {card_path} to the name(s) the character has in the logs.",
-            dict(counts),
-        )
-
-    def is_character(message: Message) -> bool:
-        if message.role is not None:
-            return message.role == "character"
-        return matches(message)
-
-    return is_character
-
-
 def _turns(messages: list[Message], sides: list[bool], prefixes: bool) -> list[_Turn]:
     """Messages to alternating turns: ``sides[i]`` says whether message ``i`` is the character's."""
-    others = {_normal(m.speaker) for m, mine in zip(messages, sides) if not mine and m.role is None}
+    others = {normal_name(m.speaker) for m, mine in zip(messages, sides) if not mine and m.role is None}
     prefix = prefixes and len(others) > 1
     turns: list[_Turn] = []
     last_speaker: str | None = None

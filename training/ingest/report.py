@@ -6,17 +6,17 @@ from __future__ import annotations
 from store.card import PersonaCard
 from store.ingest_report import CharacterSource, FileReport, IngestReport, ReportError, SpeakerCount
 
+from .errors import IngestError, NoCharacterSpeaker
 from .examples import (
     DROP_REASONS,
     ExampleSet,
     ExampleSettings,
-    IngestError,
-    NoCharacterSpeaker,
     TooFewExamples,
     build_examples,
 )
 from .formats import label
 from .messages import LoadResult
+from .speakers import guess_character, name_based_counts
 
 MAX_SPEAKERS = 6
 
@@ -114,29 +114,6 @@ def _speaker_list(counts: dict[str, int]) -> list[SpeakerCount]:
     return [SpeakerCount(name=name, messages=count) for name, count in ordered]
 
 
-def guess_character(result: LoadResult) -> str | None:
-    """The one speaker present in every name-based file, or None when that is not one speaker
-    (a two-person chat has two such speakers: the character is then not obvious)."""
-    named = [
-        {m.speaker for m in parsed.messages if m.role is None and m.kind == "text" and m.speaker}
-        for parsed in result.files
-    ]
-    named = [speakers for speakers in named if speakers]
-    if not named:
-        return None
-    common = set.intersection(*named)
-    return common.pop() if len(common) == 1 else None
-
-
-def _named_counts(result: LoadResult) -> dict[str, int]:
-    counts: dict[str, int] = {}
-    for parsed in result.files:
-        for message in parsed.messages:
-            if message.role is None and message.kind == "text" and message.speaker:
-                counts[message.speaker] = counts.get(message.speaker, 0) + 1
-    return counts
-
-
 def _no_character(card: PersonaCard, speakers: dict[str, int]) -> ReportError:
     listed = ", ".join(f"{s.name} ({s.messages})" for s in _speaker_list(speakers)[:12])
     wanted = f"named {' or '.join(card.speakers)}" if card.speakers else "named like the persona"
@@ -151,7 +128,7 @@ def _examples(
 ) -> tuple[ExampleSet | None, CharacterSource | None, ReportError | None]:
     """Build the examples, guessing the character when the card names none and no speaker is named
     like the persona (or no persona is named yet)."""
-    named = _named_counts(result)
+    named = dict(name_based_counts(result))
     source: CharacterSource | None = "card" if card.speakers else "name"
     try:
         try:
@@ -194,7 +171,7 @@ def ingest_report(result: LoadResult, name: str, card: PersonaCard, settings: Ex
             files.append(FileReport(file=result.relative(path), format=None, usable=False, problems=[reason]))
     for path, reason in result.skipped:
         files.append(FileReport(file=result.relative(path), format=None, skipped=reason))
-    named = _named_counts(result)
+    named = dict(name_based_counts(result))
     if not result.files and error is None:
         reasons = "; ".join(f"{result.relative(path)}: {reason}" for path, reason in result.problems)
         error = ReportError(code="no_usable_logs", message=f"no usable chat logs ({reasons or 'no files'})")

@@ -15,7 +15,8 @@ from pathlib import Path
 from store.card import PersonaCard
 from store.registry import VALIDATION_DIR
 
-from .examples import ExampleSet, ExampleSettings, IngestError, data_hash, split_examples
+from .errors import IngestError
+from .examples import ExampleSet, ExampleSettings, data_hash, split_examples
 from .loader import load_logs
 from .messages import LoadResult
 
