@@ -99,11 +99,20 @@ class ChatPage:
         expect(self.page.locator("#temperature input[type=number]")).to_be_visible()
 
     def set_slider(self, elem_id: str, value: float) -> None:
+        """Type ``value`` into the slider's box; typed again while an update of the page still in flight
+        (a persona being shown sets its card's sampling) puts the old value back."""
         self.open_sampling()
         box = self.page.locator(f"#{elem_id} input[type=number]")
-        box.fill(str(value))
-        box.press("Enter")
-        expect(self.page.locator(f"#{elem_id} input[type=range]")).to_have_value(str(value))
+        shown = self.page.locator(f"#{elem_id} input[type=range]")
+        for _ in range(5):
+            box.fill(str(value))
+            box.press("Enter")
+            try:
+                expect(shown).to_have_value(str(value), timeout=2_000)
+                break
+            except AssertionError:
+                continue
+        expect(shown).to_have_value(str(value))
 
     def slider(self, elem_id: str) -> float:
         self.open_sampling()
