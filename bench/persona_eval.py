@@ -1,7 +1,8 @@
 """Does training give the character its voice? One persona, trained with the defaults, measured.
 
 Run by hand: ``.venv/bin/python bench/persona_eval.py wren`` trains a copy of the persona with the
-defaults (several minutes), starts ``persona serve`` on it and writes the version's fidelity report
+defaults (several minutes; ``--set whole_sessions=true --set epochs=6`` tries other settings, written
+into the copy's ``persona.yaml`` ``training:``), starts ``persona serve`` on it and writes the version's fidelity report
 (:mod:`training.fidelity`: held-out perplexity, style similarity, consistency across sessions,
 prompt tokens, voice markers, forgetting; base model vs prompt-only persona with the full card vs
 adapter). ``--no-train`` measures the live version of the persona in ``personas/`` (or in
@@ -21,6 +22,9 @@ import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
+
+import yaml
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -28,11 +32,28 @@ sys.path.insert(0, str(REPO))
 from bench.results import RESULTS, append_section  # noqa: E402
 
 
-def train_copy(name: str, env: dict[str, str]) -> tuple[Path, float]:
-    """A copy of ``personas/<name>`` (no adapters) trained with the defaults; its folder and wall time."""
+def parse_sets(items: list[str]) -> dict[str, Any]:
+    """``KEY=VALUE`` pairs, each value read as YAML (``true``, ``3``, ``1e-3``, ``[q_proj, v_proj]``)."""
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise SystemExit(f"--set {item!r}: expected KEY=VALUE, e.g. --set epochs=3")
+        out[key.strip()] = yaml.safe_load(value)
+    return out
+
+
+def train_copy(name: str, env: dict[str, str], overrides: dict[str, Any]) -> tuple[Path, float]:
+    """A copy of ``personas/<name>`` (no adapters) trained with the defaults and ``overrides`` in its
+    card's ``training:``; its folder and wall time."""
     root = Path(tempfile.mkdtemp(prefix="persona-eval-")) / "personas"
     shutil.copytree(REPO / "personas" / name, root / name, ignore=shutil.ignore_patterns("adapters"))
-    print(f"training {name} with the defaults in {root}", flush=True)
+    if overrides:
+        card_file = root / name / "persona.yaml"
+        card = yaml.safe_load(card_file.read_text(encoding="utf-8")) or {}
+        card["training"] = {**(card.get("training") or {}), **overrides}
+        card_file.write_text(yaml.safe_dump(card, sort_keys=False, allow_unicode=True), encoding="utf-8")
+    print(f"training {name} with the defaults{' and ' + str(overrides) if overrides else ''} in {root}", flush=True)
     started = time.perf_counter()
     subprocess.run(
         [sys.executable, "-m", "cli.main", "train", name, "--personas-dir", str(root)], cwd=REPO, env=env, check=True
@@ -46,6 +67,10 @@ def main() -> None:
     parser.add_argument("--no-train", action="store_true", help="measure the live version, trained before")
     parser.add_argument("--personas-dir", type=Path, default=REPO / "personas", help="with --no-train: where it is")
     parser.add_argument("--server", help="a running server's API root serving the personas folder")
+    parser.add_argument(
+        "--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+        help="a training setting for this trial (repeatable), as in persona.yaml's training:",
+    )  # fmt: skip
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
 
@@ -59,7 +84,7 @@ def main() -> None:
     if args.no_train:
         root, trained_s = args.personas_dir, None
     else:
-        root, trained_s = train_copy(args.persona, env)
+        root, trained_s = train_copy(args.persona, env, parse_sets(args.sets))
     settings = StoreSettings(personas_dir=root, cache_dir=cache)
     persona = PersonaStore(root).get(args.persona)
     if persona.live is None:
@@ -68,6 +93,7 @@ def main() -> None:
     with served(settings) if args.server is None else contextlib.nullcontext(args.server.rstrip("/")) as url:
         report = evaluate_version(settings, persona, persona.live, url)
 
+    extra = meta.model_extra or {}
     training = (
         f"trained in {trained_s:.0f} s wall ({meta.duration_s or 0:.0f} s in the trainer), "
         if trained_s is not None
@@ -75,8 +101,13 @@ def main() -> None:
     )
     lines = [
         f"\n## Persona fidelity: {args.persona} {report.version}, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC",
-        f"`bench/persona_eval.py {args.persona}{' --no-train' if args.no_train else ''}`; {os.cpu_count()} cores; "
+        f"`bench/persona_eval.py {args.persona}{' --no-train' if args.no_train else ''}"
+        f"{''.join(f' --set {item}' for item in args.sets)}`; {os.cpu_count()} cores; "
         f"{training}report in {report.duration_s:.0f} s; tokens {meta.tokens}.",
+        "",
+        f"Training: {extra.get('epochs')} epochs of {extra.get('steps_per_epoch')} steps, best held-out loss "
+        f"at step {extra.get('best_step')} of {extra.get('steps')}: {meta.eval_loss_before or 0:.4f} before, "
+        f"{meta.eval_loss_after or 0:.4f} after.",
         "",
         f"{report.heldout_sessions} held-out sessions, {report.scored_examples} real replies scored, "
         f"{report.prompts} prompts answered, {len(report.probes)} probes x {report.sessions} sessions.",

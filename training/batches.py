@@ -24,7 +24,16 @@ from store.chat_format import RenderError, render_conversation, trained
 
 from .config import TrainingError
 
-__all__ = ["Batch", "EncodedSplit", "collate", "encode_split", "fit_length", "pad_id", "plan_batches"]
+__all__ = [
+    "Batch",
+    "EncodedSplit",
+    "collate",
+    "encode_split",
+    "fit_length",
+    "pad_id",
+    "plan_batches",
+    "session_parts",
+]
 
 
 @dataclass
@@ -68,24 +77,62 @@ def encode_split(tokenizer: Any, rows: Iterable[Mapping[str, Any]] | None, max_s
 
     An example longer than ``max_seq_length`` first loses its oldest context turns (the system prompt
     stays), then tokens from the left; the target reply is always kept (its end, if it alone is too
-    long). Such examples are counted in ``truncated``.
+    long). Such examples are counted in ``truncated``. A row with several trained replies (a whole
+    session) is first cut into parts (:func:`session_parts`), each an example.
     """
     out = EncodedSplit(ids=[], masks=[])
     for number, row in enumerate(rows if rows is not None else []):
-        messages = list(row["messages"])
         try:
-            ids, mask = render_conversation(tokenizer, messages)
-            if len(ids) > max_seq_length:
-                out.truncated += 1
-                ids, mask = _shorten(tokenizer, messages, ids, mask, max_seq_length)
+            encoded = _encode_row(tokenizer, list(row["messages"]), max_seq_length)
         except RenderError as exc:
             raise TrainingError(f"example {number} (session {row.get('session', '?')}): {exc}") from exc
-        if not any(mask):
-            out.skipped += 1
-            continue
-        out.ids.append(ids)
-        out.masks.append(mask)
+        for ids, mask, shortened in encoded:
+            if not any(mask):
+                out.skipped += 1
+                continue
+            out.truncated += shortened
+            out.ids.append(ids)
+            out.masks.append(mask)
     return out
+
+
+def _encode_row(tokenizer: Any, messages: list[dict], limit: int) -> list[tuple[list[int], list[float], bool]]:
+    """(ids, mask, whether context was cut) of each part of a row: one part unless a row with several
+    trained replies (a whole session) is too long, which is cut at turn boundaries first."""
+    ids, mask = render_conversation(tokenizer, messages)
+    if len(ids) <= limit:
+        return [(ids, mask, False)]
+    if sum(1 for m in messages if trained(m)) < 2:
+        return [(*_shorten(tokenizer, messages, ids, mask, limit), True)]
+    out = []
+    for part in session_parts(tokenizer, messages, limit):
+        ids, mask = render_conversation(tokenizer, part)
+        out.append((*_shorten(tokenizer, part, ids, mask, limit), True) if len(ids) > limit else (ids, mask, False))
+    return out
+
+
+def session_parts(tokenizer: Any, messages: Sequence[Mapping[str, Any]], limit: int) -> list[list[dict]]:
+    """A conversation with several trained replies cut at turn boundaries into parts that fit in
+    ``limit`` tokens where a turn allows it. Each trained reply is in exactly one part; each part
+    keeps the system prompt, and the user turn a part's first reply answers is repeated as context."""
+    system = [dict(messages[0])] if messages and messages[0].get("role") == "system" else []
+    turns = [dict(m) for m in messages[len(system) :]]
+    parts: list[list[dict]] = []
+    start = 0
+    while start < len(turns):
+        end = start + 1
+        if turns[start].get("role") == "user" and end < len(turns) and turns[end].get("role") == "assistant":
+            end += 1  # a reply never starts a part without the user turn it answers
+        while end < len(turns) and len(render_conversation(tokenizer, system + turns[start : end + 1])[0]) <= limit:
+            end += 1
+        last = max((i for i in range(start, end) if trained(turns[i])), default=None)
+        if last is not None:  # what follows the last reply is the next part's context
+            parts.append(system + turns[start : last + 1])
+        if end >= len(turns):
+            break
+        answers = turns[end].get("role") == "assistant" and turns[end - 1].get("role") == "user"
+        start = end - 1 if answers and end - 1 > start else end
+    return parts
 
 
 def fit_length(tokenizer: Any, messages: Sequence[Mapping[str, Any]], limit: int) -> tuple[list[int], list[float]]:

@@ -158,6 +158,11 @@ class TrainConfig(BaseModel):
     means fewer, smoother steps."""
 
     # --- what is trained on ------------------------------------------------------------------------
+    whole_sessions: bool = False
+    """Render each training session once with every character reply trained, instead of one example
+    per reply carrying the turns before it (the held-out split stays one example per reply). The same
+    replies then cost a fraction of the tokens per pass, and each reply sees its whole conversation as
+    it will when served. A session longer than max_seq_length is cut at turn boundaries."""
     synthetic_weight: Float = Field(0.5, ge=0, le=1)
     """Loss weight of accepted generated examples (personas/<name>/synthetic/, `persona augment`)
     against the real replies' 1: they add material without outweighing the real voice. 0 leaves them

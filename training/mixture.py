@@ -65,14 +65,21 @@ def _scrubber(persona: Persona) -> Callable[[str], str]:
 
 
 def training_mix(
-    persona: Persona, real_train: Any, config: TrainConfig, replay: Callable[[], Conversations]
+    persona: Persona,
+    real_train: Any,
+    config: TrainConfig,
+    replay: Callable[[], Conversations],
+    *,
+    replies: int | None = None,
 ) -> TrainingMix:
     """The rows of a run: ``real_train`` (the training split of the logs), the persona's accepted
     generated examples at ``config.synthetic_weight`` and ``config.replay_share`` of replay.
 
-    ``replay`` gives the replay conversations; it is only called when replay is on.
+    ``replay`` gives the replay conversations; it is only called when replay is on. ``replies`` is the
+    number of real replies when a row holds several (whole sessions); shares and counts are of replies.
     """
     real = list(real_train)
+    replies = len(real) if replies is None else replies
     synthetic = synthetic_rows(
         accepted(persona.path),
         persona.card.effective_system_prompt(persona.name),
@@ -82,7 +89,7 @@ def training_mix(
     replayed: list[dict[str, Any]] = []
     if config.replay_share > 0:
         conversations = replay()
-        count = replay_count(config.replay_share, len(real) + len(synthetic), len(conversations))
+        count = replay_count(config.replay_share, replies + len(synthetic), len(conversations))
         replayed = replay_rows(conversations, count, config.seed)
-    counts = ExampleCounts(real=len(real), synthetic=len(synthetic), replay=len(replayed))
+    counts = ExampleCounts(real=replies, synthetic=len(synthetic), replay=len(replayed))
     return TrainingMix(train=real + synthetic + replayed, counts=counts)

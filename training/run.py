@@ -186,7 +186,8 @@ def _train_locked(
         base = resolve_base_model(store_settings.base_model, store_settings.cache_dir, store_settings.allow_download)
         answerer = replay_answerer(base, eval_url, progress=progress, say=report.say)
         replay = functools.partial(replay_conversations, store_settings.cache_dir, base, answerer, report.say)
-        mix = training_mix(persona, examples.train, config, replay)
+        real = examples.train_sessions if config.whole_sessions else examples.train
+        mix = training_mix(persona, real, config, replay, replies=len(examples.train))
         report.say(mix.describe())
         if not resume:
             (work / CHECKPOINT_FILE).unlink(missing_ok=True)

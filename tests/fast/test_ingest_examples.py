@@ -141,6 +141,30 @@ def test_a_session_opened_by_the_character_keeps_its_first_turn(tmp_path):
     ]
 
 
+def test_whole_sessions_train_every_reply_once_and_hold_out_per_reply(tmp_path):
+    write(tmp_path, "a.txt", transcript_sessions(12, turns=5))
+    examples = build(tmp_path)
+    whole = examples.train_sessions.to_list()
+    assert sorted(r["session"] for r in whole) == sorted(set(examples.train["session"]))
+    targets = sorted((r["session"], r["messages"][-1]["content"]) for r in examples.train.to_list())
+    trained = sorted((r["session"], m["content"]) for r in whole for m in r["messages"] if m["weight"] > 0)
+    assert trained == targets  # the same replies, each once
+    for row in whole:
+        assert row["messages"][0]["role"] == "system"
+        assert [m["role"] for m in row["messages"][1:]] == ["user", "assistant"] * 5
+        assert all(m["weight"] == (1.0 if m["role"] == "assistant" else 0.0) for m in row["messages"][1:])
+    # the held-out split stays one example per reply: that is what evaluation scores
+    assert all(sum(m["weight"] > 0 for m in r["messages"]) == 1 for r in examples.heldout.to_list())
+
+
+def test_whole_sessions_keep_an_untrained_reply_as_context():
+    examples = build(FIXTURES, settings=ExampleSettings(min_examples=1, heldout_fraction=0))
+    (row,) = [r for r in examples.train_sessions.to_list() if any(
+        m["content"] == "Ugh, sorry, I cannot help with weather." for m in r["messages"])]  # fmt: skip
+    context = next(m for m in row["messages"] if m["content"].startswith("Ugh, sorry"))
+    assert context["weight"] == 0.0 and row["messages"][-1]["weight"] > 0
+
+
 def test_exact_duplicates_drop(tmp_path):
     shutil.copy(FIXTURES / "whatsapp" / "WhatsApp Chat with Kit.txt", tmp_path / "one.txt")
     once = build(tmp_path)

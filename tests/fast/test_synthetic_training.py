@@ -165,6 +165,17 @@ def test_only_accepted_examples_are_trained_and_the_held_out_split_stays_real(tm
     assert "2 generated (accepted)" in mix.describe()
 
 
+def test_whole_sessions_mix_counts_replies_and_replays_the_same_share(tmp_path):
+    persona = wren(tmp_path)
+    examples = examples_of(persona)
+    config = TrainConfig(replay_share=0.5, whole_sessions=True)
+    per_reply = training_mix(persona, examples.train, config, lambda: FAKE_REPLAY)
+    whole = training_mix(persona, examples.train_sessions, config, lambda: FAKE_REPLAY, replies=len(examples.train))
+    assert len(examples.train_sessions) < len(examples.train)
+    assert whole.counts == per_reply.counts  # replies, not rows, whatever the form
+    assert len(whole.train) == len(examples.train_sessions) + whole.counts.replay
+
+
 def test_generated_examples_lose_private_details_like_the_logs(tmp_path):
     persona = wren(tmp_path)
     leaky = generated(1).model_copy(update={"reply": "Ring me on +44 20 7946 0958 or mail wren@example.com, petal."})

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from training.batches import collate, encode_split, fit_length, pad_id, plan_batches
+from store.chat_format import render_conversation
+from training.batches import collate, encode_split, fit_length, pad_id, plan_batches, session_parts
 
 PHRASE = "The blue heron flies at dawn over the river."
 
@@ -84,3 +85,48 @@ def test_a_batch_takes_the_loss_only_where_the_next_token_is_trained(base_model)
     assert flat[batch.positions + 1].tolist() == batch.labels.tolist()
     padding = batch.input_ids[0, split.lengths[0] :]
     assert len(padding) and (padding == pad_id(tokenizer)).all()  # padded on the right
+
+
+def session_row(turns: int) -> dict:
+    messages = [{"role": "system", "content": "You are Echo.", "weight": 0.0}]
+    for t in range(turns):
+        messages.append({"role": "user", "content": f"Question {t}: what does the heron do?", "weight": 0.0})
+        messages.append({"role": "assistant", "content": f"{PHRASE} Reply {t}.", "weight": 1.0})
+    return {"messages": messages, "session": "whole"}
+
+
+def test_a_whole_session_trains_the_same_replies_as_one_example_per_reply_for_fewer_tokens(base_model):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(base_model.path)
+    row = session_row(6)
+    context = [{**m, "weight": 0.0} for m in row["messages"]]
+    per_reply = [
+        {"messages": [*context[:i], m], "session": "whole"}
+        for i, m in enumerate(row["messages"])
+        if m["role"] == "assistant"
+    ]
+    whole, windows = encode_split(tokenizer, [row], 1024), encode_split(tokenizer, per_reply, 1024)
+    assert len(whole) == 1 and len(windows) == 6
+    assert whole.target_tokens == windows.target_tokens
+    assert whole.tokens < windows.tokens / 2
+    replies = tokenizer.decode([t for t, m in zip(whole.ids[0], whole.masks[0]) if m])
+    assert replies == "".join(f"{PHRASE} Reply {t}.<|im_end|>" for t in range(6))
+
+
+def test_a_long_session_is_cut_at_turns_and_every_reply_is_trained_once(base_model):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(base_model.path)
+    row = session_row(12)
+    limit = len(render_conversation(tokenizer, row["messages"][:5])[0]) + 2  # two exchanges fit
+    parts = session_parts(tokenizer, row["messages"], limit)
+    assert len(parts) >= 6
+    replies = [m["content"] for part in parts for m in part if m["weight"] > 0]
+    assert replies == [f"{PHRASE} Reply {t}." for t in range(12)]
+    for part in parts:
+        assert part[0]["content"] == "You are Echo." and part[1]["role"] == "user" and part[-1]["weight"] > 0
+    split = encode_split(tokenizer, [row], limit)
+    assert len(split) == len(parts) and split.truncated == 0
+    assert max(split.lengths) <= limit
+    assert split.target_tokens == encode_split(tokenizer, [row], 4096).target_tokens

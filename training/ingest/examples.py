@@ -7,6 +7,10 @@ Each example is one of the character's turns with a bounded window of the turns 
 
 The first message is the persona's system prompt, the last is the target (weight 1.0, or its weight in
 the log); every message before the target has weight 0.0. The training side depends on this shape.
+
+The training sessions are also given whole (:attr:`ExampleSet.train_sessions`): one row per session,
+every character turn carrying its weight, so a trainer can render each conversation once instead of
+once per reply. The held-out split is always per reply: that is what evaluation scores.
 """
 
 from __future__ import annotations
@@ -135,6 +139,9 @@ class ExampleSet:
     per_file: dict[str, FileCounts] = field(default_factory=dict)
     """Counts per file, keyed by the path relative to the logs folder."""
     settings: ExampleSettings = field(default_factory=ExampleSettings)
+    train_sessions: Dataset = field(default_factory=lambda: _dataset([]))
+    """The training sessions whole, one row each, every character reply a target (with its weight):
+    the same replies as ``train``, each rendered once."""
 
     @property
     def train_examples(self) -> int:
@@ -213,6 +220,16 @@ def _rows(turns: list[_Turn], system_prompt: str, session: str, window: int) -> 
     return rows
 
 
+def _session_row(turns: list[_Turn], system_prompt: str, session: str) -> dict[str, Any]:
+    """The session as one row up to its last trained reply (it has one: it gave per-reply rows)."""
+    last = max(i for i, t in enumerate(turns) if t.role == "assistant" and t.weight > 0)
+    messages = [
+        {"role": t.role, "content": t.content, "weight": float(t.weight) if t.role == "assistant" else 0.0}
+        for t in turns[: last + 1]
+    ]
+    return {"messages": with_system_prompt(messages, system_prompt), "session": session}
+
+
 def session_rank(session: str) -> str:
     """A stable pseudo-random key of a session id (sha1, the same in every process)."""
     return hashlib.sha1(session.encode("utf-8")).hexdigest()
@@ -289,6 +306,7 @@ def split_examples(
     seen_conversations: set[tuple[Any, ...]] = set()
     per_file: dict[str, FileCounts] = {}
     rows_by_session: dict[str, list[dict[str, Any]]] = {}
+    whole: dict[str, list[dict[str, Any]]] = {}
     matched_names: set[str] = set()
     character_turns = untrained = total_messages = 0
 
@@ -316,6 +334,7 @@ def split_examples(
                 rows = _rows(turns, system_prompt, session, settings.window)
                 if rows:
                     rows_by_session.setdefault(session, []).extend(rows)
+                    whole.setdefault(session, []).append(_session_row(turns, system_prompt, session))
                     counts.sessions += 1
                     counts.examples += len(rows)
 
@@ -336,6 +355,7 @@ def split_examples(
         dropped=dict(dropped),
         per_file=per_file,
         settings=settings,
+        train_sessions=_dataset([row for s, rows in whole.items() if s not in heldout_ids for row in rows]),
     )
     if len(train) < settings.min_examples:
         raise TooFewExamples(
