@@ -2,7 +2,8 @@
 
 Run by hand: ``.venv/bin/python bench/persona_eval.py wren`` trains a copy of the persona with the
 defaults (several minutes; ``--set whole_sessions=true --set epochs=6`` tries other settings, written
-into the copy's ``persona.yaml`` ``training:``), starts ``persona serve`` on it and writes the version's fidelity report
+into the copy's ``persona.yaml`` ``training:``, and ``--card system_prompt=...`` changes a field of the
+copy's card), starts ``persona serve`` on it and writes the version's fidelity report
 (:mod:`training.fidelity`: held-out perplexity, style similarity, consistency across sessions,
 prompt tokens, voice markers, forgetting; base model vs prompt-only persona with the full card vs
 adapter). ``--no-train`` measures the live version of the persona in ``personas/`` (or in
@@ -38,22 +39,25 @@ def parse_sets(items: list[str]) -> dict[str, Any]:
     for item in items:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
-            raise SystemExit(f"--set {item!r}: expected KEY=VALUE, e.g. --set epochs=3")
+            raise SystemExit(f"{item!r}: expected KEY=VALUE, e.g. --set epochs=3")
         out[key.strip()] = yaml.safe_load(value)
     return out
 
 
-def train_copy(name: str, env: dict[str, str], overrides: dict[str, Any]) -> tuple[Path, float]:
+def train_copy(
+    name: str, env: dict[str, str], overrides: dict[str, Any], card_fields: dict[str, Any]
+) -> tuple[Path, float]:
     """A copy of ``personas/<name>`` (no adapters) trained with the defaults and ``overrides`` in its
-    card's ``training:``; its folder and wall time."""
+    card's ``training:`` (and ``card_fields`` replacing fields of the card); its folder and wall time."""
     root = Path(tempfile.mkdtemp(prefix="persona-eval-")) / "personas"
     shutil.copytree(REPO / "personas" / name, root / name, ignore=shutil.ignore_patterns("adapters"))
-    if overrides:
+    if overrides or card_fields:
         card_file = root / name / "persona.yaml"
         card = yaml.safe_load(card_file.read_text(encoding="utf-8")) or {}
-        card["training"] = {**(card.get("training") or {}), **overrides}
+        card = {**card, **card_fields, "training": {**(card.get("training") or {}), **overrides}}
         card_file.write_text(yaml.safe_dump(card, sort_keys=False, allow_unicode=True), encoding="utf-8")
-    print(f"training {name} with the defaults{' and ' + str(overrides) if overrides else ''} in {root}", flush=True)
+    changed = {**overrides, **card_fields}
+    print(f"training {name} with the defaults{' and ' + str(changed) if changed else ''} in {root}", flush=True)
     started = time.perf_counter()
     subprocess.run(
         [sys.executable, "-m", "cli.main", "train", name, "--personas-dir", str(root)], cwd=REPO, env=env, check=True
@@ -71,6 +75,10 @@ def main() -> None:
         "--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
         help="a training setting for this trial (repeatable), as in persona.yaml's training:",
     )  # fmt: skip
+    parser.add_argument(
+        "--card", dest="card_fields", action="append", default=[], metavar="KEY=VALUE",
+        help="a field of the copy's persona.yaml for this trial (repeatable), e.g. system_prompt=...",
+    )  # fmt: skip
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
 
@@ -84,7 +92,7 @@ def main() -> None:
     if args.no_train:
         root, trained_s = args.personas_dir, None
     else:
-        root, trained_s = train_copy(args.persona, env, parse_sets(args.sets))
+        root, trained_s = train_copy(args.persona, env, parse_sets(args.sets), parse_sets(args.card_fields))
     settings = StoreSettings(personas_dir=root, cache_dir=cache)
     persona = PersonaStore(root).get(args.persona)
     if persona.live is None:
@@ -102,7 +110,8 @@ def main() -> None:
     lines = [
         f"\n## Persona fidelity: {args.persona} {report.version}, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC",
         f"`bench/persona_eval.py {args.persona}{' --no-train' if args.no_train else ''}"
-        f"{''.join(f' --set {item}' for item in args.sets)}`; {os.cpu_count()} cores; "
+        f"{''.join(f' --set {item}' for item in args.sets)}"
+        f"{''.join(f' --card {item!r}' for item in args.card_fields)}`; {os.cpu_count()} cores; "
         f"{training}report in {report.duration_s:.0f} s; tokens {meta.tokens}.",
         "",
         f"Training: {extra.get('epochs')} epochs of {extra.get('steps_per_epoch')} steps, best held-out loss "
