@@ -44,18 +44,28 @@ def parse_sets(items: list[str]) -> dict[str, Any]:
     return out
 
 
-def train_copy(
-    name: str, env: dict[str, str], overrides: dict[str, Any], card_fields: dict[str, Any]
-) -> tuple[Path, float]:
-    """A copy of ``personas/<name>`` (no adapters) trained with the defaults and ``overrides`` in its
-    card's ``training:`` (and ``card_fields`` replacing fields of the card); its folder and wall time."""
+def copy_persona(
+    name: str, source: Path, overrides: dict[str, Any], card_fields: dict[str, Any], adapters: bool
+) -> Path:
+    """A personas folder holding a copy of ``source/<name>`` (its adapters only when ``adapters``),
+    with ``overrides`` in its card's ``training:`` and ``card_fields`` replacing fields of the card."""
     root = Path(tempfile.mkdtemp(prefix="persona-eval-")) / "personas"
-    shutil.copytree(REPO / "personas" / name, root / name, ignore=shutil.ignore_patterns("adapters"))
+    ignore = None if adapters else shutil.ignore_patterns("adapters")
+    shutil.copytree(source / name, root / name, ignore=ignore)
     if overrides or card_fields:
         card_file = root / name / "persona.yaml"
         card = yaml.safe_load(card_file.read_text(encoding="utf-8")) or {}
         card = {**card, **card_fields, "training": {**(card.get("training") or {}), **overrides}}
         card_file.write_text(yaml.safe_dump(card, sort_keys=False, allow_unicode=True), encoding="utf-8")
+    return root
+
+
+def train_copy(
+    name: str, env: dict[str, str], overrides: dict[str, Any], card_fields: dict[str, Any]
+) -> tuple[Path, float]:
+    """A copy of ``personas/<name>`` (no adapters) trained with the defaults and the changes of
+    :func:`copy_persona`; its folder and wall time."""
+    root = copy_persona(name, REPO / "personas", overrides, card_fields, adapters=False)
     changed = {**overrides, **card_fields}
     print(f"training {name} with the defaults{' and ' + str(changed) if changed else ''} in {root}", flush=True)
     started = time.perf_counter()
@@ -77,7 +87,8 @@ def main() -> None:
     )  # fmt: skip
     parser.add_argument(
         "--card", dest="card_fields", action="append", default=[], metavar="KEY=VALUE",
-        help="a field of the copy's persona.yaml for this trial (repeatable), e.g. system_prompt=...",
+        help="a field of the copy's persona.yaml for this trial (repeatable), e.g. system_prompt=... or "
+        "(with --no-train, on a copy with its versions) fidelity={temperature: 0.5}",
     )  # fmt: skip
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
@@ -89,7 +100,9 @@ def main() -> None:
 
     cache = Path(os.environ.get("PERSONA_CACHE_DIR", REPO / ".cache"))
     env = {**os.environ, "PERSONA_CACHE_DIR": str(cache)}
-    if args.no_train:
+    if args.no_train and args.card_fields:  # e.g. other sampling for the report: measured on a copy
+        root, trained_s = copy_persona(args.persona, args.personas_dir, {}, parse_sets(args.card_fields), True), None
+    elif args.no_train:
         root, trained_s = args.personas_dir, None
     else:
         root, trained_s = train_copy(args.persona, env, parse_sets(args.sets), parse_sets(args.card_fields))
