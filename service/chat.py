@@ -19,9 +19,6 @@ from .metrics import Metrics
 from .protocol import ChatCompletionRequest, ChatMessage
 from .resolver import ModelResolver, Target
 
-DEFAULT_TEMPERATURE = 1.0
-DEFAULT_TOP_P = 1.0
-
 
 @dataclass
 class PreparedChat:
@@ -70,8 +67,8 @@ def sampling_params(
     return GenerationParams(
         max_tokens=max_tokens,
         n=request.n,
-        temperature=pick(request.temperature, defaults.temperature, DEFAULT_TEMPERATURE),
-        top_p=pick(request.top_p, defaults.top_p, DEFAULT_TOP_P),
+        temperature=request.temperature if request.temperature is not None else defaults.effective_temperature(),
+        top_p=request.top_p if request.top_p is not None else defaults.effective_top_p(),
         stop=tuple(s for s in stop if s),
         seed=engine_seed(request.seed),
         presence_penalty=pick(request.presence_penalty, defaults.presence_penalty, 0.0),

@@ -19,8 +19,15 @@ CARD_FILE = "persona.yaml"
 PICTURE_NAMES = ("avatar.png", "avatar.jpg", "avatar.jpeg", "avatar.webp", "picture.png", "picture.jpg")
 
 
+FALLBACK_TEMPERATURE = 1.0
+"""Temperature when neither the request nor the card sets one (OpenAI's default)."""
+FALLBACK_TOP_P = 1.0
+"""Nucleus sampling when neither the request nor the card sets it (OpenAI's default)."""
+
+
 class SamplingDefaults(BaseModel):
-    """Sampling used when a request does not set its own."""
+    """Sampling used when a request does not set its own; the server, the page and the fidelity
+    report all read it through :meth:`effective_temperature` and :meth:`effective_top_p`."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -29,6 +36,12 @@ class SamplingDefaults(BaseModel):
     max_tokens: int | None = Field(default=None, ge=1)
     presence_penalty: float | None = Field(default=None, ge=-2.0, le=2.0)
     frequency_penalty: float | None = Field(default=None, ge=-2.0, le=2.0)
+
+    def effective_temperature(self) -> float:
+        return FALLBACK_TEMPERATURE if self.temperature is None else self.temperature
+
+    def effective_top_p(self) -> float:
+        return FALLBACK_TOP_P if self.top_p is None else self.top_p
 
 
 class PersonaCard(BaseModel):

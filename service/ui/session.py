@@ -24,8 +24,6 @@ Turn = dict[str, Any]
 LIVE = "live"
 """The version choice that follows the persona's live version."""
 
-DEFAULT_TEMPERATURE = 1.0
-DEFAULT_TOP_P = 1.0
 DEFAULT_MAX_TOKENS = 256
 
 
@@ -156,8 +154,7 @@ def card_markdown(status: PersonaStatus) -> str:
 
 def sampling_defaults(status_sampling: Any, max_len: int) -> tuple[float, float, int]:
     """Slider values for a persona: its card's sampling defaults, else OpenAI's, within the context."""
-    temperature = status_sampling.temperature if status_sampling.temperature is not None else DEFAULT_TEMPERATURE
-    top_p = status_sampling.top_p if status_sampling.top_p is not None else DEFAULT_TOP_P
+    temperature, top_p = status_sampling.effective_temperature(), status_sampling.effective_top_p()
     max_tokens = status_sampling.max_tokens or DEFAULT_MAX_TOKENS
     return temperature, top_p, max(1, min(max_tokens, max_len))
 

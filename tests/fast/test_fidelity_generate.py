@@ -94,3 +94,24 @@ def test_an_unreachable_server_is_an_error_naming_it() -> None:
     asks = [Ask(conversation=({"role": "user", "content": "hi"},), seed=0)]
     with pytest.raises(FidelityError, match="cannot reach the server at http://127.0.0.1:9/v1"):
         generate("http://127.0.0.1:9/v1", [(System("base", "b"), asks)], SAMPLING)
+
+
+@pytest.mark.parametrize(
+    ("sampling", "fidelity", "expected"),
+    [
+        ({}, {}, (1.0, 1.0)),  # what the server uses for a request that sets nothing
+        ({"temperature": 0.6, "top_p": 0.9}, {}, (0.6, 0.9)),
+        ({"temperature": 0.6}, {"temperature": 0.3}, (0.3, 1.0)),
+    ],
+)
+def test_the_report_samples_as_the_server_does_unless_the_card_says_otherwise(sampling, fidelity, expected) -> None:
+    from types import SimpleNamespace
+
+    from store.card import PersonaCard
+    from training.fidelity.evaluate import _sampling
+    from training.fidelity.settings import FidelitySettings
+
+    card = PersonaCard(sampling=sampling)
+    ctx = SimpleNamespace(persona=SimpleNamespace(card=card), fidelity=FidelitySettings(**fidelity))
+    got = _sampling(ctx)  # type: ignore[arg-type]
+    assert (got.temperature, got.top_p) == expected

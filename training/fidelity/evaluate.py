@@ -160,11 +160,9 @@ class Evaluation:
 
 def _sampling(ctx: Evaluation) -> Sampling:
     card = ctx.persona.card.sampling
-    temperature = ctx.fidelity.temperature if ctx.fidelity.temperature is not None else card.temperature
-    top_p = ctx.fidelity.top_p if ctx.fidelity.top_p is not None else card.top_p
-    return Sampling(
-        temperature=0.8 if temperature is None else temperature,
-        top_p=0.95 if top_p is None else top_p,
+    return Sampling(  # what the server uses for a request that sets none, unless fidelity: says otherwise
+        temperature=ctx.fidelity.temperature if ctx.fidelity.temperature is not None else card.effective_temperature(),
+        top_p=ctx.fidelity.top_p if ctx.fidelity.top_p is not None else card.effective_top_p(),
         max_tokens=ctx.fidelity.max_tokens,
         presence_penalty=card.presence_penalty,
         frequency_penalty=card.frequency_penalty,

@@ -62,9 +62,10 @@ class FidelitySettings(BaseModel):
     max_tokens: int = Field(default=64, ge=1)
     """Most tokens per generated reply."""
     temperature: float | None = Field(default=None, ge=0.0, le=2.0)
-    """Sampling temperature; the card's ``sampling.temperature`` (else 0.8) when not set."""
+    """Sampling temperature; when not set, what the server uses: the card's ``sampling.temperature``,
+    else :data:`store.card.FALLBACK_TEMPERATURE`."""
     top_p: float | None = Field(default=None, gt=0.0, le=1.0)
-    """Nucleus sampling; the card's ``sampling.top_p`` (else 0.95) when not set."""
+    """Nucleus sampling; when not set, the card's ``sampling.top_p``, else :data:`store.card.FALLBACK_TOP_P`."""
     example_exchanges: int = Field(default=4, ge=0)
     """Exchanges from the training logs written into the full card of the prompt-only persona."""
     perplexity_examples: int = Field(default=64, ge=1)
