@@ -142,8 +142,10 @@ class TrainConfig(BaseModel):
     modules_to_save)."""
 
     # --- optimisation ------------------------------------------------------------------------------
-    learning_rate: Float = Field(1e-3, gt=0, le=1)
-    """Peak AdamW learning rate (after warm-up; cosine decay to min_lr_ratio of it)."""
+    learning_rate: Float = Field(2e-3, gt=0, le=1)
+    """Peak AdamW learning rate (after warm-up; cosine decay to min_lr_ratio of it). With whole
+    sessions the default reached the example personas' best held-out loss in fewer steps than 1e-3
+    (bench/RESULTS.md, persona fidelity trials)."""
     min_lr_ratio: Float = Field(0.1, ge=0, le=1)
     """Final learning rate as a fraction of the peak."""
     warmup_ratio: Float = Field(0.05, ge=0, lt=1)
@@ -158,11 +160,11 @@ class TrainConfig(BaseModel):
     means fewer, smoother steps."""
 
     # --- what is trained on ------------------------------------------------------------------------
-    whole_sessions: bool = False
+    whole_sessions: bool = True
     """Render each training session once with every character reply trained, instead of one example
     per reply carrying the turns before it (the held-out split stays one example per reply). The same
-    replies then cost a fraction of the tokens per pass, and each reply sees its whole conversation as
-    it will when served. A session longer than max_seq_length is cut at turn boundaries."""
+    replies then cost about a third of the tokens per pass, and each reply sees its whole conversation
+    as it will when served. A session longer than max_seq_length is cut at turn boundaries."""
     synthetic_weight: Float = Field(0.5, ge=0, le=1)
     """Loss weight of accepted generated examples (personas/<name>/synthetic/, `persona augment`)
     against the real replies' 1: they add material without outweighing the real voice. 0 leaves them
@@ -178,9 +180,10 @@ class TrainConfig(BaseModel):
     """Passes over the training examples; unset (null) chooses them from the data size: enough passes
     to show the model about auto_target_tokens trained tokens, at most max_auto_epochs, so a small
     persona gets several passes and a big one a single pass."""
-    auto_target_tokens: Int = Field(6_500, ge=1)
-    """With epochs unset: trained (persona) tokens the run aims to show the model in all. The default
-    is where the example personas' held-out loss was lowest (bench/RESULTS.md, persona voice)."""
+    auto_target_tokens: Int = Field(16_000, ge=1)
+    """With epochs unset: trained tokens (replies, generated and replay included) the run aims to show
+    the model in all. The default gives the example personas about three passes over whole sessions,
+    past which their held-out loss stopped falling (bench/RESULTS.md, persona fidelity trials)."""
     max_auto_epochs: Int = Field(5, ge=1)
     """With epochs unset: the most passes chosen automatically."""
     max_steps: Int | None = Field(None, ge=1)
