@@ -36,6 +36,7 @@ def ingest(
     from store.names import check_name
     from store.registry import PersonaStore
     from store.settings import StoreSettings
+    from training.config import TrainConfig
     from training.ingest import ExampleSettings, IngestError, TooFewExamples, build_examples, format_report, load_logs
     from training.ingest.report import ingest_report
 
@@ -55,6 +56,7 @@ def ingest(
         if speaker:
             card = card.model_copy(update={"speakers": list(speaker)})
         example_settings = ExampleSettings.from_overrides(card.training)
+        train_config = TrainConfig.from_overrides(card.training)
         result = load_logs(folder)
     except (InvalidName, StoreError, ValueError) as exc:
         if json_:  # the caller reads a report: this one says why there is nothing to report on
@@ -76,7 +78,7 @@ def ingest(
         raise typer.Exit(1) from None
     from training.tokens import count_tokens
 
-    typer.echo(format_report(result, examples, tokens=count_tokens(settings, examples)))
+    typer.echo(format_report(result, examples, tokens=count_tokens(settings, examples, train_config)))
 
 
 def _shown(value: Any) -> str:

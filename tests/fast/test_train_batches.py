@@ -130,3 +130,22 @@ def test_a_long_session_is_cut_at_turns_and_every_reply_is_trained_once(base_mod
     assert len(split) == len(parts) and split.truncated == 0
     assert max(split.lengths) <= limit
     assert split.target_tokens == encode_split(tokenizer, [row], 4096).target_tokens
+
+
+def test_the_ingest_token_counts_are_of_the_form_training_uses(base_model, tmp_path):
+    from store.card import PersonaCard
+    from store.settings import StoreSettings
+    from training.config import TrainConfig
+    from training.ingest import ExampleSettings, build_examples, load_logs
+    from training.tokens import count_tokens
+
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    lines = [f"Kit: question {t} of the day?\nJuno: answer {t}, sailor." for t in range(8)]
+    (logs / "chat.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    examples = build_examples(load_logs(logs), "juno", PersonaCard(), ExampleSettings(min_examples=1))
+    settings = StoreSettings(personas_dir=tmp_path, base_model=str(base_model.path), cache_dir=tmp_path / "cache")
+    whole = count_tokens(settings, examples, TrainConfig())
+    per_reply = count_tokens(settings, examples, TrainConfig(whole_sessions=False))
+    assert whole["train_trained_tokens"] == per_reply["train_trained_tokens"] > 0
+    assert whole["train_tokens"] < per_reply["train_tokens"]
