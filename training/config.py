@@ -46,17 +46,9 @@ LINEAR_MODULES: tuple[str, ...] = SERVABLE_MODULES
 """Every linear layer of a Llama-style decoder block: what the server can apply LoRA to."""
 
 RESUME_FREE = (
-    "max_steps",
-    "threads",
-    "checkpoint_every",
-    "eval_every",
-    "early_stopping_patience",
-    "early_stopping_min_delta",
-    "tune_allocator",
-    "gradient_checkpointing",
-    "fused_lora",
-    "head_on_trained_positions",
-)
+    "max_steps", "threads", "checkpoint_every", "eval_every", "early_stopping_patience", "early_stopping_min_delta",
+    "tune_allocator", "gradient_checkpointing", "fused_lora", "head_on_trained_positions",
+)  # fmt: skip
 """Settings a resumed run may change: they decide how long, how often or how fast, not what is learnt
 (the fused forward and the trimmed head compute the same values, up to float rounding)."""
 
@@ -143,9 +135,8 @@ class TrainConfig(BaseModel):
 
     # --- optimisation ------------------------------------------------------------------------------
     learning_rate: Float = Field(2e-3, gt=0, le=1)
-    """Peak AdamW learning rate (after warm-up; cosine decay to min_lr_ratio of it). With whole
-    sessions the default reached the example personas' best held-out loss in fewer steps than 1e-3
-    (bench/RESULTS.md, persona fidelity trials)."""
+    """Peak AdamW learning rate (after warm-up; cosine decay to min_lr_ratio of it). The default reached
+    the example personas' best held-out loss in fewer steps than 1e-3 (bench/RESULTS.md)."""
     min_lr_ratio: Float = Field(0.1, ge=0, le=1)
     """Final learning rate as a fraction of the peak."""
     warmup_ratio: Float = Field(0.05, ge=0, lt=1)

@@ -282,6 +282,13 @@ def build_examples(
     return with_validation(result, persona_name, card, settings or ExampleSettings())
 
 
+def _card_privacy(card: PersonaCard) -> PrivacySettings:
+    try:
+        return privacy_settings(card.privacy)
+    except ValueError as exc:
+        raise IngestError(f"{CARD_FILE}: {exc}") from exc
+
+
 def split_examples(
     result: LoadResult,
     persona_name: str,
@@ -296,10 +303,7 @@ def split_examples(
     settings = settings or ExampleSettings()
     system_prompt = card.effective_system_prompt(persona_name)
     is_character = character_matcher(result, persona_name, card)
-    try:
-        privacy = privacy_settings(card.privacy)
-    except ValueError as exc:
-        raise IngestError(f"{CARD_FILE}: {exc}") from exc
+    privacy = _card_privacy(card)
 
     dropped: Counter[str] = Counter({reason: 0 for reason in DROP_REASONS})
     seen_messages: set[tuple[str, str, Any]] = set()
