@@ -45,6 +45,7 @@ class ExampleCounts(BaseModel):
     (trained at ``synthetic_weight``) and general conversation mixed in against forgetting."""
 
     real: int = 0
+    """The character's replies from the logs (a whole session trained as one row holds several)."""
     synthetic: int = 0
     replay: int = 0
 

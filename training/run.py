@@ -186,7 +186,7 @@ def _train_locked(
         base = resolve_base_model(store_settings.base_model, store_settings.cache_dir, store_settings.allow_download)
         answerer = replay_answerer(base, eval_url, progress=progress, say=report.say)
         replay = functools.partial(replay_conversations, store_settings.cache_dir, base, answerer, report.say)
-        real = examples.train_sessions if config.whole_sessions else examples.train
+        real = examples.training_rows(config.whole_sessions)
         mix = training_mix(persona, real, config, replay, replies=len(examples.train))
         report.say(mix.describe())
         if not resume:

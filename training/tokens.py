@@ -18,7 +18,7 @@ def count_tokens(settings: StoreSettings, examples: Any, config: TrainConfig | N
     config = config or TrainConfig()
     tokenizer = load_tokenizer(resolve_base_model(settings.base_model, settings.cache_dir, settings.allow_download))
     counts: dict[str, int] = {}
-    train = examples.train_sessions if config.whole_sessions else examples.train
+    train = examples.training_rows(config.whole_sessions)
     for split_name, rows in (("train", train), ("heldout", examples.heldout)):
         encoded = encode_split(tokenizer, rows, config.max_seq_length)
         counts[f"{split_name}_tokens"] = encoded.tokens

@@ -143,6 +143,10 @@ class ExampleSet:
     """The training sessions whole, one row each, every character reply a target (with its weight):
     the same replies as ``train``, each rendered once."""
 
+    def training_rows(self, whole_sessions: bool) -> Dataset:
+        """What a run trains on: the whole sessions, or one example per reply."""
+        return self.train_sessions if whole_sessions else self.train
+
     @property
     def train_examples(self) -> int:
         return len(self.train)
