@@ -34,6 +34,7 @@ def eval_(
     import contextlib
 
     from store.errors import StoreError
+    from store.fidelity_report import SYSTEMS
     from store.settings import StoreSettings
     from training.fidelity import (
         FIDELITY_JSON,
@@ -44,7 +45,6 @@ def eval_(
         served,
     )
     from training.fidelity.report import FIGURES
-    from training.fidelity.schema import SYSTEMS
     from training.ingest import IngestError
 
     if gate and version is None:

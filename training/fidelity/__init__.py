@@ -12,12 +12,13 @@ Modules: :mod:`.plan` (what is asked and scored), :mod:`.card_prompt` (the full 
 :mod:`.generate` (replies through the server), :mod:`.perplexity`, :mod:`.embed`, :mod:`.metrics`
 (pure figures), :mod:`.general` (forgetting), :mod:`.report` (JSON, Markdown, PNG), :mod:`.gate`,
 :mod:`.server` (``persona serve`` as a child process when no server is given), :mod:`.settings`
-(the card's ``fidelity:`` section) and :mod:`.schema` (the report's shape).
+(the card's ``fidelity:`` section); the report's shape is :mod:`store.fidelity_report`.
 """
+
+from store.fidelity_report import FIDELITY_JSON, FIDELITY_MD, FIDELITY_PNG, FidelityReport, GateDecision, read_report
 
 from .evaluate import Evaluation, evaluate_version, gate_version, settings_for
 from .gate import comparable, decide
-from .schema import FIDELITY_JSON, FIDELITY_MD, FIDELITY_PNG, FidelityReport, GateDecision, read_report
 from .server import served
 from .settings import FidelityError, FidelitySettings, GateThresholds
 

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from store.base_model import BaseModel, resolve_base_model
+from store.fidelity_report import FidelityReport, RealFigures, Sample, SystemFigures, Systems, read_report
 from store.names import check_version, version_name
 from store.registry import Persona, PersonaStore, check_same_base
 from store.settings import StoreSettings
@@ -35,7 +36,6 @@ from .generate import Reply, Sampling, System, generate
 from .perplexity import Scorer
 from .plan import Plan, make_plan
 from .report import write_report
-from .schema import FidelityReport, RealFigures, Sample, SystemFigures, Systems, read_report
 from .settings import FidelityError, FidelitySettings
 
 __all__ = ["Evaluation", "evaluate_version", "gate_version", "settings_for"]

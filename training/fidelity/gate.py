@@ -8,7 +8,8 @@ and both sets of figures, for inspection and manual promotion.
 
 from __future__ import annotations
 
-from .schema import FidelityReport, GateCheck, GateDecision
+from store.fidelity_report import FidelityReport, GateCheck, GateDecision
+
 from .settings import FidelityError, GateThresholds
 
 __all__ = ["comparable", "decide"]

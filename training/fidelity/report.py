@@ -10,9 +10,8 @@ import io
 from collections.abc import Callable
 from pathlib import Path
 
+from store.fidelity_report import FIDELITY_JSON, FIDELITY_MD, FIDELITY_PNG, SYSTEMS, FidelityReport, SystemFigures
 from store.files import atomic_write
-
-from .schema import FIDELITY_JSON, FIDELITY_MD, FIDELITY_PNG, SYSTEMS, FidelityReport, SystemFigures
 
 __all__ = ["FIGURES", "figure_table", "render_markdown", "render_png", "write_report"]
 

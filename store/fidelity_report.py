@@ -1,7 +1,9 @@
-"""The fidelity report's shape: what ``adapters/vN/fidelity.json`` holds.
+"""The fidelity report's shape (``adapters/vN/fidelity.json``) and the gate's decision (``gate.json``).
 
-Plain pydantic models with no dependency on the rest of the training side, so the serving side can
-read the same files (through :mod:`store` once it shows them) without importing training code.
+Plain pydantic models in the store, so the training side that writes them and the serving side that
+shows them read one contract. ``gate.json`` is the record of whether a version went live and why: it is
+written for every version the runner publishes, also when the evaluation could not be run (then
+there is no ``fidelity.json``, and the decision says why).
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ __all__ = [
     "FIDELITY_JSON",
     "FIDELITY_MD",
     "FIDELITY_PNG",
+    "GATE_JSON",
+    "GateStatus",
     "SYSTEMS",
     "FidelityReport",
     "GateCheck",
@@ -24,12 +28,15 @@ __all__ = [
     "Sample",
     "SystemFigures",
     "Systems",
+    "read_gate",
     "read_report",
+    "write_gate",
 ]
 
 FIDELITY_JSON = "fidelity.json"
 FIDELITY_MD = "fidelity.md"
 FIDELITY_PNG = "fidelity.png"
+GATE_JSON = "gate.json"
 
 SYSTEMS = ("base", "card", "adapter")
 """The compared systems: base model alone, base + full card (prompt-only persona), adapter as served."""
@@ -96,15 +103,26 @@ class GateCheck(BaseModel):
     passed: bool
 
 
+GateStatus = Literal["live", "held back", "unjudged"]
+"""``live``: judged and not worse; ``held back``: worse, or its evaluation failed (``error``);
+``unjudged``: the persona is too small to judge (too few held-out sessions), so it went live unjudged."""
+
+
 class GateDecision(BaseModel):
     """Whether a new version may go live, and why not."""
 
     go_live: bool
-    status: Literal["live", "held back"]
+    status: GateStatus
     compared_with: str | None = None
     """The live version it was compared with (``None``: there was none)."""
     reasons: list[str] = Field(default_factory=list)
     checks: list[GateCheck] = Field(default_factory=list)
+    error: str | None = None
+    """Why the evaluation could not be run; the version is then held back (never live unjudged)."""
+    missing: list[str] = Field(default_factory=list)
+    """Figures the gate could not take, each with the reason (e.g. no server to generate through)."""
+    forced: bool = False
+    """The decision was overridden (``force``): the version went live whatever the figures said."""
 
 
 class FidelityReport(BaseModel):
@@ -143,5 +161,23 @@ def read_report(version_path: Path) -> FidelityReport | None:
     path = Path(version_path) / FIDELITY_JSON
     try:
         return FidelityReport.model_validate_json(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def write_gate(version_path: Path, decision: GateDecision) -> Path:
+    """Record the gate's decision beside a version (atomically)."""
+    from .files import atomic_write
+
+    path = Path(version_path) / GATE_JSON
+    atomic_write(path, decision.model_dump_json(indent=2))
+    return path
+
+
+def read_gate(version_path: Path) -> GateDecision | None:
+    """The gate's decision on a version, or ``None`` for a version published before it was recorded."""
+    path = Path(version_path) / GATE_JSON
+    try:
+        return GateDecision.model_validate_json(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
