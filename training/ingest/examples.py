@@ -18,15 +18,15 @@ from __future__ import annotations
 import hashlib
 import json
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import timedelta
 from typing import Any, Literal
 
 from datasets import Dataset, Features, List, Value
 
 from store.card import CARD_FILE, PersonaCard
 from store.chat_format import with_system_prompt
+from store.example_settings import ExampleSettings
 
 from .cleaning import DROP_REASONS, kept_messages, split_on_gaps
 from .errors import IngestError
@@ -49,56 +49,6 @@ class TooFewExamples(IngestError):
     def __init__(self, message: str, examples: ExampleSet) -> None:
         super().__init__(message)
         self.examples = examples
-
-
-@dataclass(frozen=True)
-class ExampleSettings:
-    """How logs become examples. Every field has a default that suits a persona of a few hundred lines."""
-
-    window: int = 6
-    """Most prior messages (after merging) an example carries before its target."""
-    session_gap: timedelta = timedelta(hours=6)
-    """A longer silence between two timestamped messages starts a new session."""
-    heldout_fraction: float = 0.1
-    """Share of sessions kept out of training for evaluation (at least one when there are 3 or more)."""
-    min_examples: int = 20
-    """Fewer training examples than this is an error: too little to learn a voice from."""
-    name_prefixes: bool = True
-    """In a session with several other speakers, start their messages with ``Name: ``."""
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.window, int) or isinstance(self.window, bool) or self.window < 1:
-            raise ValueError(f"window must be a whole number of at least 1, got {self.window!r}")
-        if not isinstance(self.session_gap, timedelta) or self.session_gap <= timedelta(0):
-            raise ValueError(f"session_gap must be a positive duration, got {self.session_gap!r}")
-        if (
-            not isinstance(self.heldout_fraction, (int, float))
-            or isinstance(self.heldout_fraction, bool)
-            or not 0.0 <= self.heldout_fraction < 1.0
-        ):
-            raise ValueError(f"heldout_fraction must be at least 0 and below 1, got {self.heldout_fraction!r}")
-        if not isinstance(self.min_examples, int) or isinstance(self.min_examples, bool) or self.min_examples < 0:
-            raise ValueError(f"min_examples must be a whole number of at least 0, got {self.min_examples!r}")
-        if not isinstance(self.name_prefixes, bool):
-            raise ValueError(f"name_prefixes must be true or false, got {self.name_prefixes!r}")
-
-    @classmethod
-    def from_overrides(cls, overrides: Mapping[str, Any]) -> ExampleSettings:
-        """Settings from a card's ``training:`` mapping.
-
-        Reads only ``window``, ``session_gap_hours``, ``heldout_fraction``, ``min_examples`` and
-        ``name_prefixes``; other keys belong to the trainer. Raises ``ValueError`` naming a bad value.
-        """
-        values: dict[str, Any] = {}
-        for key in ("window", "heldout_fraction", "min_examples", "name_prefixes"):
-            if key in overrides:
-                values[key] = overrides[key]
-        if "session_gap_hours" in overrides:
-            hours = overrides["session_gap_hours"]
-            if not isinstance(hours, (int, float)) or isinstance(hours, bool) or hours <= 0:
-                raise ValueError(f"session_gap_hours must be a positive number, got {hours!r}")
-            values["session_gap"] = timedelta(hours=hours)
-        return cls(**values)
 
 
 @dataclass
@@ -267,23 +217,6 @@ def _dataset(rows: list[dict[str, Any]]) -> Dataset:
     if not rows:
         return Dataset.from_dict({"messages": [], "session": []}, features=ROW_FEATURES)
     return Dataset.from_list(rows, features=ROW_FEATURES)
-
-
-def build_examples(
-    result: LoadResult,
-    persona_name: str,
-    card: PersonaCard,
-    settings: ExampleSettings | None = None,
-) -> ExampleSet:
-    """Turn loaded logs into training and held-out examples.
-
-    The held-out examples are a split of the sessions (:func:`split_examples`), or the examples of the
-    persona's ``validation/`` logs when it has some (:mod:`.validation`). Raises as
-    :func:`split_examples` does, and :class:`IngestError` for validation logs that cannot be used.
-    """
-    from .validation import with_validation  # it builds on this module
-
-    return with_validation(result, persona_name, card, settings or ExampleSettings())
 
 
 def _card_privacy(card: PersonaCard) -> PrivacySettings:
