@@ -7,13 +7,16 @@ speaker named like the folder.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
 from .errors import CardError
+from .fidelity_settings import FidelitySettings
 from .files import atomic_write
+from .privacy_settings import PrivacySettings
+from .train_settings import check_training
 
 CARD_FILE = "persona.yaml"
 PICTURE_NAMES = ("avatar.png", "avatar.jpg", "avatar.jpeg", "avatar.webp", "picture.png", "picture.jpg")
@@ -58,14 +61,15 @@ class PersonaCard(BaseModel):
     voice_markers: list[str] = Field(default_factory=list)
     sampling: SamplingDefaults = Field(default_factory=SamplingDefaults)
     picture: str | None = None
-    training: dict[str, Any] = Field(default_factory=dict)
-    """Overrides of the training settings; the training side validates them."""
-    privacy: dict[str, Any] = Field(default_factory=dict)
-    """Private details in the logs: ``enabled`` (default true) and ``allow``, strings kept as they are;
-    the training side validates them (``training/ingest/privacy.py``)."""
-    fidelity: dict[str, Any] = Field(default_factory=dict)
-    """How versions are evaluated and gated (probe counts, reply length, the gate's tolerances); the
-    training side validates them (``training/fidelity/settings.py``)."""
+    training: Annotated[dict[str, Any], AfterValidator(check_training)] = Field(default_factory=dict)
+    """Overrides of the training settings (:class:`store.train_settings.TrainConfig`) and of how logs
+    become examples (:class:`store.example_settings.ExampleSettings`), as written; checked when the
+    card is read, so a typo is refused before any run starts."""
+    privacy: PrivacySettings = Field(default_factory=PrivacySettings)
+    """Private details in the logs: ``enabled`` (default true), ``allow`` (strings kept as they are),
+    ``phone_regions``, ``kinds``."""
+    fidelity: FidelitySettings = Field(default_factory=FidelitySettings)
+    """How versions are evaluated and gated (probe counts, reply length, the gate's tolerances)."""
 
     def title(self, name: str) -> str:
         return self.display_name or name.replace("-", " ").replace("_", " ").title()
@@ -82,6 +86,15 @@ class PersonaCard(BaseModel):
 
 def _field_path(loc: tuple[Any, ...]) -> str:
     return ".".join(str(part) for part in loc) or "(top level)"
+
+
+def card_problems(error: ValidationError) -> str:
+    """Every invalid field of a card, ``field 'training.learnig_rate': unknown setting; ...``."""
+    return "; ".join(
+        f"field '{_field_path(err['loc'])}': "
+        + ("unknown setting" if err["type"] == "extra_forbidden" and len(err["loc"]) > 1 else err["msg"])
+        for err in error.errors()
+    )
 
 
 def load_card(folder: Path) -> PersonaCard:
@@ -103,8 +116,7 @@ def load_card(folder: Path) -> PersonaCard:
     try:
         card = PersonaCard.model_validate(raw)
     except ValidationError as exc:
-        problems = "; ".join(f"field '{_field_path(err['loc'])}': {err['msg']}" for err in exc.errors())
-        raise CardError(f"{path}: {problems}") from exc
+        raise CardError(f"{path}: {card_problems(exc)}") from exc
     if card.picture and (Path(card.picture).name != card.picture or not (folder / card.picture).is_file()):
         raise CardError(f"{path}: field 'picture': {card.picture!r} is not a file in {folder}")
     return card
@@ -121,8 +133,15 @@ def find_picture(folder: Path, card: PersonaCard) -> Path | None:
 
 
 def write_card(folder: Path, card: PersonaCard) -> Path:
-    """Write ``persona.yaml`` atomically (used when importing a character card)."""
+    """Write ``persona.yaml`` atomically (importing a character card, an upload).
+
+    The card is validated again first (``model_copy`` skips validation), so no file is written that
+    :func:`load_card` would refuse."""
     path = folder / CARD_FILE
-    data = card.model_dump(exclude_defaults=True)
+    data = card.model_dump(mode="json", exclude_defaults=True)
+    try:
+        PersonaCard.model_validate(data)
+    except ValidationError as exc:
+        raise CardError(f"{path}: {card_problems(exc)}") from exc
     atomic_write(path, yaml.safe_dump(data, sort_keys=False, allow_unicode=True))
     return path

@@ -14,11 +14,13 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from typing import Any
+
+from store.privacy_settings import KINDS, PrivacySettings
 
 __all__ = ["KINDS", "PLACEHOLDERS", "PrivacySettings", "privacy_settings", "scrub"]
 
-KINDS = ("phone", "email", "card", "iban", "address", "url_token")
 PLACEHOLDERS = {
     "phone": "[PHONE]",
     "email": "[EMAIL]",
@@ -46,37 +48,9 @@ _ADDRESS = re.compile(
 )
 
 
-@dataclass(frozen=True)
-class PrivacySettings:
-    """How the examples of a persona are cleaned (``persona.yaml``: ``privacy:``)."""
-
-    enabled: bool = True
-    """Replace private details with placeholders before training (on by default)."""
-    allow: tuple[str, ...] = ()
-    """Exact strings that are kept as they are (a shop's public phone number, the character's own
-    e-mail address in its catchphrase)."""
-    phone_regions: tuple[str, ...] = ("US", "GB", "DE", "FR", "ES", "IT", "NL", "CA", "AU", "IN")
-    """Regions whose national phone number formats are recognised (``+`` numbers always are)."""
-    kinds: tuple[str, ...] = field(default=KINDS)
-    """Which kinds of detail are replaced."""
-
-
-def privacy_settings(section: dict | None) -> PrivacySettings:
-    """The card's ``privacy:`` mapping as settings; a bad value raises ValueError naming the field."""
-    section = dict(section or {})
-    unknown = sorted(set(section) - {"enabled", "allow", "phone_regions", "kinds"})
-    if unknown:
-        raise ValueError(f"privacy: unknown setting(s) {unknown} (known: enabled, allow, phone_regions, kinds)")
-    if not isinstance(section.get("enabled", True), bool):
-        raise ValueError("privacy.enabled: must be true or false")
-    for key in ("allow", "phone_regions", "kinds"):
-        value = section.get(key)
-        if value is not None and (not isinstance(value, list) or not all(isinstance(v, str) for v in value)):
-            raise ValueError(f"privacy.{key}: must be a list of strings")
-    if set(section.get("kinds") or []) - set(KINDS):
-        raise ValueError(f"privacy.kinds: known kinds are {', '.join(KINDS)}")
-    fields = {k: tuple(v) if isinstance(v, list) else v for k, v in section.items()}
-    return PrivacySettings(**fields)
+def privacy_settings(section: PrivacySettings | Mapping[str, Any] | None) -> PrivacySettings:
+    """The card's ``privacy:`` value as settings; a bad mapping raises a ``ValueError`` naming the field."""
+    return PrivacySettings.of(section)
 
 
 def _phones(text: str, regions: tuple[str, ...]) -> list[tuple[int, int]]:
