@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import sys
 import time
 from pathlib import Path
@@ -71,22 +70,7 @@ class BackgroundTraining:
                 await task
 
     def _worker_env(self) -> dict[str, str]:
-        s = self.settings
-        threads = s.train_threads or max(1, (os.cpu_count() or 2) // 2)
-        host = "127.0.0.1" if s.host in ("0.0.0.0", "::", "") else s.host
-        return {
-            **os.environ,
-            "PERSONA_PERSONAS_DIR": str(Path(s.personas_dir).resolve()),
-            "PERSONA_CACHE_DIR": str(Path(s.cache_dir).resolve()),
-            "PERSONA_BASE_MODEL": s.base_model,
-            "PERSONA_ALLOW_DOWNLOAD": "1" if s.allow_download else "0",
-            "PERSONA_QUEUE_URL": s.queue_url,
-            "PERSONA_MAX_LORA_RANK": str(s.max_lora_rank),
-            "PERSONA_TRAIN_THREADS": str(threads),
-            # New versions are evaluated through this server before they go live.
-            "PERSONA_EVAL_URL": f"http://{host}:{s.port}/v1",
-            "PERSONA_EVAL_API_KEY": (s.api_keys or [""])[0],
-        }
+        return self.settings.worker_settings().child_env()
 
     async def _supervise_worker(self) -> None:
         delay = RESTART_DELAY_S[0]

@@ -11,7 +11,7 @@ from typing import Literal
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
-from store.settings import StoreSettings
+from store.settings import StoreSettings, WorkerSettings, machine_threads
 
 
 class ServeSettings(StoreSettings):
@@ -58,10 +58,11 @@ class ServeSettings(StoreSettings):
         description="Train a persona by itself when its logs appear or change (watched folder, start-up); off: "
         "only `persona train`, the page's Train button or the API queue a run.",
     )
-    train_threads: int = Field(
-        default=0,
+    train_threads: int | None = Field(
+        default=None,
         ge=0,
-        description="Torch threads of the worker's training runs; 0 = half the cores (serving keeps the rest).",
+        description="Torch threads of the worker's training runs; none = half the cores (serving keeps the "
+        "rest), 0 = every core, as for `persona worker`.",
     )
     watch_settle_s: float = Field(
         default=3.0,
@@ -70,3 +71,15 @@ class ServeSettings(StoreSettings):
         description="Seconds a persona folder must stay unchanged before a change starts training.",
     )
     max_upload_mb: int = Field(default=512, ge=1, description="Largest file accepted by POST /v1/files, in MiB.")
+
+    def worker_settings(self) -> WorkerSettings:
+        """What the worker this server starts receives (handed on with ``to_env``): the store, an explicit
+        share of the cores, and this server's address, through which new versions are evaluated."""
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "::", "") else self.host
+        threads = max(1, machine_threads() // 2) if self.train_threads is None else self.train_threads
+        return WorkerSettings(
+            **{name: getattr(self, name) for name in StoreSettings.model_fields},
+            train_threads=threads,
+            eval_url=f"http://{host}:{self.port}/v1",
+            eval_api_key=(self.api_keys or [None])[0],
+        )

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import difflib
 import math
-import os
 from collections.abc import Mapping
 from typing import Annotated, Any
 
@@ -31,6 +30,7 @@ from pydantic_core import InitErrorDetails, PydanticCustomError
 from .adapters import SERVABLE_MODULES
 from .example_settings import ExampleSettings
 from .setting_checks import ConfigError, Float, Int, TrainingError, field_kind, problems
+from .settings import machine_threads
 
 __all__ = [
     "ConfigError",
@@ -54,14 +54,6 @@ RESUME_FREE = (
 )  # fmt: skip
 """Settings a resumed run may change: they decide how long, how often or how fast, not what is learnt
 (the fused forward and the trimmed head compute the same values, up to float rounding)."""
-
-
-def machine_threads() -> int:
-    """CPU cores this process may use."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except (AttributeError, OSError):
-        return max(1, os.cpu_count() or 1)
 
 
 def example_keys() -> frozenset[str]:

@@ -16,30 +16,20 @@ import sys
 import time
 from pathlib import Path
 
-from pydantic import Field
-from pydantic_settings import SettingsConfigDict
-
 from store.adapters import is_pinned, list_versions, read_live, set_live
 from store.errors import BaseModelMismatch, StoreError
 from store.fingerprint import logs_fingerprint, write_seen
 from store.jobs import Job, JobError, JobStore, this_process
 from store.progress import TrainingProgress, write_progress
 from store.registry import LOGS_DIR, PersonaStore
-from store.settings import StoreSettings
+from store.settings import StoreSettings, WorkerSettings
 
 from .config import TrainingError
 from .ingest import IngestError
 
 
-class JobSettings(StoreSettings):
-    """What the worker passes to a training process through ``PERSONA_*`` variables."""
-
-    model_config = SettingsConfigDict(env_prefix="PERSONA_", extra="ignore", use_attribute_docstrings=True)
-
-    train_threads: int = Field(default=0, ge=0)
-    """Torch threads; 0 = every core."""
-    eval_url: str | None = None
-    """A server's ``/v1`` root to evaluate new versions through (the fidelity gate); none: no gate."""
+JobSettings = WorkerSettings
+"""What a training process receives from the worker (its ``to_env``), read back from ``PERSONA_*``."""
 
 
 def _progress_writer(jobs: JobStore, job_id: str):

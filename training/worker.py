@@ -19,13 +19,11 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
-
-from pydantic import Field
-from pydantic_settings import SettingsConfigDict
 
 from store.jobs import FINISHED, WORKER_BEAT_S, Job, JobError, JobQueue, JobStore, run_is_gone, submit
-from store.settings import StoreSettings
+from store.settings import WorkerSettings
+
+__all__ = ["Worker", "WorkerSettings"]
 
 log = logging.getLogger("persona.worker")
 
@@ -33,46 +31,8 @@ CANCEL_GRACE_S = 20.0
 """How long a cancelled training process may take to stop before it is killed."""
 
 
-class WorkerSettings(StoreSettings):
-    """Settings of ``persona worker`` (flags or ``PERSONA_*`` variables)."""
-
-    model_config = SettingsConfigDict(env_prefix="PERSONA_", extra="ignore", use_attribute_docstrings=True)
-
-    train_threads: int = Field(default=0, ge=0)
-    """Torch threads of a training process; 0 = every core. A server that starts its own worker passes
-    its share of the cores here."""
-    train_nice: int = Field(default=10, ge=0, le=19)
-    """Scheduling niceness of training processes: serving keeps priority on a shared machine."""
-    eval_url: str | None = None
-    """A server's ``/v1`` root through which new versions are evaluated before they go live (the
-    fidelity gate); a server that starts its own worker passes its address. None: no gate."""
-    eval_api_key: str | None = None
-    """The key for ``eval_url`` when that server has API keys."""
-    retries: int = Field(default=1, ge=0)
-    """How often a job whose training process died is queued again (it resumes from its checkpoint)."""
-
-
 def _job_command(job_id: str) -> list[str]:
     return [sys.executable, "-m", "training.job", job_id]
-
-
-def _child_env(settings: WorkerSettings) -> dict[str, str]:
-    env = dict(os.environ)
-    env.update(
-        {
-            "PERSONA_PERSONAS_DIR": str(Path(settings.personas_dir).resolve()),
-            "PERSONA_CACHE_DIR": str(Path(settings.cache_dir).resolve()),
-            "PERSONA_BASE_MODEL": settings.base_model,
-            "PERSONA_ALLOW_DOWNLOAD": "1" if settings.allow_download else "0",
-            "PERSONA_MAX_LORA_RANK": str(settings.max_lora_rank),
-            "PERSONA_TRAIN_THREADS": str(settings.train_threads),
-        }
-    )
-    if settings.eval_url:
-        env["PERSONA_EVAL_URL"] = settings.eval_url
-    if settings.eval_api_key:
-        env["PERSONA_EVAL_API_KEY"] = settings.eval_api_key
-    return env
 
 
 def _signal_name(code: int) -> str:
@@ -103,7 +63,7 @@ class Worker:
         self.jobs.log(job.id, f"Training started (attempt {job.attempts})")
         process = subprocess.Popen(
             _job_command(job.id),
-            env=_child_env(self.settings),
+            env=self.settings.child_env(),
             preexec_fn=self._lower_priority,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,

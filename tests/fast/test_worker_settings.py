@@ -1,0 +1,109 @@
+"""What a training process receives: the server's worker and the worker's job processes read one model,
+written into their environment by one function."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from service.background import BackgroundTraining
+from service.settings import ServeSettings
+from store.jobs import JobStore
+from store.registry import PersonaStore
+from store.settings import WorkerSettings, machine_threads
+from training import worker as worker_module
+from training.job import JobSettings
+from training.worker import Worker
+
+
+@pytest.fixture()
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
+    """No ``PERSONA_*`` variable of this process leaks into what is read back."""
+    for name in WorkerSettings.model_fields:
+        monkeypatch.delenv(f"PERSONA_{name.upper()}", raising=False)
+    return monkeypatch
+
+
+def _read_back(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> WorkerSettings:
+    for key, value in env.items():
+        if key.startswith("PERSONA_"):
+            monkeypatch.setenv(key, value)
+    return WorkerSettings()
+
+
+def test_the_servers_worker_env_reads_back_as_the_settings_it_was_built_from(
+    tmp_path: Path, clean_env: pytest.MonkeyPatch
+) -> None:
+    serve = ServeSettings(
+        personas_dir=tmp_path / "personas",
+        cache_dir=tmp_path / "cache",
+        host="0.0.0.0",
+        port=8123,
+        api_keys=["sk-one", "sk-two"],
+        allow_download=True,
+        max_lora_rank=32,
+    )
+    background = BackgroundTraining(serve, PersonaStore(serve.personas_dir))
+    env = background._worker_env()
+    assert env == serve.worker_settings().child_env()
+    received = _read_back(env, clean_env)
+    assert received == serve.worker_settings()
+    assert received.personas_dir == (tmp_path / "personas").resolve() and received.allow_download is True
+    assert received.max_lora_rank == 32 and received.queue_url == serve.queue_url
+    assert received.eval_url == "http://127.0.0.1:8123/v1" and received.eval_api_key == "sk-one"
+
+
+def test_train_threads_mean_the_same_in_the_server_the_worker_and_the_job(
+    tmp_path: Path, clean_env: pytest.MonkeyPatch
+) -> None:
+    store = {"personas_dir": tmp_path, "cache_dir": tmp_path / "cache"}
+    # The server's default is an explicit share of the cores, so what the worker reads needs no guess.
+    share = ServeSettings(**store).worker_settings()
+    assert share.train_threads == max(1, machine_threads() // 2) and share.threads() == share.train_threads
+    # 0 is every core, whoever reads it.
+    every = ServeSettings(**store, train_threads=0).worker_settings()
+    assert every.train_threads == 0 and every.threads() == machine_threads()
+    assert WorkerSettings(**store).threads() == machine_threads() == JobSettings(**store).threads()
+    assert ServeSettings(**store, train_threads=3).worker_settings().threads() == 3
+    assert _read_back(share.to_env(), clean_env).threads() == share.threads()
+
+
+def test_unset_values_are_not_inherited_from_the_parents_environment(tmp_path: Path) -> None:
+    settings = WorkerSettings(personas_dir=tmp_path, cache_dir=tmp_path)
+    env = settings.child_env({"PERSONA_EVAL_URL": "http://stale/v1", "PERSONA_PORT": "9", "HOME": "/h"})
+    assert "PERSONA_EVAL_URL" not in env and env["HOME"] == "/h" and env["PERSONA_PORT"] == "9"
+    assert env["PERSONA_PERSONAS_DIR"] == str(tmp_path.resolve())
+
+
+def test_a_job_process_reads_the_workers_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The worker hands its settings to each training process; the process reads back the same values."""
+    personas, seen = tmp_path / "personas", tmp_path / "seen.json"
+    personas.mkdir()
+    script = tmp_path / "job.py"
+    script.write_text(
+        "import os, sys\n"
+        "from store.jobs import JobStore\n"
+        "from training.job import JobSettings\n"
+        f"open({str(seen)!r}, 'w').write(JobSettings().model_dump_json())\n"
+        "JobStore(os.environ['PERSONA_PERSONAS_DIR']).update(sys.argv[1], status='succeeded')\n"
+    )
+    monkeypatch.setattr(worker_module, "_job_command", lambda job_id: [sys.executable, str(script), job_id])
+    settings = WorkerSettings(
+        personas_dir=personas,
+        cache_dir=tmp_path / "cache",
+        train_threads=5,
+        train_nice=0,
+        eval_url="http://127.0.0.1:9/v1",
+        eval_api_key="sk-x",
+        retries=0,
+    )
+    worker = Worker(settings)
+    job = JobStore(personas).create("wren", "cli")
+    worker.run_job(job.id)
+    assert JobStore(personas).get(job.id).status == "succeeded"
+    assert WorkerSettings.model_validate(json.loads(seen.read_text())) == settings.model_copy(
+        update={"personas_dir": personas.resolve(), "cache_dir": (tmp_path / "cache").resolve()}
+    )
