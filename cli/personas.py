@@ -30,8 +30,10 @@ def _persona(name: str, personas_dir: Optional[Path]):
 
 @app.command("list")
 def list_personas(personas_dir: Optional[Path] = PersonasDir) -> None:
-    """List personas with their live version, pin and training jobs."""
+    """List personas with their live version (and whether the gate judged it), pin, held-back versions
+    and training jobs."""
     from store.adapters import is_pinned
+    from store.fidelity_report import read_gate
     from store.jobs import JobStore, job_summary
     from store.registry import PersonaStore
     from store.settings import StoreSettings
@@ -40,11 +42,18 @@ def list_personas(personas_dir: Optional[Path] = PersonasDir) -> None:
     personas, problems = PersonaStore(settings.personas_dir).scan()
     active = {job.persona: job for job in JobStore(settings.personas_dir).all() if job.active}
     for persona in personas:
+        gates = {v: read_gate(persona.version_path(v)) for v in persona.versions}
         live = f"v{persona.live}" if persona.live else "card only"
+        live_gate = gates.get(persona.live) if persona.live else None
+        judged = " (unjudged)" if live_gate is not None and live_gate.status == "unjudged" else ""
         pin = " (pinned)" if is_pinned(persona.path) else ""
         versions = ", ".join(f"v{v}" for v in persona.versions) or "-"
+        held = [v for v, gate in gates.items() if gate is not None and not gate.go_live and v != persona.live]
+        held_back = f"  held back v{held[-1]}" if held and held[-1] > (persona.live or 0) else ""
         job = f"  job: {job_summary(active[persona.name])}" if persona.name in active else ""
-        typer.echo(f"{persona.name:20} {persona.title:24} live: {live + pin:19} versions: {versions}{job}")
+        typer.echo(
+            f"{persona.name:20} {persona.title:24} live: {live + judged + pin:19} versions: {versions}{held_back}{job}"
+        )
     for name, message in problems.items():
         typer.secho(f"{name:20} problem: {message}", fg=typer.colors.YELLOW)
 
@@ -102,7 +111,8 @@ def promote(
 
 @app.command()
 def pin(name: str, personas_dir: Optional[Path] = PersonasDir) -> None:
-    """Keep the live version live: automatic retraining publishes new versions beside it."""
+    """Keep the live version live: automatic retraining skips the persona; a run you start publishes
+    its new version beside the live one."""
     from store.adapters import set_pinned
     from store.errors import StoreError
 

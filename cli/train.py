@@ -123,21 +123,24 @@ def train(
     base_model: Optional[str] = typer.Option(None, help="'bundled', a folder or a Hugging Face id."),
     **settings: Any,
 ) -> None:
-    """Train a persona's adapter from its logs and publish it as the next live version.
+    """Train a persona's adapter from its logs and publish it as the next version.
+
+    The fidelity gate decides whether it goes live (held-out perplexity in this process when no
+    server evaluates it); a pinned persona's new version is published beside the pinned one.
 
     Every training setting has a flag; a flag wins over the persona's persona.yaml ``training:``.
     """
     from store.errors import StoreError
     from store.jobs import JobStore
     from store.registry import PersonaStore
-    from store.settings import StoreSettings
     from training.config import TrainingError
     from training.ingest import IngestError
+    from training.job import JobSettings
     from training.run import config_for, needs_training
 
     if bool(name) == all_:
         fail("name one persona or pass --all")
-    settings_ = build_settings(StoreSettings, personas_dir=personas_dir, base_model=base_model)
+    settings_ = build_settings(JobSettings, personas_dir=personas_dir, base_model=base_model)
     store = PersonaStore(settings_.personas_dir)
     flags = given(**settings)
     failures = 0
@@ -158,11 +161,11 @@ def train(
         typer.echo("a training worker is running: the runs join its queue")
     for persona_name in names:
         try:
-            config = config_for(store.get(persona_name), flags)  # bad settings fail here, before queuing
+            config_for(store.get(persona_name), flags)  # bad settings fail here, before queuing
             if queued:
                 result = _through_worker(settings_, jobs, persona_name, flags)
             else:
-                result = _here(settings_, jobs, persona_name, config, resume)
+                result = _here(settings_, jobs, persona_name, flags, resume)
         except (StoreError, TrainingError, IngestError) as exc:
             typer.secho(f"{persona_name}: {exc}", fg=typer.colors.RED, err=True)
             failures += 1
@@ -172,26 +175,44 @@ def train(
         raise typer.Exit(1)
 
 
-def _summary(name: str, version: int, held_back: bool, meta) -> str:
-    verb = "published" if not held_back else "published, held back by the fidelity gate,"
-    return (
-        f"{name}: {verb} v{version} ({meta.steps} steps, {meta.duration_s:.0f} s, {meta.tokens_per_s:.0f} "
+def _summary(persona, job) -> str:
+    """What became of the run: the version, its figures, and the gate's decision with its reasons."""
+    from store.fidelity_report import read_gate
+
+    version, meta = job.version, persona.metadata(job.version)
+    verb = "published" if job.outcome != "held back" else "published, held back by the fidelity gate,"
+    lines = [
+        f"{persona.name}: {verb} v{version} ({meta.steps} steps, {meta.duration_s:.0f} s, {meta.tokens_per_s:.0f} "
         f"tokens/s); held-out loss {_fmt(meta.eval_loss_before)} -> {_fmt(meta.eval_loss_after)}"
-    )
+    ]
+    decision = read_gate(persona.version_path(version))
+    if decision is not None:
+        status = decision.status + (" (forced)" if decision.forced else "")
+        if decision.go_live and persona.live != version:
+            status += f"; the pinned v{persona.live} stays live"
+        lines.append(
+            f"  gate: {status}" + (f" (compared with live {decision.compared_with})" if decision.compared_with else "")
+        )
+        lines += [f"    - {reason}" for reason in decision.reasons]
+        lines += [f"    not measured: {missing}" for missing in decision.missing]
+    return "\n".join(lines)
 
 
-def _here(settings_, jobs, name: str, config, resume: bool) -> str:
-    """No worker is running: train in this process, recorded as a job like any other."""
+def _here(settings_, jobs, name: str, flags: dict, resume: bool) -> str:
+    """No worker is running: the job's runner, in this process (pin, gate and record as for any job)."""
     import time
 
     from store.jobs import JobError, this_process
     from store.registry import PersonaStore
-    from training.run import train_persona
+    from training.config import TrainingError
+    from training.runner import run_job
 
-    job = jobs.create(name, "cli", status="running", started_at=time.time(), attempts=1, **this_process())
+    job = jobs.create(
+        name, "cli", status="running", started_at=time.time(), attempts=1, overrides=flags, **this_process()
+    )
     try:
-        result = train_persona(settings_, name, config, max_lora_rank=settings_.max_lora_rank, resume=resume)
-    except BaseException as exc:
+        job = run_job(settings_, job.id, resume=resume, progress=True)
+    except BaseException as exc:  # Ctrl-C: the record says the run ended
         jobs.update(
             job.id,
             status="failed",
@@ -199,16 +220,11 @@ def _here(settings_, jobs, name: str, config, resume: bool) -> str:
             error=JobError(code="training_failed", message=str(exc) or type(exc).__name__),
         )
         raise
-    jobs.update(
-        job.id,
-        status="succeeded",
-        outcome="published",
-        version=result.version,
-        finished_at=time.time(),
-        trained_tokens=int(result.tokens.get("seen_tokens", 0)),
-    )
-    persona = PersonaStore(settings_.personas_dir).get(name)
-    return _summary(name, result.version, False, persona.metadata(result.version))
+    if job.status != "succeeded":
+        raise TrainingError(job.error.message if job.error else f"the job was {job.status}")
+    if job.version is None:
+        return f"{name}: unchanged ({job.outcome})"
+    return _summary(PersonaStore(settings_.personas_dir).get(name), job)
 
 
 def _through_worker(settings_, jobs, name: str, flags: dict) -> str:
@@ -235,8 +251,7 @@ def _through_worker(settings_, jobs, name: str, flags: dict) -> str:
         raise TrainingError(job.error.message if job.error else f"the job was {job.status}")
     if job.version is None:
         return f"{name}: unchanged ({job.outcome})"
-    persona = PersonaStore(settings_.personas_dir).get(name)
-    return _summary(name, job.version, job.outcome == "held back", persona.metadata(job.version))
+    return _summary(PersonaStore(settings_.personas_dir).get(name), job)
 
 
 def _fmt(value: float | None) -> str:

@@ -12,7 +12,7 @@ import os
 import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -144,6 +144,20 @@ def set_pinned(persona_path: Path, pinned: bool) -> None:
 
 def is_pinned(persona_path: Path) -> bool:
     return (adapters_root(persona_path) / PIN_FILE).is_file()
+
+
+PinEffect = Literal["make live", "skip", "publish beside"]
+
+
+def pin_effect(persona_path: Path, automatic: bool) -> PinEffect:
+    """What a new training run may do to the live version: the pin's one rule.
+
+    An unpinned persona: the new version may go live (if the gate lets it). A pinned one: an automatic
+    run (the watcher's) is skipped; a run someone started is published beside the pinned version.
+    """
+    if not is_pinned(persona_path):
+        return "make live"
+    return "skip" if automatic else "publish beside"
 
 
 def read_metadata(path: Path) -> AdapterMetadata:

@@ -80,6 +80,10 @@ class Job(BaseModel):
     """``published``, ``held back`` or ``unchanged`` once it succeeded."""
     error: JobError | None = None
     trained_tokens: int | None = None
+    used: dict[str, Any] = Field(default_factory=dict)
+    """The settings the run really used once it started training (``seed``, ``epochs``,
+    ``learning_rate``, ``batch_tokens``: card, overrides and defaults resolved; ``epochs`` the passes
+    it made, once it finished)."""
     cancel_requested: bool = False
     pid: int | None = None
     host: str | None = None

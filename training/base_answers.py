@@ -24,6 +24,8 @@ from typing import Any
 from store.base_model import BaseModel
 from store.files import atomic_write
 
+from .server_client import Ask, Sampling, System, generate
+
 __all__ = [
     "Answerer",
     "PromptSet",
@@ -115,8 +117,6 @@ def server_answerer(url: str, base_id: str, max_tokens: int, *, concurrency: int
     """Answers through the OpenAI-compatible server at ``url`` (``.../v1``), all requests in flight at once."""
 
     def answer(prompts: Sequence[str]) -> list[str]:
-        from .fidelity.generate import Ask, Sampling, System, generate
-
         asks = [Ask(conversation=({"role": "user", "content": p},), seed=i) for i, p in enumerate(prompts)]
         [replies] = generate(
             url, [(System("base", base_id), asks)], Sampling(0.0, 1.0, max_tokens), concurrency=concurrency

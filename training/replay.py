@@ -21,6 +21,7 @@ from typing import Any
 from store.base_model import BaseModel
 
 from .base_answers import Answerer, PromptSet, base_answers, conversations, local_answerer, server_answerer
+from .server_client import ServerError
 
 __all__ = [
     "REPLAY_PROMPTS",
@@ -92,11 +93,9 @@ def replay_answerer(
     remote = server_answerer(url, base.id, REPLAY_MAX_TOKENS)
 
     def answer(prompts: Sequence[str]) -> list[str]:
-        from .fidelity.settings import FidelityError
-
         try:
             return remote(prompts)
-        except FidelityError as exc:
+        except ServerError as exc:
             say(f"the server could not answer the replay prompts ({exc}); answering them here")
             return local(prompts)
 

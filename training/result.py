@@ -58,10 +58,6 @@ class TrainResult:
     data_hash: str | None = None
     total_s: float | None = None
     """Once published: the whole run, examples and publishing included."""
-    held_back: bool = False
-    """Once published: the fidelity gate kept the version from going live (it is still served by name)."""
-    gate_reasons: list[str] | None = None
-    """Why the gate held the version back, or why it could not judge it."""
 
     @property
     def tokens_per_s(self) -> float:

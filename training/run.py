@@ -5,6 +5,10 @@
                            max_lora_rank=16)
     print(result.version, result.eval_loss_before, result.eval_loss_after)
 
+This is the training step alone: it publishes and (by default) makes the version live, ungated. Every
+job of the service and ``persona train`` go through the runner (:mod:`training.runner`), which builds
+the examples once, trains through here with ``make_live=False``, then lets the fidelity gate decide.
+
 The run trains on the training split of the logs, the persona's accepted generated examples (at
 ``synthetic_weight``) and general conversation (``replay_share``, :mod:`training.replay`); the
 held-out split is the logs' alone (:mod:`training.mixture`). The counts of each go into the version's
@@ -28,12 +32,12 @@ from typing import Any
 
 from store.adapters import set_live
 from store.base_model import resolve_base_model
-from store.errors import StoreError
 from store.progress import TrainingProgress, work_dir, write_progress
 from store.registry import Persona, PersonaStore
 from store.settings import StoreSettings
 
-from .config import ConfigError, TrainConfig, TrainingError
+from .config import ConfigError, TrainConfig
+from .ingest import ExampleSet, persona_examples
 from .mixture import training_mix
 from .replay import replay_answerer, replay_conversations
 from .result import TrainResult
@@ -52,20 +56,11 @@ def config_for(persona: Persona, flags: dict[str, Any] | None = None) -> TrainCo
     return TrainConfig.from_overrides(persona.card.training, flags or {}, card_label=str(persona.path / "persona.yaml"))
 
 
-def _examples(persona: Persona):
-    from training.ingest import ExampleSettings, build_examples, load_logs
+def needs_training(store_settings: StoreSettings, persona: Persona | str, examples: ExampleSet | None = None) -> bool:
+    """True when the persona has no live version, or its examples changed since the live one was trained.
 
-    try:
-        settings = ExampleSettings.from_overrides(persona.card.training)
-    except ValueError as exc:
-        raise ConfigError(f"{persona.path / 'persona.yaml'}: training: {exc}") from exc
-    if not persona.logs_dir.is_dir():
-        raise TrainingError(f"persona '{persona.name}' has no logs folder ({persona.logs_dir}); add chat logs there")
-    return build_examples(load_logs(persona.logs_dir), persona.name, persona.card, settings)
-
-
-def needs_training(store_settings: StoreSettings, persona: Persona | str) -> bool:
-    """True when the persona has no live version, or its logs changed since the live one was trained."""
+    ``examples`` are the persona's (:func:`training.ingest.persona_examples`), built here when not given.
+    """
     persona = _persona(store_settings, persona)
     if persona.live is None:
         return True
@@ -73,7 +68,7 @@ def needs_training(store_settings: StoreSettings, persona: Persona | str) -> boo
         live_hash = persona.metadata(persona.live).data_hash
     except Exception:
         return True
-    return _examples(persona).data_hash != live_hash
+    return (examples if examples is not None else persona_examples(persona)).data_hash != live_hash
 
 
 def train_persona(
@@ -82,20 +77,20 @@ def train_persona(
     config: TrainConfig | None = None,
     *,
     max_lora_rank: int,
+    examples: ExampleSet | None = None,
     allowed_modules: set[str] | None = None,
     resume: bool = False,
     progress: bool = True,
     on_step: Callable[[TrainingProgress], None] | None = None,
     make_live: bool = True,
     eval_url: str | None = None,
-    force: bool = False,
 ) -> TrainResult:
-    """Train persona ``name`` from its logs and publish the adapter as its next version.
+    """Train persona ``name`` on its examples and publish the adapter as its next version.
 
-    With ``eval_url`` (a server's ``/v1`` root) the new version's fidelity report is written beside it
-    and the gate decides whether it goes live (``force`` skips the decision); the evaluation also
-    loads it once in the running engine. Without, it goes live as soon as it is published.
-    ``make_live=False`` (a pinned persona) publishes it beside the live version.
+    ``examples`` are the persona's (:func:`training.ingest.persona_examples`), built here when not
+    given. ``make_live=False`` publishes the version beside the live one and leaves the progress at
+    "evaluating" for the caller (the runner's gate) to finish. ``eval_url`` (a server's ``/v1`` root)
+    answers the replay prompts the first time; without one they are answered in this process.
 
     ``config`` defaults to :func:`config_for` (defaults + the card's overrides). ``resume`` continues
     from the checkpoint in the work folder (refused when it was made on another base model, other
@@ -120,7 +115,7 @@ def train_persona(
             on_step=on_step,
             make_live=make_live,
             eval_url=eval_url,
-            force=force,
+            examples=examples,
         )
 
 
@@ -172,7 +167,7 @@ def _train_locked(
     on_step: Callable[[TrainingProgress], None] | None,
     make_live: bool,
     eval_url: str | None,
-    force: bool,
+    examples: ExampleSet | None,
 ) -> TrainResult:
     from .checkpoint import CHECKPOINT_FILE
     from .loop import train
@@ -182,7 +177,7 @@ def _train_locked(
     name, work = persona.name, work_dir(persona.path)
     report = _ProgressFile(persona, on_step, show=progress)
     try:
-        examples = _examples(persona)
+        examples = examples if examples is not None else persona_examples(persona)
         base = resolve_base_model(store_settings.base_model, store_settings.cache_dir, store_settings.allow_download)
         answerer = replay_answerer(base, eval_url, progress=progress, say=report.say)
         replay = functools.partial(replay_conversations, store_settings.cache_dir, base, answerer, report.say)
@@ -203,43 +198,16 @@ def _train_locked(
         )  # fmt: skip
         (work / CHECKPOINT_FILE).unlink(missing_ok=True)
         outcome.model = None  # the evaluation loads the published adapter itself
-        report.write(report.last.model_copy(update={"message": f"evaluating v{version}"}))
-        go_live, reasons = _gate(store_settings, persona, version, eval_url, force)
-        if go_live and make_live:
+        if make_live:
             set_live(persona.path, version)
     except BaseException as exc:
         report.failed(exc)
         raise
-    state = (
-        "published"
-        if go_live and make_live
-        else ("held back" if not go_live else "published beside the pinned version")
-    )
     report.write(TrainingProgress(
-        state="done", step=outcome.steps, total_steps=outcome.total_steps, train_loss=outcome.train_loss,
-        eval_loss=outcome.eval_loss_after, tokens_per_s=round(outcome.tokens_per_s, 1), message=f"{state} v{version}",
+        state="done" if make_live else "running", step=outcome.steps, total_steps=outcome.total_steps,
+        train_loss=outcome.train_loss, eval_loss=outcome.eval_loss_after, tokens_per_s=round(outcome.tokens_per_s, 1),
+        message=f"published v{version}" if make_live else f"evaluating v{version}",
     ))  # fmt: skip
     total_s = time.perf_counter() - started
     return dataclasses.replace(outcome, model=None, name=name, version=version, path=path, data_hash=examples.data_hash,
-                               total_s=total_s, held_back=not go_live, gate_reasons=reasons)  # fmt: skip
-
-
-def _gate(
-    settings: StoreSettings, persona: Persona, version: int, eval_url: str | None, force: bool
-) -> tuple[bool, list[str] | None]:
-    """Evaluate the new version through the server at ``eval_url`` and let the gate decide.
-
-    A persona whose held-out data cannot be evaluated (too few sessions) goes live unjudged, with
-    the reason kept; so does every version when there is no server to evaluate through.
-    """
-    if eval_url is None:
-        return True, None
-    from .fidelity import FidelityError, gate_version
-
-    try:
-        report = gate_version(settings, persona.name, version, eval_url, say=lambda _: None)
-    except (FidelityError, StoreError, ValueError) as exc:  # e.g. too few held-out sessions to judge
-        return True, [f"not evaluated: {exc}"]
-    if force or report.gate is None:
-        return True, None
-    return report.gate.go_live, list(report.gate.reasons) or None
+                               total_s=total_s)  # fmt: skip

@@ -7,8 +7,7 @@ import json
 import httpx
 import pytest
 
-from training.fidelity import FidelityError
-from training.fidelity.generate import Ask, Sampling, System, generate
+from training.server_client import Ask, Sampling, ServerError, System, generate
 
 SAMPLING = Sampling(temperature=0.7, top_p=0.9, max_tokens=32, presence_penalty=0.5)
 
@@ -81,7 +80,7 @@ def test_each_system_sends_its_model_and_system_message_with_the_sampling_and_se
 
 def test_a_refused_model_is_an_error_naming_it() -> None:
     asks = [Ask(conversation=({"role": "user", "content": "hi"},), seed=0)]
-    with pytest.raises(FidelityError, match=r"refused model 'ghost@v9' \(404\)"):
+    with pytest.raises(ServerError, match=r"refused model 'ghost@v9' \(404\)"):
         generate(
             "http://test/v1",
             [(System("adapter", "ghost@v9"), asks)],
@@ -92,7 +91,7 @@ def test_a_refused_model_is_an_error_naming_it() -> None:
 
 def test_an_unreachable_server_is_an_error_naming_it() -> None:
     asks = [Ask(conversation=({"role": "user", "content": "hi"},), seed=0)]
-    with pytest.raises(FidelityError, match="cannot reach the server at http://127.0.0.1:9/v1"):
+    with pytest.raises(ServerError, match="cannot reach the server at http://127.0.0.1:9/v1"):
         generate("http://127.0.0.1:9/v1", [(System("base", "b"), asks)], SAMPLING)
 
 

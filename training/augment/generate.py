@@ -20,7 +20,7 @@ from store.registry import Persona
 from store.synthetic import Source, SyntheticExample, all_examples, batches, write_batch
 
 from ..fidelity.card_prompt import example_exchanges, full_card_prompt
-from ..fidelity.generate import Ask, Sampling, System, generate
+from ..server_client import Ask, Sampling, System, generate
 from .filters import Candidate, Rules
 
 BATCH_SIZE = 20

@@ -9,8 +9,9 @@ the prompt-only persona (base model + the full card) and the adapter as it is se
     report = gate_version(store_settings, "wren", 4, url)      # report.gate: go live or held back
 
 Modules: :mod:`.plan` (what is asked and scored), :mod:`.card_prompt` (the full card),
-:mod:`.generate` (replies through the server), :mod:`.perplexity`, :mod:`.embed`, :mod:`.metrics`
-(pure figures), :mod:`.general` (forgetting), :mod:`.report` (JSON, Markdown, PNG), :mod:`.gate`,
+:mod:`training.server_client` (replies through the server), :mod:`.perplexity`, :mod:`.embed`, :mod:`.metrics`
+(pure figures), :mod:`.general` (forgetting), :mod:`.report` (JSON, Markdown, PNG), :mod:`.gate`
+(the comparison), :mod:`.judge` (a new version's decision, ``gate.json``, failing closed),
 :mod:`.server` (``persona serve`` as a child process when no server is given), :mod:`.settings`
 (the card's ``fidelity:`` section); the report's shape is :mod:`store.fidelity_report`.
 """
@@ -18,7 +19,8 @@ Modules: :mod:`.plan` (what is asked and scored), :mod:`.card_prompt` (the full 
 from store.fidelity_report import FIDELITY_JSON, FIDELITY_MD, FIDELITY_PNG, FidelityReport, GateDecision, read_report
 
 from .evaluate import Evaluation, evaluate_version, gate_version, settings_for
-from .gate import comparable, decide
+from .gate import TooSmallToJudge, comparable, decide
+from .judge import judge_version
 from .server import served
 from .settings import FidelityError, FidelitySettings, GateThresholds
 
@@ -32,10 +34,12 @@ __all__ = [
     "FidelitySettings",
     "GateDecision",
     "GateThresholds",
+    "TooSmallToJudge",
     "comparable",
     "decide",
     "evaluate_version",
     "gate_version",
+    "judge_version",
     "read_report",
     "served",
     "settings_for",

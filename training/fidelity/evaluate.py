@@ -27,12 +27,13 @@ from store.names import check_version, version_name
 from store.registry import Persona, PersonaStore, check_same_base
 from store.settings import StoreSettings
 
+from ..ingest import ExampleSet, persona_examples
+from ..server_client import Reply, Sampling, System, generate
 from . import metrics
 from .card_prompt import example_exchanges, full_card_prompt
 from .embed import EMBEDDING_MODEL, Embedder
-from .gate import comparable, decide
+from .gate import TooSmallToJudge, comparable, decide
 from .general import general_conversations
-from .generate import Reply, Sampling, System, generate
 from .perplexity import Scorer
 from .plan import Plan, make_plan
 from .report import write_report
@@ -62,7 +63,7 @@ class Evaluation:
     persona: Persona
     fidelity: FidelitySettings
     base: BaseModel
-    examples: Any
+    examples: ExampleSet
     plan: Plan
     card_prompt: str
     say: Callable[[str], None] = _say
@@ -75,20 +76,17 @@ class Evaluation:
         persona: Persona | str,
         fidelity: FidelitySettings | None = None,
         say: Callable[[str], None] = _say,
+        examples: ExampleSet | None = None,
     ) -> Evaluation:
-        """Read the persona's logs and card; raises :class:`FidelityError` when they cannot be evaluated."""
-        from training.ingest import ExampleSettings, build_examples, load_logs
-
+        """Read the persona's card, and its logs unless ``examples`` (:func:`training.ingest.persona_examples`)
+        are given. Raises :class:`TooSmallToJudge` when its held-out data is too small to judge,
+        :class:`FidelityError` or an :class:`training.ingest.IngestError` when it cannot be evaluated."""
         if not isinstance(persona, Persona):
             persona = PersonaStore(settings.personas_dir).get(persona)
         fidelity = fidelity or settings_for(persona)
-        try:
-            example_settings = ExampleSettings.from_overrides(persona.card.training)
-        except ValueError as exc:
-            raise FidelityError(f"{persona.path / 'persona.yaml'}: training: {exc}") from exc
-        examples = build_examples(load_logs(persona.logs_dir), persona.name, persona.card, example_settings)
+        examples = examples if examples is not None else persona_examples(persona)
         if not len(examples.heldout):
-            raise FidelityError(
+            raise TooSmallToJudge(
                 f"persona '{persona.name}' has no held-out sessions to evaluate on ({examples.sessions} sessions "
                 "in its logs; at least 3 are needed, and training.heldout_fraction must be above 0)"
             )
@@ -102,7 +100,7 @@ class Evaluation:
             seed=fidelity.seed,
         )
         if len(plan.prompts) < 2 or not plan.probes:
-            raise FidelityError(
+            raise TooSmallToJudge(
                 f"persona '{persona.name}': its held-out sessions have too few prompts that a "
                 "user started, so no style figures can be measured"
             )

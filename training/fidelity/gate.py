@@ -12,7 +12,13 @@ from store.fidelity_report import FidelityReport, GateCheck, GateDecision
 
 from .settings import FidelityError, GateThresholds
 
-__all__ = ["comparable", "decide"]
+__all__ = ["TooSmallToJudge", "check_reason", "comparable", "decide"]
+
+
+class TooSmallToJudge(FidelityError):
+    """The persona's held-out data is too small to judge a version on (too few held-out sessions or
+    prompts): a version then goes live marked ``unjudged``. Any other failure of an evaluation holds
+    the version back."""
 
 
 def _perplexity_check(new: FidelityReport, live: FidelityReport, tolerance: float) -> GateCheck | str:
@@ -39,7 +45,13 @@ def _forgetting_check(new: FidelityReport, live: FidelityReport, most: float) ->
     )
 
 
-def _reason(check: GateCheck, live_version: str) -> str:
+def check_reason(check: GateCheck, live_version: str) -> str:
+    """Why a failed check holds a version back, in words."""
+    if check.figure == "card_perplexity":
+        return (
+            f"held-out perplexity {check.new:.2f} is worse than the prompt-only persona's {check.live:.2f} "
+            f"beyond the tolerance (at most {check.limit:.2f})"
+        )
     if check.figure == "perplexity":
         return (
             f"held-out perplexity {check.new:.2f} is worse than live {live_version}'s {check.live:.2f} "
@@ -90,7 +102,7 @@ def decide(new: FidelityReport, live: FidelityReport | None, thresholds: GateThr
         outcomes.append(_forgetting_check(new, live, thresholds.max_forgetting))
     checks = [o for o in outcomes if isinstance(o, GateCheck)]
     reasons = [o for o in outcomes if isinstance(o, str)]
-    reasons += [_reason(c, live.version) for c in checks if not c.passed]
+    reasons += [check_reason(c, live.version) for c in checks if not c.passed]
     go = not reasons
     return GateDecision(
         go_live=go, status="live" if go else "held back", compared_with=live.version, reasons=reasons, checks=checks

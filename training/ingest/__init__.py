@@ -1,6 +1,7 @@
 """Ingestion: chat exports in ``personas/<name>/logs/`` to training examples.
 
-    result = load_logs(persona.logs_dir)                  # detect and parse every file
+    examples = persona_examples(persona)                  # a stored persona: logs, card, validation folder
+    result = load_logs(logs_dir)                          # other logs: detect and parse every file
     examples = build_examples(result, persona.name, persona.card, ExampleSettings())
     print(format_report(result, examples))
 
@@ -8,6 +9,7 @@ Supported formats (detected by content): OpenAI chat JSONL, ShareGPT, Alpaca, pl
 WhatsApp (Android and iOS), Telegram Desktop ``result.json`` and DiscordChatExporter JSON.
 """
 
+from .build import build_examples, example_settings, persona_examples
 from .cards import CardImportError, import_card
 from .errors import IngestError, NoCharacterSpeaker
 from .examples import (
@@ -17,7 +19,6 @@ from .examples import (
     ExampleSettings,
     FileCounts,
     TooFewExamples,
-    build_examples,
     split_sessions,
 )
 from .formats import FORMATS, detect_format
@@ -43,9 +44,11 @@ __all__ = [
     "TooFewExamples",
     "build_examples",
     "detect_format",
+    "example_settings",
     "format_report",
     "import_card",
     "load_file",
     "load_logs",
+    "persona_examples",
     "split_sessions",
 ]

@@ -6,13 +6,13 @@ from __future__ import annotations
 from store.card import PersonaCard
 from store.ingest_report import CharacterSource, FileReport, IngestReport, ReportError, SpeakerCount
 
+from .build import build_examples
 from .errors import IngestError, NoCharacterSpeaker
 from .examples import (
     DROP_REASONS,
     ExampleSet,
     ExampleSettings,
     TooFewExamples,
-    build_examples,
 )
 from .formats import label
 from .messages import LoadResult

@@ -1,0 +1,143 @@
+"""The gate's decision on a newly published version, recorded in its ``gate.json``; it fails closed.
+
+    decision = judge_version(settings, persona, 4, examples, eval_url=url, force=False)
+
+With a server to evaluate through, the whole fidelity report is measured and :func:`.gate.decide`
+compares it with the live version's. Without one, the version is judged in this process on what can
+be measured without generating replies: held-out perplexity of the new adapter against the live
+version's and against the prompt-only persona (base model + full card); the figures it could not take
+are listed in ``missing``.
+
+An evaluation that raises holds the version back with the error recorded: a crash never makes a
+version live. The one exception is :class:`.gate.TooSmallToJudge` (too few held-out sessions): the
+version goes live marked ``unjudged`` with the reason.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from store.base_model import resolve_base_model
+from store.fidelity_report import GateCheck, GateDecision, write_gate
+from store.names import version_name
+from store.registry import Persona
+from store.settings import StoreSettings
+
+from ..ingest import ExampleSet
+from .card_prompt import example_exchanges, full_card_prompt
+from .evaluate import Evaluation, settings_for
+from .gate import TooSmallToJudge, check_reason
+from .perplexity import Scorer
+from .plan import make_plan
+from .settings import FidelitySettings
+
+__all__ = ["NOT_MEASURED_HERE", "judge_version", "perplexity_decision"]
+
+NOT_MEASURED_HERE = ("style similarity", "classifier accuracy", "session variation", "voice markers", "forgetting")
+"""Figures that need replies generated through a server: the in-process gate cannot take them."""
+
+
+def judge_version(
+    settings: StoreSettings,
+    persona: Persona,
+    version: int,
+    examples: ExampleSet,
+    *,
+    eval_url: str | None,
+    force: bool = False,
+    say: Callable[[str], None] = lambda _: None,
+) -> GateDecision:
+    """Decide whether ``version`` may go live and write the decision beside it (``gate.json``).
+
+    ``persona`` is read after the version was published (its ``live`` is the version to compare
+    with). ``force`` makes it live whatever the figures say, marked ``forced``. Never raises for a
+    failed evaluation: the decision is then ``held back`` with ``error`` set.
+    """
+    try:
+        if eval_url is None:
+            decision = perplexity_decision(settings, persona, version, examples)
+        else:
+            evaluation = Evaluation.prepare(settings, persona, say=say, examples=examples)
+            decision = evaluation.gate(version, eval_url).gate or GateDecision(go_live=False, status="held back")
+    except TooSmallToJudge as exc:
+        decision = GateDecision(go_live=True, status="unjudged", reasons=[str(exc)])
+    except Exception as exc:  # fail closed: whatever went wrong, the version is not made live
+        error = f"{type(exc).__name__}: {exc}"
+        decision = GateDecision(
+            go_live=False, status="held back", error=error, reasons=[f"the evaluation failed: {error}"]
+        )
+    if force and not decision.go_live:
+        decision = decision.model_copy(update={"go_live": True, "status": "live", "forced": True})
+    elif force:
+        decision = decision.model_copy(update={"forced": True})
+    write_gate(persona.version_path(version), decision)
+    return decision
+
+
+def perplexity_decision(
+    settings: StoreSettings,
+    persona: Persona,
+    version: int,
+    examples: ExampleSet,
+    fidelity: FidelitySettings | None = None,
+) -> GateDecision:
+    """The in-process gate: the new adapter's held-out perplexity may be at most the tolerance above
+    the live version's (same base model) and the prompt-only persona's."""
+    fidelity = fidelity or settings_for(persona)
+    if not len(examples.heldout):
+        raise TooSmallToJudge(
+            f"persona '{persona.name}' has no held-out sessions to judge a version on ({examples.sessions} "
+            "sessions in its logs; at least 3 are needed, and training.heldout_fraction must be above 0)"
+        )
+    plan = make_plan(
+        examples.heldout,
+        persona.card.example_questions,
+        prompts=fidelity.heldout_prompts,
+        probes=fidelity.probes,
+        sessions=fidelity.sessions,
+        scored=fidelity.perplexity_examples,
+        seed=fidelity.seed,
+    )
+    if not plan.scored:
+        raise TooSmallToJudge(
+            f"persona '{persona.name}': no held-out reply answers a user's turn, so none can be scored"
+        )
+    card_prompt = full_card_prompt(
+        persona.title,
+        persona.card.description,
+        persona.system_prompt,
+        example_exchanges(examples.train, fidelity.example_exchanges),
+    )
+    base = resolve_base_model(settings.base_model, settings.cache_dir, settings.allow_download)
+    as_served = plan.scored_as(persona.system_prompt)
+    options = {"max_length": fidelity.max_length, "batch_size": fidelity.batch_size}
+    scorer = Scorer.load(base.path, persona.version_path(version), **options)
+    new = scorer.score(as_served, adapter=True).perplexity
+    card = scorer.score(plan.scored_as(card_prompt), adapter=False).perplexity
+    del scorer
+    tolerance = fidelity.gate.max_perplexity_increase
+    checks = [_check("card_perplexity", new, card, tolerance)]
+    missing = [f"{figure}: no server to generate replies through" for figure in NOT_MEASURED_HERE]
+    live, compared_with = persona.live, None
+    if live is not None and live != version:
+        if persona.metadata(live).base_hash != base.hash:
+            missing.append(f"perplexity against live {version_name(live)}: it was trained on another base model")
+        else:
+            reference = Scorer.load(base.path, persona.version_path(live), **options)
+            checks.append(_check("perplexity", new, reference.score(as_served, adapter=True).perplexity, tolerance))
+            compared_with = version_name(live)
+    reasons = [check_reason(c, compared_with or "") for c in checks if not c.passed]
+    go = not reasons
+    return GateDecision(
+        go_live=go,
+        status="live" if go else "held back",
+        compared_with=compared_with,
+        reasons=reasons,
+        checks=checks,
+        missing=missing,
+    )
+
+
+def _check(figure: str, new: float, reference: float, tolerance: float) -> GateCheck:
+    limit = reference * (1.0 + tolerance)
+    return GateCheck(figure=figure, new=new, live=reference, limit=limit, passed=new <= limit)
