@@ -33,6 +33,8 @@ class PersonaWatcher:
         self.settle_s = settle_s
         self.generation = 0
         self.changes = 0
+        self.batches = 0
+        """Batches of file events handled, staged uploads too: whoever wrote a file can tell it was seen."""
         self._changed: dict[str, float] = {}
         self._stop = asyncio.Event()
 
@@ -72,6 +74,7 @@ class PersonaWatcher:
                     name = self.persona_of(path)
                     if name:
                         self._changed[name] = now
+                self.batches += 1
         finally:
             settle.cancel()
 

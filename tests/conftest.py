@@ -7,7 +7,25 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.polling import wait_until
+
 REPO = Path(__file__).resolve().parent.parent
+
+TIER_MARKERS = ("real", "browser")
+"""Tiers whose folder name is also their marker: ``-m "not real and not browser"`` runs the tiers that
+need no server or browser (fast and model)."""
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark every test by its tier's folder, so a new module cannot forget its marker."""
+    tests = REPO / "tests"
+    for item in items:
+        try:
+            tier = item.path.relative_to(tests).parts[0]
+        except ValueError:
+            continue
+        if tier in TIER_MARKERS:
+            item.add_marker(tier)
 
 
 @pytest.fixture(scope="session")
@@ -97,20 +115,6 @@ class LiveServer:
         if self._log is not None:
             self._log.close()
             self._log = None
-
-
-def wait_until(condition, timeout: float, what: str, every: float = 0.25):
-    """Poll ``condition`` until it returns something true (returned), or fail naming ``what`` at the deadline."""
-    import time
-
-    deadline = time.monotonic() + timeout
-    while True:
-        result = condition()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"no {what} after {timeout:.0f}s")
-        time.sleep(every)
 
 
 def persona_name_for(test_name: str, suffix: str = "") -> str:

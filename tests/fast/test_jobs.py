@@ -10,25 +10,15 @@ import os
 import socket
 import sys
 import threading
-import time
 from pathlib import Path
 
 import pytest
 
 from store.errors import StoreError
 from store.jobs import JobQueue, JobStore, submit
+from tests.support.polling import wait_until
 from training import worker as worker_module
 from training.worker import Worker, WorkerSettings
-
-
-def _until(check, timeout: float = 30.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError("condition not met in time")
 
 
 def _alive(pid: int) -> bool:
@@ -109,7 +99,7 @@ def test_a_job_runs_in_its_own_process_and_records_its_end(tmp_path: Path, run_w
         _fake_training(tmp_path, "jobs.update(job_id, status='succeeded', version=3, outcome='published')\n")
     )
     job = submit(worker.jobs, worker.queue, "nova", "cli")
-    done = _until(lambda: (j := worker.jobs.get(job.id)).status == "succeeded" and j)
+    done = wait_until(lambda: (j := worker.jobs.get(job.id)).status == "succeeded" and j, what="the job to succeed")
     assert done.version == 3 and done.pid and done.attempts == 1 and done.started_at
 
 
@@ -129,18 +119,25 @@ def test_a_killed_training_process_fails_the_job_with_the_signal_and_is_queued_a
         )
     )
     job = submit(worker.jobs, worker.queue, "nova", "watcher", automatic=True)
-    failed = _until(lambda: (j := worker.jobs.get(job.id)).status == "failed" and j)
+    failed = wait_until(lambda: (j := worker.jobs.get(job.id)).status == "failed" and j, what="the job to fail")
     assert failed.error.code == "training_process_died" and "SIGKILL" in failed.error.message
-    retry = _until(lambda: [j for j in worker.jobs.all() if j.id != job.id and j.status == "succeeded"])
+    retry = wait_until(
+        lambda: [j for j in worker.jobs.all() if j.id != job.id and j.status == "succeeded"],
+        what="the retry to succeed",
+    )
     assert retry[0].persona == "nova" and retry[0].automatic and retry[0].attempts == 2
 
 
 def test_cancelling_a_running_job_stops_its_process(tmp_path: Path, run_worker) -> None:
     worker = run_worker(_fake_training(tmp_path, "time.sleep(60)\n"))
     job = submit(worker.jobs, worker.queue, "nova", "api")
-    running = _until(lambda: (j := worker.jobs.get(job.id)).status == "running" and j.pid and j)
+    running = wait_until(
+        lambda: (j := worker.jobs.get(job.id)).status == "running" and j.pid and j, what="the job to run"
+    )
     worker.jobs.update(job.id, cancel_requested=True)
-    cancelled = _until(lambda: (j := worker.jobs.get(job.id)).status == "cancelled" and j)
+    cancelled = wait_until(
+        lambda: (j := worker.jobs.get(job.id)).status == "cancelled" and j, what="the job to be cancelled"
+    )
     assert cancelled.finished_at and not _alive(running.pid)
 
 

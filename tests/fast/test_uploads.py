@@ -14,6 +14,8 @@ from service.app import create_app
 from service.settings import ServeSettings
 from service.uploads import STAGED_FOR_S, UPLOADS_DIR
 from store.jobs import JobStore
+from tests.support.polling import wait_until_async
+from tests.support.watching import seen, start_watching
 
 from .fake_engine import SERVE_ONLY, FakeEngine
 from .test_api import assert_openai_error
@@ -191,19 +193,16 @@ async def test_the_watcher_leaves_staged_uploads_alone(tmp_path: Path) -> None:
     async def settled(name: str) -> None:
         calls.append(name)
 
-    watcher = PersonaWatcher(tmp_path, settled, settle_s=0.3)
-    task = asyncio.create_task(watcher.run())
-    await asyncio.sleep(0.5)
     staged_logs = tmp_path / UPLOADS_DIR / "upload-1" / "logs"
-    staged_logs.mkdir(parents=True)
+    staged_logs.mkdir(parents=True)  # watched from the start, so its files are reported in order
+    watcher = PersonaWatcher(tmp_path, settled, settle_s=0.3)
+    task = await start_watching(watcher, tmp_path / UPLOADS_DIR / ".probe")
+    since = watcher.batches
     (staged_logs / "chat.txt").write_text("Sam: hi\nNova: hello\n")
-    await asyncio.sleep(1.5)
-    assert calls == [] and watcher.changes == 0, "a staged upload is no persona and shows nothing new"
-    (tmp_path / "nova" / "logs").mkdir(parents=True)
-    deadline = time.monotonic() + 15
-    while not calls:
-        assert time.monotonic() < deadline, "the new persona folder was never reported"
-        await asyncio.sleep(0.1)
-    assert calls == ["nova"] and watcher.changes >= 1
+    await seen(watcher, since, "the staged upload")
+    assert watcher.changes == 0, "a staged upload shows nothing new"
+    (tmp_path / "nova" / "logs").mkdir(parents=True)  # written last: reported after anything written before it
+    await wait_until_async(lambda: calls, 15, "the new persona folder to be reported")
+    assert calls == ["nova"] and watcher.changes >= 1, "a staged upload is no persona"
     watcher.stop()
     await asyncio.wait_for(task, timeout=10)

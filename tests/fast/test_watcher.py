@@ -6,13 +6,8 @@ import asyncio
 from pathlib import Path
 
 from service.watcher import PersonaWatcher
-
-
-async def _wait_for(check, timeout: float = 15.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not check():
-        assert asyncio.get_running_loop().time() < deadline, "condition not met in time"
-        await asyncio.sleep(0.05)
+from tests.support.polling import wait_until_async
+from tests.support.watching import seen, start_watching
 
 
 async def test_a_slow_copy_settles_into_one_call_and_adapters_are_ignored(tmp_path: Path) -> None:
@@ -22,24 +17,28 @@ async def test_a_slow_copy_settles_into_one_call_and_adapters_are_ignored(tmp_pa
     async def settled(name: str) -> None:
         calls.append(name)
 
-    watcher = PersonaWatcher(root, settled, settle_s=1.0)
-    task = asyncio.create_task(watcher.run())
-    await asyncio.sleep(0.5)
+    adapters = root / "nova" / "adapters"
+    adapters.mkdir(parents=True)  # folders watched from the start report their files in order
+    (root / ".jobs").mkdir()
+    watcher = PersonaWatcher(root, settled, settle_s=1.5)
+    task = await start_watching(watcher, root / ".probe")
     logs = root / "nova" / "logs"
     logs.mkdir(parents=True)
-    for part in range(4):  # a copy a piece at a time, each gap shorter than the settle time
+    for part in range(4):  # a copy a piece at a time, each piece following the one the watcher saw
+        since = watcher.batches
         with open(logs / "chat.txt", "a") as handle:
             handle.write(f"Sam: hello {part}\nNova: hi {part}\n")
-        await asyncio.sleep(0.5)
-    assert calls == []
-    await _wait_for(lambda: calls == ["nova"])
-    (root / "nova" / "adapters" / "v1").mkdir(parents=True)
-    (root / "nova" / "adapters" / "v1" / "metadata.json").write_text("{}")
-    (root / ".jobs").mkdir()
+        await seen(watcher, since, f"piece {part} of the copy")
+        assert calls == [], "a copy still arriving is not settled"
+    await wait_until_async(lambda: calls, 15, "the settled copy to be reported")
+    assert calls == ["nova"]
+    (adapters / "v1").mkdir()
+    (adapters / "LIVE").write_text("v1\n")
     (root / ".jobs" / "ftjob-1.json").write_text("{}")
     (root / "Not A Name").mkdir()
-    await asyncio.sleep(2.0)
-    assert calls == ["nova"] and watcher.generation == 1
+    (root / "later" / "logs").mkdir(parents=True)  # written last: reported after anything written before it
+    await wait_until_async(lambda: "later" in calls, 15, "the persona written last to be reported")
+    assert calls == ["nova", "later"] and watcher.generation == 2
     watcher.stop()
     await asyncio.wait_for(task, timeout=10)
 
