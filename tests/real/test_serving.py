@@ -9,6 +9,9 @@ import httpx
 import openai
 import pytest
 
+from bench.random_adapter import publish_random_adapter
+from tests.support.polling import wait_until
+
 pytestmark = pytest.mark.real
 
 BASE = "SmolLM2-135M-Instruct"
@@ -55,9 +58,23 @@ def test_concurrent_requests_each_get_their_own_adapter(client, async_client, li
         assert opening(text) == opening(alone[model]), (model, text, alone[model])
 
 
-def test_version_name_selects_that_version(client, random_personas) -> None:
-    a, _ = random_personas
-    assert ask(client, f"{a}@v1") == ask(client, a)
+def test_version_name_selects_that_version(client, own_persona, base_model) -> None:
+    """``name@v1`` answers with v1 after v2 went live, and ``name`` with v2: the two really differ."""
+    folder = own_persona()
+    (folder / "persona.yaml").write_text("system_prompt: You are a helpful assistant.\n")
+    assert publish_random_adapter(folder, base_model, seed=31) == 1
+    assert publish_random_adapter(folder, base_model, seed=32) == 2  # v2 is live now
+    name = folder.name
+
+    def reply(model: str):
+        return client.chat.completions.create(model=model, messages=QUESTION, temperature=0, max_tokens=24)
+
+    live = wait_until(lambda: (r := reply(name)).system_fingerprint == "v2" and r, 30, f"{name} to serve v2")
+    first = reply(f"{name}@v1")
+    second = reply(f"{name}@v2")
+    assert first.system_fingerprint == "v1" and second.system_fingerprint == "v2"
+    assert second.choices[0].message.content == live.choices[0].message.content
+    assert first.choices[0].message.content != live.choices[0].message.content, "v1 and v2 answer alike"
 
 
 def test_streaming_yields_chunks_usage_and_done(client, live_server, random_personas) -> None:
