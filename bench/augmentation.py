@@ -144,15 +144,13 @@ def main() -> None:
     from store.settings import StoreSettings
     from training.augment import augment
     from training.fidelity import evaluate_version, served
-    from training.ingest import ExampleSettings, build_examples, load_logs
+    from training.ingest import persona_examples
 
     cache = Path(os.environ.get("PERSONA_CACHE_DIR", REPO / ".cache")).resolve()
     root = thin_copy(args.persona, args.work or Path(tempfile.mkdtemp(prefix="persona-augment-")))
     settings = StoreSettings(personas_dir=root, cache_dir=cache)
     persona = PersonaStore(root).get(args.persona)
-    examples = build_examples(
-        load_logs(persona.logs_dir), persona.name, persona.card, ExampleSettings.from_overrides(persona.card.training)
-    )
+    examples = persona_examples(persona)
     rows = examples.train.to_list()
     if len(rows) < args.turns:
         sys.exit(f"{args.persona} has only {len(rows)} training turns")

@@ -45,14 +45,13 @@ FINISHED = ("succeeded", "failed", "cancelled")
 def chat_lines(count: int) -> list[dict]:
     """``count`` chat JSONL records, one training example each, from the example personas' logs."""
     from store.registry import PersonaStore
-    from training.ingest import ExampleSettings, build_examples, load_logs
+    from training.ingest import persona_examples
 
     store = PersonaStore(REPO / "personas")
     records: list[dict] = []
     for name in SOURCES:
         persona = store.get(name)
-        settings = ExampleSettings.from_overrides(persona.card.training)
-        examples = build_examples(load_logs(persona.logs_dir), persona.name, persona.card, settings)
+        examples = persona_examples(persona)
         for split in (examples.train, examples.heldout):
             for row in split:
                 messages = [

@@ -59,15 +59,13 @@ def load_rows(persona: str | None, synthetic: bool):
     """(name, train rows, held-out rows): a persona's examples, or a synthetic chat set."""
     if not synthetic:
         from store.registry import PersonaStore
-        from training.ingest import ExampleSettings, build_examples, load_logs
+        from training.ingest import persona_examples
 
         store = PersonaStore(REPO / "personas")
         names = [persona] if persona else [n for n in store.names() if (store.root / n / "logs").is_dir()]
         if names:
             p = store.get(names[0])
-            examples = build_examples(
-                load_logs(p.logs_dir), p.name, p.card, ExampleSettings.from_overrides(p.card.training)
-            )
+            examples = persona_examples(p)
             return f"persona '{p.name}'", examples.train.to_list(), examples.heldout.to_list()
     return ("synthetic chat set",) + synthetic_rows()
 

@@ -36,17 +36,12 @@ def augment(
     from store.settings import StoreSettings
     from training.augment import augment as run_augment
     from training.fidelity.server import served
-    from training.ingest import ExampleSettings, IngestError, build_examples, load_logs
+    from training.ingest import IngestError, persona_examples
 
     settings = build_settings(StoreSettings, personas_dir=personas_dir, base_model=base_model)
     try:
         persona = PersonaStore(settings.personas_dir).get(name)
-        examples = build_examples(
-            load_logs(persona.logs_dir),
-            persona.name,
-            persona.card,
-            ExampleSettings.from_overrides(persona.card.training),
-        )
+        examples = persona_examples(persona)
         base = resolve_base_model(settings.base_model, settings.cache_dir, settings.allow_download)
         with nullcontext(generator_url) if generator_url else served(settings) as url:
             report = run_augment(

@@ -46,6 +46,7 @@ def eval_(
     )
     from training.fidelity.report import FIGURES
     from training.ingest import IngestError
+    from training.server_client import ServerError
 
     if gate and version is None:
         fail("--gate needs --version: a version is compared with the live one")
@@ -55,7 +56,7 @@ def eval_(
         number = evaluation.check(version)  # before a server is started
         with contextlib.nullcontext(server.rstrip("/")) if server else served(settings) as url:
             report = evaluation.gate(number, url) if gate else evaluation.evaluate(number, url)
-    except (FidelityError, StoreError, IngestError) as exc:
+    except (FidelityError, StoreError, IngestError, ServerError) as exc:
         fail(str(exc))
     typer.echo(
         f"{report.persona} {report.version} on {report.heldout_sessions} held-out sessions ({report.duration_s:.0f} s):"
