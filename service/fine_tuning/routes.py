@@ -18,7 +18,8 @@ from fastapi.responses import FileResponse
 from store.errors import InvalidName, StoreError
 from store.jobs import Job
 from store.names import check_name
-from store.registry import LOGS_DIR, VALIDATION_DIR
+from store.registry import LOGS_DIR, VALIDATION_DIR, Persona
+from store.train_settings import TrainConfig
 
 from ..background import BackgroundTraining
 from ..errors import APIError, bad_request
@@ -48,7 +49,9 @@ router = APIRouter(
     responses=error_responses(400, 401, 404, 503),
     tags=["fine-tuning"],
 )
-DEFAULT_SEED = 1234
+BATCH_TOKENS_PER_EXAMPLE = 256
+"""``batch_size`` counts examples; batches here are packed by tokens, so a batch of N examples becomes
+a budget of N x this many tokens."""
 
 
 def files_of(request: Request) -> FileStore:
@@ -151,9 +154,9 @@ def job_object(job: Job, base_id: str) -> FineTuningJob:
         error=JobErrorObject(**job.error.model_dump()) if job.error else None,
         fine_tuned_model=fine_tuned_model(job, base_id),
         finished_at=int(job.finished_at) if job.finished_at else None,
-        hyperparameters=Hyperparameters(**extra.get("hyperparameters", {})),
+        hyperparameters=_reported_hyperparameters(job),
         model=extra.get("model", base_id),
-        seed=int(job.overrides.get("seed", DEFAULT_SEED)),
+        seed=int(job.used.get("seed", job.overrides.get("seed", extra.get("seed", TrainConfig().seed)))),
         trained_tokens=job.trained_tokens,
         training_file=extra.get("training_file", f"personas/{job.persona}/logs"),
         validation_file=extra.get("validation_file"),
@@ -161,6 +164,39 @@ def job_object(job: Job, base_id: str) -> FineTuningJob:
         user_provided_suffix=extra.get("suffix"),
         estimated_finish=int(finish) if finish else None,
     )
+
+
+def _reported_hyperparameters(job: Job) -> Hyperparameters:
+    """The hyperparameters asked for, with the passes the run really made once it finished."""
+    asked = Hyperparameters(**job.extra.get("hyperparameters", {}))
+    if asked.n_epochs == "auto" and isinstance(job.used.get("epochs"), int):
+        asked = asked.model_copy(update={"n_epochs": job.used["epochs"]})
+    return asked
+
+
+def _overrides(body: JobCreateRequest, hyper: Hyperparameters, persona: Persona) -> dict[str, Any]:
+    """OpenAI's hyperparameters as the training settings any other run is given (``TrainConfig`` fields).
+
+    The learning rate multiplier scales the persona's own rate (defaults, then its card's ``training:``).
+    """
+    overrides: dict[str, Any] = {}
+    if body.seed is not None:
+        overrides["seed"] = body.seed
+    if hyper.n_epochs != "auto":
+        overrides["epochs"] = hyper.n_epochs
+    if hyper.batch_size != "auto":
+        overrides["batch_tokens"] = hyper.batch_size * BATCH_TOKENS_PER_EXAMPLE
+    if hyper.learning_rate_multiplier != "auto":
+        rate = _card_config(persona).learning_rate
+        overrides["learning_rate"] = min(rate * hyper.learning_rate_multiplier, 1.0)
+    return overrides
+
+
+def _card_config(persona: Persona) -> TrainConfig:
+    try:
+        return TrainConfig.from_overrides(persona.card.training, card_label=str(persona.path / "persona.yaml"))
+    except ValueError as exc:
+        raise bad_request(str(exc), "suffix", "invalid_persona_card") from exc
 
 
 def _persona_for(body: JobCreateRequest, training: BackgroundTraining, base_names: list[str]) -> str:
@@ -234,11 +270,8 @@ async def create_job(request: Request, body: JobCreateRequest) -> FineTuningJob:
         problem = first_chat_jsonl_problem(files.content_path(file_id, param))
         if problem:
             raise bad_request(f"{param} {file_id}: {problem[0]}", param, "invalid_file_format")
-    overrides: dict[str, Any] = {}
-    if body.seed is not None:
-        overrides["seed"] = body.seed
-    if hyper.n_epochs != "auto":
-        overrides["epochs"] = hyper.n_epochs
+    persona = training.store.create(name)
+    overrides = _overrides(body, hyper, persona)
     extra = {
         "model": body.model,
         "training_file": body.training_file,
@@ -246,8 +279,8 @@ async def create_job(request: Request, body: JobCreateRequest) -> FineTuningJob:
         "suffix": body.suffix,
         "hyperparameters": hyper.model_dump(),
         "metadata": body.metadata,
+        "seed": overrides.get("seed", _card_config(persona).seed),  # reported until the run records its own
     }
-    persona = training.store.create(name)
     job = training.jobs.create(name, "api", status="validating_files", overrides=overrides, extra=extra)
     copied = _copy_into(files, body.training_file, Path(persona.logs_dir))
     training.jobs.log(job.id, f"Training file {body.training_file} added to personas/{name}/{LOGS_DIR} as {copied}")
