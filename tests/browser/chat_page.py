@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import time
 from pathlib import Path
 
 from playwright.sync_api import TimeoutError as PlaywrightTimeout
@@ -11,6 +10,7 @@ from playwright.sync_api import expect
 
 from service.ui.layout import REFRESH_SECONDS
 from store.card import PersonaCard
+from tests.support.polling import wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 SHOTS = REPO / "test-artifacts" / "browser"
@@ -61,15 +61,16 @@ class ChatPage:
         """Wait until the persona list shows ``label``. The page refreshes the list every few seconds
         and an open list closes when it does, so the list is opened again until the deadline."""
         option = self.page.get_by_role("option", name=re.compile(rf"^\W*{re.escape(label)}\s*$"))
-        deadline = time.monotonic() + timeout
-        while True:
+
+        def listed() -> bool:
             self.open_list("persona-picker")
             try:
                 expect(option).to_be_visible(timeout=int(REFRESH_SECONDS * 1500))
-                break
             except AssertionError:
-                if time.monotonic() > deadline:
-                    raise AssertionError(f"{label!r} never appeared in the persona list") from None
+                return False
+            return True
+
+        wait_until(listed, timeout, f"{label!r} in the persona list", every=0)
         self.page.keyboard.press("Escape")
         self.page.locator("#persona-picker input").blur()
 

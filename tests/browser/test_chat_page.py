@@ -17,7 +17,7 @@ from playwright.sync_api import expect
 
 from store.card import load_card
 from tests.browser.chat_page import REPLY_TIMEOUT_MS, ChatPage, words
-from tests.conftest import wait_until
+from tests.support.polling import wait_until
 
 pytestmark = pytest.mark.browser
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -20,6 +19,7 @@ from playwright.sync_api import expect
 
 from tests.browser.chat_page import ChatPage
 from tests.conftest import ARTIFACTS, REPO, LiveServer
+from tests.support.polling import wait_until
 
 pytestmark = pytest.mark.browser
 
@@ -122,12 +122,14 @@ def test_create_a_persona_in_the_page_and_chat_with_it_once_trained(browser, ser
             card.write(SHORT_TRAINING)
         worker()
         seen: set[str] = set()
-        deadline = time.monotonic() + TRAINED_WITHIN_S
-        while "trained v1" not in (text := card_text(page)):
+
+        def trained() -> bool:
+            text = card_text(page)
             seen.add(" ".join(text.split()))
-            assert time.monotonic() < deadline, f"baker was not trained in time; the page showed {seen}"
             assert "failed" not in text, f"training failed; see {ARTIFACTS / 'new-persona-worker.log'}"
-            time.sleep(0.5)
+            return "trained v1" in text
+
+        wait_until(trained, TRAINED_WITHIN_S, lambda: f"baker to be trained; the page showed {seen}", every=0.5)
         assert any(re.search(r"\btraining( \d+%)?$", shown) for shown in seen), seen
         page.shot("05-trained")
 

@@ -16,6 +16,7 @@ import pytest
 from store.jobs import JobStore
 from tests.conftest import ARTIFACTS, REPO, LiveServer
 from tests.real.conftest import publish_random_adapter
+from tests.support.polling import wait_until, wait_until_async
 
 pytestmark = pytest.mark.real
 
@@ -23,21 +24,13 @@ QUESTION = [{"role": "user", "content": "What's fresh in the shop this morning?"
 SMALL_REPORT = (
     "fidelity:\n  heldout_prompts: 4\n  probes: 2\n  sessions: 2\n  perplexity_examples: 8\n  max_tokens: 24\n"
 )
+ANSWERS_PER_PHASE = 8
+"""Answers finished in each phase of the swap test (before the swap, after it, after the rollback)."""
 FAST_TRAINING = "training:\n  max_steps: 3\n  learning_rate: 0.003\n" + SMALL_REPORT
 
 
 def status(live_server, name: str) -> dict:
     return httpx.get(f"{live_server.url}/v1/personas/{name}", timeout=30).json()
-
-
-def wait_for(check, timeout: float, what: str, every: float = 0.5):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(every)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 @pytest.fixture(scope="module")
@@ -75,8 +68,8 @@ def test_a_dropped_folder_is_queued_trained_and_served(living_server) -> None:
         seen.add(now["status"])
         return now if now["live_version"] else None
 
-    wait_for(lambda: name in {m.id for m in client.models.list().data}, 30, "the persona to be listed")
-    done = wait_for(trained, 900, "the dropped persona's first version")
+    wait_until(lambda: name in {m.id for m in client.models.list().data}, 30, "the persona to be listed", every=0.5)
+    done = wait_until(trained, 900, "the dropped persona's first version", every=0.5)
     assert seen & {"queued", "training"}, seen
     assert done["live_version"] == "v1" and done["status"] == "trained"
     reply = client.chat.completions.create(model=name, messages=QUESTION, temperature=0, max_tokens=16)
@@ -106,25 +99,31 @@ def test_swaps_under_a_steady_stream_fail_no_request(live_server, async_client, 
     (folder / "persona.yaml").write_text("system_prompt: You are a helpful assistant.\n")
     publish_random_adapter(folder, base_model, seed=11)
 
+    def finished_after(results: list, moment: float) -> bool:
+        """Enough requests that started after ``moment`` have finished to judge what they ran on."""
+        return sum(1 for at, _, _ in results if at > moment) >= ANSWERS_PER_PHASE
+
     async def run() -> tuple[list, float, float]:
         stop, results = asyncio.Event(), []
         clients = [asyncio.create_task(_stream_until(async_client, name, stop, results)) for _ in range(8)]
-        await asyncio.sleep(4)
-        publish_random_adapter(folder, base_model, seed=12)
+        await wait_until_async(lambda: len(results) >= ANSWERS_PER_PHASE, 300, "a steady stream of answers on v1")
+        await asyncio.to_thread(publish_random_adapter, folder, base_model, 12)
         published = time.monotonic()
-        await asyncio.sleep(8)
+        await wait_until_async(lambda: finished_after(results, published + 2), 300, "answers started after the swap")
         response = await asyncio.to_thread(
             httpx.post, f"{live_server.url}/v1/personas/{name}/rollback", json={"version": "v1"}, timeout=30
         )
         assert response.status_code == 200, response.text
         rolled_back = time.monotonic()
-        await asyncio.sleep(8)
+        await wait_until_async(
+            lambda: finished_after(results, rolled_back + 2), 300, "answers started after the rollback"
+        )
         stop.set()
         await asyncio.gather(*clients)
         return results, published, rolled_back
 
     results, published, rolled_back = asyncio.run(run())
-    assert len(results) >= 16 and all(finish in ("stop", "length") for _, _, finish in results)
+    assert len(results) >= 3 * ANSWERS_PER_PHASE and all(finish in ("stop", "length") for _, _, finish in results)
     # Requests started after a swap (with a margin for the store read) run on the new version.
     assert {fp for at, fp, _ in results if published + 2 < at < rolled_back} == {"v2"}
     assert {fp for at, fp, _ in results if at > rolled_back + 2} == {"v1"}
@@ -144,22 +143,24 @@ def test_a_killed_training_process_leaves_the_live_version_and_the_next_run_resu
     assert response.status_code == 202, response.text
     job_id = response.json()["id"]
     jobs = JobStore(live_server.personas_dir)
-    running = wait_for(
+    running = wait_until(
         lambda: (j := jobs.get(job_id)).progress and j.progress.step >= 3 and j,
         600,
         "training to pass its first checkpoint",
+        every=0.5,
     )
     os.kill(running.pid, signal.SIGKILL)
-    failed = wait_for(lambda: (j := jobs.get(job_id)).status == "failed" and j, 60, "the job to fail")
+    failed = wait_until(lambda: (j := jobs.get(job_id)).status == "failed" and j, 60, "the job to fail")
     assert "SIGKILL" in failed.error.message
     now = status(live_server, name)
     assert now["live_version"] == "v1" and "SIGKILL" in (now["last_failure"] or "")
     reply = client.chat.completions.create(model=name, messages=QUESTION, max_tokens=8)
     assert reply.system_fingerprint == "v1"
-    again = wait_for(
+    again = wait_until(
         lambda: [j for j in jobs.for_persona(name) if j.id != job_id and j.status == "succeeded"],
         900,
         "the retried job to finish",
+        every=0.5,
     )
     assert again[0].version == 2
     metadata = (folder / "adapters" / "v2" / "metadata.json").read_text()

@@ -10,12 +10,12 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import ARTIFACTS, REPO, LiveServer, _free_port, wait_until
+from tests.conftest import ARTIFACTS, REPO, LiveServer, _free_port
+from tests.support.polling import wait_until
 
 pytestmark = pytest.mark.real
 
@@ -45,14 +45,14 @@ def redis_url(tmp_path: Path):
     import redis
 
     client = redis.Redis(port=port)
-    deadline = time.monotonic() + 30
-    while True:
+
+    def answers() -> bool:
         try:
-            client.ping()
-            break
+            return bool(client.ping())
         except redis.ConnectionError:
-            assert time.monotonic() < deadline, "redis-server did not start"
-            time.sleep(0.2)
+            return False
+
+    wait_until(answers, 30, "redis-server to start", every=0.2)
     yield f"redis://127.0.0.1:{port}/0"
     process.terminate()
     process.wait(timeout=10)
@@ -60,14 +60,15 @@ def redis_url(tmp_path: Path):
 
 def _follow(client, job, until: tuple[str, ...], timeout: float = 900.0):
     """Retrieve ``job`` every second until its status is one of ``until``; the statuses seen on the way."""
-    seen = [job.status]
-    deadline = time.monotonic() + timeout
-    while job.status not in until:
-        assert time.monotonic() < deadline, f"job {job.id} still {job.status}"
-        time.sleep(1)
-        job = client.fine_tuning.jobs.retrieve(job.id)
-        seen.append(job.status)
-    return job, seen
+    followed = [job]
+
+    def ended() -> bool:
+        if followed[-1].status not in until:
+            followed.append(client.fine_tuning.jobs.retrieve(job.id))
+        return followed[-1].status in until
+
+    wait_until(ended, timeout, lambda: f"job {job.id} to end as {until}; still {followed[-1].status}", every=1)
+    return followed[-1], [j.status for j in followed]
 
 
 def _events(client, job_id: str) -> list:
