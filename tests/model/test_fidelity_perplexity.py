@@ -56,3 +56,56 @@ def test_an_adapter_from_a_version_folder_changes_the_figure_only_when_on(base_m
     base = scorer.score(texts, adapter=False)
     assert with_adapter.score(texts, adapter=False).loss == pytest.approx(base.loss, rel=1e-5)
     assert with_adapter.score(texts, adapter=True).loss != pytest.approx(base.loss, rel=1e-3)
+
+
+SYSTEM = {"role": "system", "content": "You are Wren, a baker.", "weight": 0.0}
+HELDOUT_ROWS = [
+    {"messages": [SYSTEM, QUESTION, {"role": "assistant", "content": ANSWER, "weight": 1.0}], "session": "a"},
+    {
+        "messages": [
+            SYSTEM,
+            {"role": "user", "content": "Any scones left? " * 12, "weight": 0.0},
+            {"role": "assistant", "content": "Two, and they are mine.", "weight": 0.0},
+            {"role": "user", "content": "Please?", "weight": 0.0},
+            {"role": "assistant", "content": "Oh, go on then, petal.", "weight": 1.0},
+        ],
+        "session": "b",
+    },
+    {"messages": [SYSTEM, QUESTION, {"role": "assistant", "content": SHUFFLED, "weight": 0.5}], "session": "c"},
+]
+"""Held-out rows as the example builder writes them: one longer than the limit below (it loses context
+as training's encoding does) and one reply weighted less than 1."""
+
+
+def test_the_gates_perplexity_is_trainings_held_out_loss(base_model, tmp_path) -> None:
+    """On the same held-out rows the scorer's loss is training's eval loss, with and without an adapter."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    from training.batches import encode_split, pad_id
+    from training.model import heldout_loss, load_adapter_model, load_base_model, load_tokenizer
+
+    limit = 48
+    tokenizer = load_tokenizer(base_model)
+    split = encode_split(tokenizer, HELDOUT_ROWS, limit)
+    assert split.truncated == 1
+    conversations = [row["messages"] for row in HELDOUT_ROWS]
+
+    base = load_base_model(base_model)
+    trainings = heldout_loss(base, split, 4096, pad_id(tokenizer))
+    scorer = Scorer(base, tokenizer, has_adapter=False, max_length=limit, batch_size=2)
+    assert scorer.score(conversations, adapter=False).loss == pytest.approx(trainings, abs=1e-5)
+
+    # A LoRA whose B is not zero, saved as a version folder, loaded by each side its own way.
+    lora = LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
+    peft_model = get_peft_model(load_base_model(base_model), lora)
+    with torch.no_grad():
+        for name, param in peft_model.named_parameters():
+            if "lora_" in name:
+                param.normal_(0, 0.05, generator=torch.Generator().manual_seed(1))
+    peft_model.save_pretrained(tmp_path)
+    trainings_adapter = heldout_loss(load_adapter_model(base_model, tmp_path), split, 4096, pad_id(tokenizer))
+    gates = Scorer.load(base_model.path, tmp_path, max_length=limit, batch_size=2)
+    assert gates.score(conversations, adapter=True).loss == pytest.approx(trainings_adapter, abs=1e-5)
+    assert trainings_adapter != pytest.approx(trainings, abs=1e-3)
+    assert gates.score(conversations, adapter=False).loss == pytest.approx(trainings, abs=1e-5)
