@@ -12,7 +12,7 @@ from fastapi.responses import RedirectResponse
 from store.base_model import BaseModel, resolve_base_model
 from store.registry import PersonaStore
 
-from . import fine_tuning, persona_routes, synthetic_routes
+from . import fine_tuning, synthetic_routes
 from .background import BackgroundTraining
 from .chat import ChatService
 from .engine import Engine, VllmEngine
@@ -20,6 +20,7 @@ from .errors import install_handlers
 from .fine_tuning import FileStore
 from .metrics import Metrics
 from .openapi import install_openapi
+from .personas import routes as personas
 from .resolver import ModelResolver
 from .routes import api, ops
 from .settings import ServeSettings
@@ -73,7 +74,7 @@ def create_app(settings: ServeSettings, engine_factory: EngineFactory = vllm_eng
     install_handlers(app, metrics)
     install_openapi(app)
     app.include_router(api)
-    app.include_router(persona_routes.router)
+    app.include_router(personas.router)
     app.include_router(synthetic_routes.router)
     app.include_router(fine_tuning.router)
     app.include_router(ops)

@@ -3,14 +3,22 @@
 from __future__ import annotations
 
 import re
+from typing import TypeVar
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from store.errors import CardError, InvalidName, PersonaNotFound, StoreError, VersionNotFound
+
 from .metrics import Metrics
 from .protocol import ErrorDetail, ErrorResponse
+
+T = TypeVar("T")
+
+MODEL_LOADING = "The model is still loading; try again shortly."
+NO_QUEUE = "This server has no job queue."
 
 
 class APIError(Exception):
@@ -29,6 +37,32 @@ def bad_request(message: str, param: str | None = None, code: str | None = None)
 def model_not_found(model: str, reason: str | None = None) -> APIError:
     message = f"The model '{model}' does not exist" + (f": {reason}" if reason else "")
     return APIError(404, message, "invalid_request_error", "model", "model_not_found")
+
+
+def not_ready(message: str) -> APIError:
+    """The one 503: what the request needs (the engine, the job queue) is not running on this server."""
+    return APIError(503, message, "server_error", None, "not_ready")
+
+
+def require(value: T | None, message: str) -> T:
+    """``value`` (the chat service, the job queue), or the 503 :func:`not_ready` when it is not there."""
+    if value is None:
+        raise not_ready(message)
+    return value
+
+
+def store_error(exc: StoreError, param: str = "name") -> APIError:
+    """The one HTTP answer to each store error, wherever it is met (routes, the page, a chat request).
+
+    A persona whose ``persona.yaml`` does not validate is a 409 naming the file and field: the request
+    is fine, the persona's card must be fixed first."""
+    if isinstance(exc, (InvalidName, PersonaNotFound)):
+        return APIError(404, str(exc), "invalid_request_error", param, "persona_not_found")
+    if isinstance(exc, VersionNotFound):
+        return APIError(404, str(exc), "invalid_request_error", "version", "version_not_found")
+    if isinstance(exc, CardError):
+        return APIError(409, f"the persona's card is not valid: {exc}", "invalid_request_error", param, "invalid_card")
+    return APIError(409, str(exc), "invalid_request_error", param, "persona_not_loaded")
 
 
 def unauthorized() -> APIError:

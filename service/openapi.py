@@ -18,10 +18,11 @@ ERRORS: dict[int, str] = {
     "not JSON, or messages longer than the context (`param` names the parameter, `code` the kind).",
     401: "API keys are set and the request has none or a wrong one (`Authorization: Bearer <key>`).",
     404: "No such model, persona version or persona (`code`: `model_not_found`, `persona_not_found`).",
-    409: "The persona's adapter cannot be served here: trained on another base model, or over the server's "
-    "LoRA limits (`code`: `adapter_not_servable`).",
+    409: "The persona cannot be served or changed as it is: its `persona.yaml` does not validate (`code`: "
+    "`invalid_card`, the message names the file and field), or its adapter was trained on another base model "
+    "or is over the server's LoRA limits (`adapter_not_servable`).",
     500: "Generation failed inside the engine (a server fault, never a client's mistake).",
-    503: "The model is still loading; try again shortly (`code`: `not_ready`).",
+    503: "The model is still loading, or the server has no job queue; try again shortly (`code`: `not_ready`).",
 }
 """What each error status means on this server."""
 

@@ -16,7 +16,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from .persona_status import PersonaStatus
+from .personas.protocol import PersonaStatus
 
 SEED_BOUND = 2**63
 """vLLM's engine takes 64-bit signed seeds, ``-SEED_BOUND <= seed < SEED_BOUND``; larger ones cannot reach it.

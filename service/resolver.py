@@ -14,13 +14,14 @@ from pathlib import Path
 from store.adapters import SERVABLE_MODULES, adapter_fingerprint, check_servable, read_metadata
 from store.base_model import BaseModel
 from store.card import PersonaCard, SamplingDefaults
-from store.errors import StoreError
+from store.errors import CardError, StoreError
 from store.jobs import JobStore
 from store.names import check_version, version_name
 from store.registry import Persona, PersonaStore, check_same_base
 
 from .engine import AdapterRef
-from .errors import APIError, model_not_found
+from .errors import APIError, model_not_found, store_error
+from .fine_tuning.names import resolve_fine_tuned
 
 
 @dataclass(frozen=True)
@@ -75,13 +76,12 @@ class ModelResolver:
         return {self.base.id, str(self.base.path)}
 
     def resolve(self, model: str) -> Target:
-        """Raise a 404 in OpenAI's shape for anything that is not a served model."""
+        """Raise a 404 in OpenAI's shape for anything that is not a served model (a persona whose card
+        does not validate is the 409 naming the file and field)."""
         if model in self.base_names():
             return Target(model=model, persona=None, version=None, adapter=None)
         if model.startswith("ft:"):
             # A fine-tuning job's model name always serves the version that job published.
-            from .fine_tuning.names import resolve_fine_tuned
-
             pinned = resolve_fine_tuned(model, JobStore(self.store.root))
             if pinned is None:
                 raise model_not_found(model, "no succeeded fine-tuning job has this model name")
@@ -90,6 +90,8 @@ class ModelResolver:
         name, at, version_text = model.partition("@")
         try:
             persona = self.store.get(name)
+        except CardError as exc:
+            raise store_error(exc, "model") from exc
         except StoreError as exc:
             raise model_not_found(model) from exc
         if at:

@@ -1,4 +1,5 @@
-"""HTTP endpoints: the OpenAI-compatible API, persona status, health and metrics."""
+"""HTTP endpoints: the OpenAI-compatible chat and models API, health and metrics (personas are in
+:mod:`service.personas.routes`)."""
 
 from __future__ import annotations
 
@@ -8,19 +9,19 @@ from collections import Counter
 from collections.abc import AsyncIterator
 from typing import Literal
 
-from fastapi import APIRouter, Depends, Request, Security
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel
 
-from store.errors import StoreError
 from store.jobs import JobStore
 from store.names import version_name
 
+from .auth import require_key
 from .chat import ChatService, PreparedChat
-from .errors import APIError, model_not_found, unauthorized
+from .errors import MODEL_LOADING, APIError, model_not_found, require
 from .openapi import EVENT_STREAM, error_responses
-from .persona_status import PERSONA_STATES, PersonaList, PersonaProblem, PersonaStatus, persona_status
+from .personas.protocol import PERSONA_STATES
+from .personas.status import persona_status
 from .protocol import (
     ChatCompletionChunk,
     ChatCompletionRequest,
@@ -38,21 +39,12 @@ from .protocol import (
 
 log = logging.getLogger("persona.service")
 
+SERVED_STATES = tuple(state for state in PERSONA_STATES if state != "invalid card")
+
 
 def chat_service(request: Request) -> ChatService:
-    chat = getattr(request.app.state, "chat", None)
-    if chat is None:
-        raise APIError(503, "The model is still loading; try again shortly.", "server_error", None, "not_ready")
-    return chat
-
-
-bearer = HTTPBearer(auto_error=False, description="Needed only when the server has API keys (PERSONA_API_KEYS).")
-
-
-def require_key(request: Request, credentials: HTTPAuthorizationCredentials | None = Security(bearer)) -> None:
-    keys = request.app.state.settings.api_keys
-    if keys and (credentials is None or credentials.credentials.strip() not in keys):
-        raise unauthorized()
+    """The server's chat service, or the 503 while the engine is still starting."""
+    return require(getattr(request.app.state, "chat", None), MODEL_LOADING)
 
 
 api = APIRouter(prefix="/v1", dependencies=[Depends(require_key)], responses=error_responses(401))
@@ -165,26 +157,6 @@ async def get_model(model_id: str, chat: ChatService = Depends(chat_service)) ->
     raise model_not_found(model_id)
 
 
-@api.get("/personas", response_model=PersonaList)
-async def list_personas(request: Request) -> PersonaList:
-    """Every persona with its card, versions and training; folders that cannot be served, with why."""
-    personas, problems = request.app.state.store.scan()
-    jobs = JobStore(request.app.state.store.root).all()
-    return PersonaList(
-        data=[persona_status(p, jobs) for p in personas],
-        problems=[PersonaProblem(persona=name, message=message) for name, message in problems.items()],
-    )
-
-
-@api.get("/personas/{name}", response_model=PersonaStatus, responses=error_responses(404))
-async def get_persona(name: str, request: Request) -> PersonaStatus:
-    try:
-        persona = request.app.state.store.get(name)
-    except StoreError as exc:
-        raise APIError(404, str(exc), "invalid_request_error", "name", "persona_not_found") from exc
-    return persona_status(persona)
-
-
 class Health(BaseModel):
     status: Literal["ok", "loading"]
 
@@ -199,12 +171,13 @@ async def health(request: Request) -> JSONResponse:
 
 @ops.get("/metrics", response_class=PlainTextResponse, responses={200: {"description": "Prometheus' text format."}})
 async def metrics(request: Request) -> Response:
-    """Prometheus metrics; the persona counts are taken from the store at each scrape."""
+    """Prometheus metrics; the persona counts are taken from the store at each scrape (a persona whose
+    card does not validate counts as ``unreadable``, like any folder that cannot be served)."""
     personas, problems = request.app.state.store.scan()
     jobs = JobStore(request.app.state.store.root).all()
     counts = Counter(persona_status(p, jobs).status for p in personas)
     gauge = request.app.state.metrics.personas
-    for state in PERSONA_STATES:
+    for state in SERVED_STATES:
         gauge.labels(status=state).set(counts[state])
     gauge.labels(status="unreadable").set(len(problems))
     return Response(request.app.state.metrics.render(), media_type="text/plain; version=0.0.4")

@@ -10,30 +10,25 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends, Query, Request
 
 from store import synthetic
-from store.errors import InvalidName, PersonaNotFound, StoreError
 from store.registry import Persona
 from store.synthetic import Status, SyntheticExample
 
+from .auth import require_key
 from .errors import APIError, bad_request
 from .openapi import error_responses
-from .routes import require_key
+from .personas.actions import get_persona
 from .synthetic_review import BatchReviewRequest, ReviewRequest, SyntheticList, listing, settle_batch
 
 router = APIRouter(
     prefix="/v1/personas",
     dependencies=[Depends(require_key)],
     tags=["synthetic examples"],
-    responses=error_responses(400, 401, 404),
+    responses=error_responses(400, 401, 404, 409),
 )
 
 
 def persona_of(request: Request, name: str) -> Persona:
-    try:
-        return request.app.state.store.get(name)
-    except (InvalidName, PersonaNotFound) as exc:
-        raise APIError(404, str(exc), "invalid_request_error", "name", "persona_not_found") from None
-    except StoreError as exc:
-        raise bad_request(str(exc), "name", "persona_not_loaded") from None
+    return get_persona(request.app.state.store, name)
 
 
 @router.get("/{name}/synthetic", response_model=SyntheticList)

@@ -28,8 +28,8 @@ from store.names import NAME_PATTERN, check_name
 from store.registry import LOGS_DIR, Persona, PersonaStore
 
 from .errors import APIError, bad_request
-from .persona_actions import get_persona
-from .persona_protocol import PersonaUpload, UploadedFile
+from .personas.actions import get_persona
+from .personas.protocol import PersonaUpload, UploadedFile
 
 UPLOADS_DIR = ".uploads"
 STAGED_FOR_S = 3600.0

@@ -15,15 +15,16 @@ from typing import Any
 
 from fastapi import FastAPI
 
-from store.jobs import JOBS_DIR, JobStore
+from store.jobs import JOBS_DIR
 from store.registry import PersonaStore
 
-from ..persona_status import PersonaStatus, persona_status
+from ..personas.protocol import PersonaStatus
+from ..personas.status import all_statuses
 
 MAX_AGE_S = 30.0
 
 Snapshot = tuple[list[PersonaStatus], dict[str, str]]
-"""Every readable persona's status, and for each unreadable one the reason."""
+"""Every persona's status (an invalid card's with its error), and for each unreadable one the reason."""
 
 
 class StatusBoard:
@@ -56,9 +57,7 @@ class StatusBoard:
             recent = time.monotonic() - self._read_at < MAX_AGE_S
             if not fresh and token is not None and token == self._token and recent:
                 return self._snapshot
-            personas, problems = self.store.scan()
-            jobs = JobStore(self.store.root).all()
-            self._snapshot = ([persona_status(p, jobs) for p in personas], problems)
+            self._snapshot = all_statuses(self.store)
             self._token, self._read_at = token, time.monotonic()
             self.reads += 1
             return self._snapshot

@@ -5,7 +5,7 @@ beside the version in the store; the page shows its headline and the gate's deci
 
 from __future__ import annotations
 
-from ..persona_status import PersonaStatus, VersionStatus
+from ..personas.protocol import PersonaStatus, VersionStatus
 from .session import LIVE
 
 SYSTEMS = (("base", "base model"), ("card", "card only"), ("adapter", "adapter"))

@@ -7,22 +7,24 @@ before anything is stored in a persona or trained.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import gradio as gr
 
 from store.ingest_report import IngestReport, SpeakerCount
+from store.registry import PersonaStore
 
 from ..errors import APIError
-from ..persona_actions import queue_training, require_queue
+from ..personas.actions import queue_training, require_queue
 from ..uploads import Uploads, path_chunks
+from .layout import ChatComponents
 from .session import error_text
 
-if TYPE_CHECKING:
-    from .page import ChatPage
-
 Updates = dict[Any, Any]
+Opens = Callable[[str, dict[str, Any]], Updates]
+"""The chat tab with a persona picked and on show (its conversation from the page's chats)."""
 
 CHARACTER_FROM = {
     "card": "as named in the persona's card",
@@ -76,9 +78,13 @@ def report_markdown(report: IngestReport) -> str:
 class NewPersonaPanel:
     """Components and handlers of the tab; :meth:`build` lays them out inside the current ``gr.Tab``."""
 
-    def __init__(self, page: ChatPage) -> None:
-        self.page = page
-        self.uploads: Uploads = page.app.state.uploads
+    opens: Opens
+
+    def __init__(self, uploads: Uploads, store: PersonaStore, training: Callable[[], Any]) -> None:
+        self.uploads = uploads
+        self.store = store
+        self.training = training
+        """The server's job queue now (None before start-up and on a server without one)."""
 
     def build(self) -> None:
         gr.Markdown(
@@ -100,15 +106,16 @@ class NewPersonaPanel:
         self.error = gr.Markdown(visible=False, elem_id="new-error")
         self.train = gr.Button("Train", variant="primary", interactive=False, elem_id="new-train")
 
-    def wire(self, side: list[Any], conversation: list[Any]) -> None:
+    def wire(self, ui: ChatComponents, side: list[Any], conversation: list[Any], opens: Opens) -> None:
+        """Connect the tab; a created persona is shown in the chat tab with ``opens``."""
+        self.opens = opens
         quiet: dict[str, Any] = {"show_progress": "hidden", "api_visibility": "private"}
         form = [self.upload, self.report, self.speakers, self.error, self.train]
         self.files.change(self.picked, [self.files, self.name], form, **quiet)
-        page = self.page
         self.train.click(
             self.create,
-            [self.name, self.upload, self.speakers, page.chats],
-            [*form, self.name, self.files, page.tabs, *side, *conversation],
+            [self.name, self.upload, self.speakers, ui.chats],
+            [*form, self.name, self.files, ui.tabs, *side, *conversation],
             **quiet,
         )
 
@@ -152,10 +159,9 @@ class NewPersonaPanel:
             return self._failed("Pick the persona's chat exports first.")
         if not name:
             return self._failed("name: give the persona a name (a-z, 0-9, '-' and '_').")
-        page = self.page
         try:
-            training = require_queue(getattr(page.app.state, "training", None))
-            persona = await self.uploads.create(page.store, name, upload, list(speakers or []))
+            training = require_queue(self.training())
+            persona = await self.uploads.create(self.store, name, upload, list(speakers or []))
             queue_training(training, persona, "page")
         except APIError as exc:  # the API's 400/404/409 with the field named
             if exc.body.error.code == "persona_exists":
@@ -164,10 +170,8 @@ class NewPersonaPanel:
         except Exception as exc:
             return self._failed(error_text(exc))
         gr.Info(f"{persona.title} is queued for training; it answers from its card meanwhile.")
-        updates = page.select(persona.name, chats, fresh=True)
-        updates[page.persona] = gr.Dropdown(choices=updates[page.persona].constructor_args["choices"], value=name)
         return {
-            **updates,
+            **self.opens(persona.name, chats),
             self.upload: None,
             self.name: "",
             self.files: None,
@@ -175,5 +179,4 @@ class NewPersonaPanel:
             self.speakers: gr.Dropdown(choices=[], value=[], visible=False),
             self.error: gr.Markdown(value="", visible=False),
             self.train: gr.Button(interactive=False),
-            page.tabs: gr.Tabs(selected="chat"),
         }

@@ -13,16 +13,18 @@ from typing import Any
 import gradio as gr
 from fastapi import FastAPI
 
-from store.errors import StoreError
+from store.errors import CardError, StoreError
 from store.registry import Persona, PersonaStore
 
 from ..chat import ChatService
-from ..errors import APIError
-from ..persona_status import PersonaStatus, persona_status
+from ..errors import MODEL_LOADING, require
+from ..personas.protocol import PersonaStatus
+from ..personas.status import invalid_card_status, persona_status
 from .actions import PersonaButtons, pin_label
 from .board import StatusBoard
+from .events import conversation_outputs, side_outputs, wire_chat
 from .fidelity import fidelity_markdown
-from .layout import build_layout
+from .layout import ChatComponents, build_layout
 from .new_persona import NewPersonaPanel
 from .review import ReviewPanel
 from .session import (
@@ -32,6 +34,7 @@ from .session import (
     build_request,
     caption,
     card_markdown,
+    description_markdown,
     error_text,
     for_retry,
     new_session,
@@ -45,7 +48,7 @@ from .session import (
     version_choices,
 )
 
-NOT_READY = "The model is still loading; try again shortly."
+NOT_READY = MODEL_LOADING
 EMPTY_STORE = (
     "No personas yet. Create one in the *New persona* tab, or drop chat logs into `personas/<name>/logs/`: "
     "the persona appears here."
@@ -56,10 +59,7 @@ Updates = dict[Any, Any]
 
 def chat_service(app: FastAPI) -> ChatService:
     """The server's chat service, or the API's 503 while the engine is still starting."""
-    chat = getattr(app.state, "chat", None)
-    if chat is None:
-        raise APIError(503, NOT_READY, "server_error", None, "not_ready")
-    return chat
+    return require(getattr(app.state, "chat", None), MODEL_LOADING)
 
 
 def load_picture(persona: Persona) -> Any:
@@ -86,18 +86,39 @@ class ChatPage:
         self.max_len: int = app.state.settings.max_model_len
         self.stopping: set[str] = set()  # sessions whose reply should end at its next piece
         self.board = StatusBoard(app)
-        self.buttons = PersonaButtons(self)
-        self.new_persona = NewPersonaPanel(self)
+        self.buttons = PersonaButtons(self.store, self._training)
+        self.new_persona = NewPersonaPanel(app.state.uploads, self.store, self._training)
         self.review = ReviewPanel(app)
+        self.ui: ChatComponents
 
     # ------------------------------------------------------------------ layout
 
     def build(self) -> gr.Blocks:
-        return build_layout(self)
+        blocks, self.ui = build_layout(self.buttons, self.new_persona, self.review, self.max_len, self._wire)
+        return blocks
+
+    def _wire(self, ui: ChatComponents, blocks: gr.Blocks) -> None:
+        """Each panel gets the components it reads and the one way back into the chat tab it needs."""
+        self.ui = ui
+        side, conversation = side_outputs(ui, self.buttons.pin), conversation_outputs(ui)
+        wire_chat(self, ui, blocks, side)
+        self.buttons.wire(
+            ui,
+            side,
+            conversation,
+            shows=lambda name: self.side(name, fresh=True),
+            shows_first=lambda chats: self.first(chats, fresh=True),
+        )
+        self.new_persona.wire(ui, side, conversation, opens=self.open)
+        self.review.wire(ui.review_tab)
+
+    def _training(self) -> Any:
+        """The server's job queue now (None before start-up, and on a server without one)."""
+        return getattr(self.app.state, "training", None)
 
     def _unchanged(self, component: Any = None) -> Updates:
         """An update that changes nothing (Gradio reads an empty dict as one value, not as no updates)."""
-        return {component if component is not None else self.chats: gr.skip()}
+        return {component if component is not None else self.ui.chats: gr.skip()}
 
     # ------------------------------------------------------------------ side panel
 
@@ -115,7 +136,7 @@ class ChatPage:
     def default_name(self) -> str | None:
         """The persona the first paint picks (the first in the list), or None when there is none."""
         statuses, _ = self._statuses()
-        return statuses[0].name if statuses else None
+        return _servable(statuses)
 
     def first(self, chats: dict[str, list[Turn]], fresh: bool = False) -> Updates:
         """The list with its first persona picked (or the empty store's hint)."""
@@ -123,18 +144,28 @@ class ChatPage:
         choices = persona_choices(statuses)
         if not statuses:
             return {
-                self.persona: gr.Dropdown(choices=choices, value=None),
-                self.shown: None,
-                self.card: EMPTY_STORE,
-                self.description: "",
-                self.picture: gr.Image(value=None, visible=False),
-                self.problems: self._problems(problems),
-                self.chatbot: gr.Chatbot(value=[], placeholder="Pick a persona to start."),
+                self.ui.persona: gr.Dropdown(choices=choices, value=None),
+                self.ui.shown: None,
+                self.ui.card: EMPTY_STORE,
+                self.ui.description: "",
+                self.ui.picture: gr.Image(value=None, visible=False),
+                self.ui.problems: self._problems(problems),
+                self.ui.chatbot: gr.Chatbot(value=[], placeholder="Pick a persona to start."),
             }
-        name = statuses[0].name
+        name = _servable(statuses) or statuses[0].name
         updates = self.select(name, chats)
-        updates[self.persona] = gr.Dropdown(choices=choices, value=name)
+        updates[self.ui.persona] = gr.Dropdown(choices=choices, value=name)
         return updates
+
+    def open(self, name: str, chats: dict[str, list[Turn]]) -> Updates:
+        """The chat tab with ``name`` picked and on show (a persona just created in the other tab)."""
+        updates = self.select(name, chats, fresh=True)
+        choices = updates[self.ui.persona].constructor_args["choices"]
+        return {
+            **updates,
+            self.ui.persona: gr.Dropdown(choices=choices, value=name),
+            self.ui.tabs: gr.Tabs(selected="chat"),
+        }
 
     def pick(self, name: str | None, shown: str | None, chats: dict[str, list[Turn]]) -> Updates:
         """The user picked from the list: show that persona, unless it is the one on show already."""
@@ -148,10 +179,12 @@ class ChatPage:
             return self._unchanged()
         try:
             persona = self.store.get(name)
+        except CardError as exc:
+            return self._invalid(invalid_card_status(name, exc), fresh)
         except StoreError as exc:
             message = f"The persona '{name}' cannot be shown: {exc}"
             gr.Warning(message)
-            return {self.error: gr.Markdown(value=f"⚠️ {message}", visible=True)}
+            return {self.ui.error: gr.Markdown(value=f"⚠️ {message}", visible=True)}
         statuses, problems = self._statuses(fresh)
         status = next((s for s in statuses if s.name == name), None) or persona_status(persona)
         history = chats.get(name)
@@ -161,23 +194,43 @@ class ChatPage:
         picture = load_picture(persona)
         questions = status.example_questions
         return {
-            self.shown: name,
-            self.persona: gr.Dropdown(choices=persona_choices(statuses)),
-            self.problems: self._problems(problems),
-            self.seen: side_signature(name, statuses, problems),
-            self.card: card_markdown(status),
-            self.description: status.description.strip(),
-            self.picture: gr.Image(value=picture, visible=picture is not None),
-            self.version: gr.Dropdown(choices=version_choices(status), value=LIVE),
+            self.ui.shown: name,
+            self.ui.persona: gr.Dropdown(choices=persona_choices(statuses)),
+            self.ui.problems: self._problems(problems),
+            self.ui.seen: side_signature(name, statuses, problems),
+            self.ui.card: card_markdown(status),
+            self.ui.description: description_markdown(status),
+            self.ui.picture: gr.Image(value=picture, visible=picture is not None),
+            self.ui.version: gr.Dropdown(choices=version_choices(status), value=LIVE),
             self.buttons.pin: gr.Button(value=pin_label(status)),
-            self.fidelity: fidelity_markdown(status, LIVE),
-            self.chatbot: gr.Chatbot(value=to_chatbot(history), placeholder=f"Say hello to {status.display_name}."),
-            self.chats: chats,
-            self.error: gr.Markdown(value="", visible=False),
-            self.examples: gr.Dataset(samples=[[q] for q in questions], visible=bool(questions)),
-            self.temperature: temperature,
-            self.top_p: top_p,
-            self.max_tokens: max_tokens,
+            self.ui.fidelity: fidelity_markdown(status, LIVE),
+            self.ui.chatbot: gr.Chatbot(value=to_chatbot(history), placeholder=f"Say hello to {status.display_name}."),
+            self.ui.chats: chats,
+            self.ui.error: gr.Markdown(value="", visible=False),
+            self.ui.examples: gr.Dataset(samples=[[q] for q in questions], visible=bool(questions)),
+            self.ui.temperature: temperature,
+            self.ui.top_p: top_p,
+            self.ui.max_tokens: max_tokens,
+        }
+
+    def _invalid(self, status: PersonaStatus, fresh: bool) -> Updates:
+        """A persona whose card does not validate: on show with the error naming the file and field,
+        and nothing to chat with until the card is fixed."""
+        statuses, problems = self._statuses(fresh)
+        gr.Warning(f"{status.name} is not served: {status.error}")
+        return {
+            self.ui.shown: status.name,
+            self.ui.persona: gr.Dropdown(choices=persona_choices(statuses)),
+            self.ui.problems: self._problems(problems),
+            self.ui.seen: side_signature(status.name, statuses, problems),
+            self.ui.card: card_markdown(status),
+            self.ui.description: description_markdown(status),
+            self.ui.picture: gr.Image(value=None, visible=False),
+            self.ui.version: gr.Dropdown(choices=version_choices(status), value=LIVE),
+            self.ui.fidelity: "",
+            self.ui.chatbot: gr.Chatbot(value=[], placeholder=f"{status.name} answers once its card is fixed."),
+            self.ui.error: gr.Markdown(visible=False),
+            self.ui.examples: gr.Dataset(samples=[], visible=False),
         }
 
     def refresh(self, name: str | None, seen: str, version: str | None = LIVE) -> Updates:
@@ -185,7 +238,7 @@ class ChatPage:
         Cheap when nothing changed: the store is read again only when the watcher or a job saw a change."""
         statuses, problems = self._statuses()
         if side_signature(name, statuses, problems) == seen:
-            return self._unchanged(self.seen)
+            return self._unchanged(self.ui.seen)
         return self.side(name, version=version)
 
     def side(self, name: str | None, fresh: bool = False, version: str | None = LIVE) -> Updates:
@@ -195,23 +248,23 @@ class ChatPage:
         current = next((s for s in statuses if s.name == name), None)
         signature = side_signature(name, statuses, problems)
         updates: Updates = {
-            self.persona: gr.Dropdown(choices=choices),
-            self.problems: self._problems(problems),
-            self.seen: signature,
+            self.ui.persona: gr.Dropdown(choices=choices),
+            self.ui.problems: self._problems(problems),
+            self.ui.seen: signature,
         }
         if current is not None:
-            updates[self.card] = card_markdown(current)
-            updates[self.description] = current.description.strip()
-            updates[self.version] = gr.Dropdown(choices=version_choices(current))
+            updates[self.ui.card] = card_markdown(current)
+            updates[self.ui.description] = description_markdown(current)
+            updates[self.ui.version] = gr.Dropdown(choices=version_choices(current))
             updates[self.buttons.pin] = gr.Button(value=pin_label(current))
-            updates[self.fidelity] = fidelity_markdown(current, version)
+            updates[self.ui.fidelity] = fidelity_markdown(current, version)
         elif name:
-            updates[self.card] = f"### {name}\n*no longer in the personas folder*"
-            updates[self.description] = ""
+            updates[self.ui.card] = f"### {name}\n*no longer in the personas folder*"
+            updates[self.ui.description] = ""
         elif statuses:
-            updates[self.card] = "Pick a persona."
+            updates[self.ui.card] = "Pick a persona."
         else:
-            updates[self.card] = EMPTY_STORE
+            updates[self.ui.card] = EMPTY_STORE
         return updates
 
     def show_fidelity(self, name: str | None, version: str | None) -> str:
@@ -223,18 +276,18 @@ class ChatPage:
 
     def _controls(self, busy: bool) -> Updates:
         return {
-            self.send_btn: gr.Button(visible=not busy),
-            self.stop_btn: gr.Button(visible=busy, interactive=True),
-            self.retry_btn: gr.Button(interactive=not busy),
-            self.undo_btn: gr.Button(interactive=not busy),
-            self.new_btn: gr.Button(interactive=not busy),
-            self.persona: gr.Dropdown(interactive=not busy),
-            self.version: gr.Dropdown(interactive=not busy),
+            self.ui.send_btn: gr.Button(visible=not busy),
+            self.ui.stop_btn: gr.Button(visible=busy, interactive=True),
+            self.ui.retry_btn: gr.Button(interactive=not busy),
+            self.ui.undo_btn: gr.Button(interactive=not busy),
+            self.ui.new_btn: gr.Button(interactive=not busy),
+            self.ui.persona: gr.Dropdown(interactive=not busy),
+            self.ui.version: gr.Dropdown(interactive=not busy),
         }
 
     def _failed(self, message: str) -> Updates:
         gr.Warning(message)
-        return {self.error: gr.Markdown(value=f"⚠️ {message}", visible=True), **self._controls(False)}
+        return {self.ui.error: gr.Markdown(value=f"⚠️ {message}", visible=True), **self._controls(False)}
 
     def _greeting(self, name: str) -> str | None:
         try:
@@ -267,12 +320,12 @@ class ChatPage:
         history = before + [user_turn(text)]
         chats[name] = history
         yield {
-            self.message: "",
-            self.chatbot: to_chatbot(history),
-            self.chats: chats,
-            self.error: gr.Markdown(visible=False),
+            self.ui.message: "",
+            self.ui.chatbot: to_chatbot(history),
+            self.ui.chats: chats,
+            self.ui.error: gr.Markdown(visible=False),
             **self._controls(True),
-            self.persona: gr.Dropdown(value=name, interactive=False),
+            self.ui.persona: gr.Dropdown(value=name, interactive=False),
         }
         async for update in self._reply(
             name, version, temperature, top_p, max_tokens, chats, history, before, text, request
@@ -298,9 +351,9 @@ class ChatPage:
         chats[name] = history
         self.stopping.discard(_session(request))
         yield {
-            self.chatbot: to_chatbot(history),
-            self.chats: chats,
-            self.error: gr.Markdown(visible=False),
+            self.ui.chatbot: to_chatbot(history),
+            self.ui.chats: chats,
+            self.ui.error: gr.Markdown(visible=False),
             **self._controls(True),
         }
         async for update in self._reply(
@@ -328,14 +381,14 @@ class ChatPage:
             prepared = chat.prepare(build_request(name, version, history, temperature, top_p, max_tokens))
         except Exception as exc:  # the API's 400/404/409/503, or a value it would refuse
             chats[name] = before
-            updates = {self.chatbot: to_chatbot(before), self.chats: chats, **self._failed(error_text(exc))}
+            updates = {self.ui.chatbot: to_chatbot(before), self.ui.chats: chats, **self._failed(error_text(exc))}
             if text is not None:
-                updates[self.message] = text
+                updates[self.ui.message] = text
             yield updates
             return
         reply = assistant_turn("", caption(name, prepared.target.version_label))
         history.append(reply)
-        yield {self.chatbot: to_chatbot(history), self.chats: chats}
+        yield {self.ui.chatbot: to_chatbot(history), self.ui.chats: chats}
         try:
             # Closing the stream early (Stop) aborts the engine request at once.
             async with aclosing(chat.stream(prepared)) as chunks:
@@ -344,18 +397,18 @@ class ChatPage:
                         break
                     if chunk.index == 0 and chunk.text:
                         reply["content"] += chunk.text
-                        yield {self.chatbot: to_chatbot(history), self.chats: chats}
+                        yield {self.ui.chatbot: to_chatbot(history), self.ui.chats: chats}
         except Exception as exc:  # the engine failed mid-reply: keep what came, say so
-            yield {self.chatbot: to_chatbot(history), self.chats: chats, **self._failed(error_text(exc))}
+            yield {self.ui.chatbot: to_chatbot(history), self.ui.chats: chats, **self._failed(error_text(exc))}
             return
         finally:
             self.stopping.discard(session)
-        yield {self.chatbot: to_chatbot(history), self.chats: chats, **self._controls(False)}
+        yield {self.ui.chatbot: to_chatbot(history), self.ui.chats: chats, **self._controls(False)}
 
     def stop(self, request: gr.Request | None = None) -> Updates:
         """Stop: the reply of this session ends at its next piece, keeping what came."""
         self.stopping.add(_session(request))
-        return {self.stop_btn: gr.Button(interactive=False)}
+        return {self.ui.stop_btn: gr.Button(interactive=False)}
 
     def undo(self, name: str | None, chats: dict[str, list[Turn]]) -> Updates:
         if not name:
@@ -363,17 +416,22 @@ class ChatPage:
         history, text = undo(chats.get(name) or [])
         chats[name] = history
         return {
-            self.message: text,
-            self.chatbot: to_chatbot(history),
-            self.chats: chats,
-            self.error: gr.Markdown(visible=False),
+            self.ui.message: text,
+            self.ui.chatbot: to_chatbot(history),
+            self.ui.chats: chats,
+            self.ui.error: gr.Markdown(visible=False),
         }
 
     def new_session(self, name: str | None, chats: dict[str, list[Turn]]) -> Updates:
         if not name:
             return self._unchanged()
         history = chats[name] = new_session(self._greeting(name))
-        return {self.chatbot: to_chatbot(history), self.chats: chats, self.error: gr.Markdown(visible=False)}
+        return {self.ui.chatbot: to_chatbot(history), self.ui.chats: chats, self.ui.error: gr.Markdown(visible=False)}
+
+
+def _servable(statuses: list[PersonaStatus]) -> str | None:
+    """The first persona of the list that can be served (one with an invalid card is not picked first)."""
+    return next((s.name for s in statuses if s.error is None), None)
 
 
 def _session(request: gr.Request | None) -> str:

@@ -16,7 +16,7 @@ from pydantic import ValidationError
 from store.names import parse_version
 
 from ..errors import APIError, validation_error
-from ..persona_status import PersonaStatus
+from ..personas.protocol import PersonaStatus
 from ..protocol import ChatCompletionRequest
 
 Turn = dict[str, Any]
@@ -150,6 +150,13 @@ def card_markdown(status: PersonaStatus) -> str:
     if status.versions:
         line += " · versions " + ", ".join(v.version for v in status.versions)
     return f"### {status.display_name}\n{line}"
+
+
+def description_markdown(status: PersonaStatus) -> str:
+    """The persona's description below its name, or why it cannot be served (the file and field)."""
+    if status.error:
+        return f"⚠️ Not served until its card is fixed: {status.error}"
+    return status.description.strip()
 
 
 def sampling_defaults(status_sampling: Any, max_len: int) -> tuple[float, float, int]:

@@ -29,3 +29,30 @@ def write_version(
     if live:
         (persona / "adapters" / LIVE_FILE).write_text(f"v{number}\n")
     return folder
+
+
+def write_report(version: Path, systems: dict[str, dict[str, float]], gate: dict | None = None) -> Path:
+    """A fidelity report beside ``version`` with these systems' figures (and the gate's decision, if given)."""
+    from store.fidelity_report import FIDELITY_JSON, FidelityReport
+
+    report = FidelityReport.model_validate(
+        {
+            "persona": version.parent.parent.name,
+            "version": version.name,
+            "base_model": "SmolLM2-135M-Instruct",
+            "data_hash": "d" * 64,
+            "heldout_sessions": 4,
+            "scored_examples": 20,
+            "prompts": 20,
+            "probes": ["Hi?"],
+            "sessions": 4,
+            "card_prompt": "You are Alpha.",
+            "embedding_model": "all-MiniLM-L6-v2",
+            "systems": systems,
+            "real": {"replies": 20, "centroid_ceiling": 0.44},
+            "gate": gate,
+        }
+    )
+    path = version / FIDELITY_JSON
+    path.write_text(report.model_dump_json())
+    return path

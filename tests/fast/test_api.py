@@ -160,7 +160,6 @@ def test_version_and_base_model_names(client: TestClient, engine: FakeEngine) ->
         "alpha@latest",
         "../alpha",
         "Alpha",
-        "broken",
         "",
         "a" * 80,
         "alpha@v0",
@@ -174,6 +173,13 @@ def test_version_and_base_model_names(client: TestClient, engine: FakeEngine) ->
 )
 def test_unknown_model_is_openai_404(client: TestClient, model: str) -> None:
     assert_openai_error(chat(client, model), 404, "model", "model_not_found")
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_persona_with_an_invalid_card_is_a_409_naming_the_file_and_field(client: TestClient, stream: bool) -> None:
+    error = assert_openai_error(chat(client, "broken", stream=stream), 409, "model", "invalid_card")
+    assert "broken/persona.yaml" in error["message"] and "sampling.temperature" in error["message"]
+    assert_openai_error(chat(client, "broken@v1"), 409, "model", "invalid_card")
 
 
 @pytest.mark.parametrize(
@@ -488,6 +494,7 @@ def test_health_metrics_and_persona_status(client: TestClient) -> None:
     names = {p["name"]: p for p in status["data"]}
     assert names["alpha"]["status"] == "trained" and names["beta"]["status"] == "card"
     assert status["problems"][0]["persona"] == "broken"
+    assert names["broken"]["status"] == "invalid card" and "sampling.temperature" in names["broken"]["error"]
     assert "temperature" in status["problems"][0]["message"]
     assert client.get("/v1/personas/beta").json()["description"] == "A card-only persona."
     assert_openai_error(client.get("/v1/personas/nobody"), 404)

@@ -5,7 +5,6 @@ The handlers must send what an API client sends: same persona resolution, prompt
 
 from __future__ import annotations
 
-import json
 import shutil
 import time
 from pathlib import Path
@@ -18,7 +17,7 @@ from pydantic import ValidationError
 
 from service.app import create_app
 from service.errors import model_not_found
-from service.persona_status import PersonaStatus, VersionStatus
+from service.personas.protocol import PersonaStatus, VersionStatus
 from service.protocol import ChatCompletionRequest
 from service.settings import ServeSettings
 from service.ui import session
@@ -28,7 +27,7 @@ from store.jobs import JobStore
 from store.progress import TrainingProgress
 
 from .fake_engine import SERVE_ONLY, FakeEngine
-from .fake_store import write_version
+from .fake_store import write_report, write_version
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")  # gr.Warning outside a page warns
 
@@ -253,36 +252,36 @@ def test_with_api_keys_the_page_asks_for_one(personas: Path, cache_dir: Path, en
 
 def test_load_picks_the_first_persona_with_its_greeting_and_sampling(page: ChatPage) -> None:
     shown = page.load({})
-    assert value(shown[page.persona]) == "alpha"
-    assert shown[page.persona].constructor_args["choices"] == [
+    assert value(shown[page.ui.persona]) == "alpha"
+    assert shown[page.ui.persona].constructor_args["choices"] == [
         ("Alpha · trained v2", "alpha"),
         ("Beta · served from its card", "beta"),
     ]
-    assert texts(value(shown[page.chatbot])) == ["Ahoy there!"]
-    assert (shown[page.temperature], shown[page.top_p], shown[page.max_tokens]) == (0.3, 0.8, 5)
-    assert shown[page.version].constructor_args["choices"] == [("live (v2)", "live"), ("v2", "v2"), ("v1", "v1")]
-    assert "Says ahoy." in shown[page.description]
+    assert texts(value(shown[page.ui.chatbot])) == ["Ahoy there!"]
+    assert (shown[page.ui.temperature], shown[page.ui.top_p], shown[page.ui.max_tokens]) == (0.3, 0.8, 5)
+    assert shown[page.ui.version].constructor_args["choices"] == [("live (v2)", "live"), ("v2", "v2"), ("v1", "v1")]
+    assert "Says ahoy." in shown[page.ui.description]
 
 
 def test_the_card_picture_is_shown_when_the_folder_has_one(page: ChatPage, personas: Path) -> None:
     from PIL import Image
 
-    assert page.select("alpha", {})[page.picture].constructor_args == {"value": None, "visible": False}
+    assert page.select("alpha", {})[page.ui.picture].constructor_args == {"value": None, "visible": False}
     Image.new("RGB", (8, 8), (200, 120, 40)).save(personas / "alpha" / "avatar.png")
-    shown = page.select("alpha", {})[page.picture].constructor_args
+    shown = page.select("alpha", {})[page.ui.picture].constructor_args
     assert shown["visible"] is True and shown["value"].size == (8, 8)
 
 
 async def test_send_streams_the_reply_the_api_gives(page: ChatPage, served: TestClient, engine: FakeEngine) -> None:
-    chats = page.load({})[page.chats]
+    chats = page.load({})[page.ui.chats]
     updates = await collect(page.send("  Where to?  ", "alpha", "live", 0.0, 0.5, 4, chats))
     first, last = updates[0], updates[-1]
-    assert first[page.message] == "" and texts(first[page.chatbot]) == ["Ahoy there!", "Where to?"]
-    assert first[page.stop_btn].constructor_args["visible"] is True
+    assert first[page.ui.message] == "" and texts(first[page.ui.chatbot]) == ["Ahoy there!", "Where to?"]
+    assert first[page.ui.stop_btn].constructor_args["visible"] is True
     assert len(updates) > 3, "the reply streams in pieces"
-    reply = last[page.chatbot][-1]["content"]
+    reply = last[page.ui.chatbot][-1]["content"]
     assert reply.startswith("[alpha@v2#") and reply.endswith('<span class="reply-version">alpha · v2</span>')
-    assert last[page.send_btn].constructor_args["visible"] is True
+    assert last[page.ui.send_btn].constructor_args["visible"] is True
     page_prompt, page_params, page_adapter = engine.calls[-1]
 
     api = served.post(
@@ -302,7 +301,7 @@ async def test_send_streams_the_reply_the_api_gives(page: ChatPage, served: Test
 
 
 async def test_an_empty_message_changes_nothing(page: ChatPage, engine: FakeEngine) -> None:
-    chats = page.load({})[page.chats]
+    chats = page.load({})[page.ui.chats]
     assert [unchanged(u) for u in await collect(page.send("   ", "alpha", "live", 1.0, 1.0, 3, chats))] == [True]
     assert (
         unchanged(page.undo(None, chats))
@@ -313,34 +312,34 @@ async def test_an_empty_message_changes_nothing(page: ChatPage, engine: FakeEngi
 
 
 async def test_an_older_version_answers_when_picked(page: ChatPage, engine: FakeEngine) -> None:
-    chats = page.load({})[page.chats]
+    chats = page.load({})[page.ui.chats]
     await collect(page.send("Hi", "alpha", "v1", 1.0, 1.0, 3, chats))
     assert chats["alpha"][-1]["by"] == "alpha · v1"
     assert engine.calls[-1][2].name.startswith("alpha@v1#")
 
 
 async def test_retry_undo_and_new_session(page: ChatPage, engine: FakeEngine) -> None:
-    chats = page.load({})[page.chats]
+    chats = page.load({})[page.ui.chats]
     await collect(page.send("Hi", "alpha", "live", 1.0, 1.0, 3, chats))
     assert len(chats["alpha"]) == 3
     updates = await collect(page.retry("alpha", "v1", 1.0, 1.0, 2, chats))
-    assert texts(updates[0][page.chatbot]) == ["Ahoy there!", "Hi"]
+    assert texts(updates[0][page.ui.chatbot]) == ["Ahoy there!", "Hi"]
     assert [t["role"] for t in chats["alpha"]] == ["assistant", "user", "assistant"] and chats["alpha"][-1][
         "by"
     ] == "alpha · v1"
     assert len(engine.calls) == 2
     undone = page.undo("alpha", chats)
-    assert undone[page.message] == "Hi" and texts(undone[page.chatbot]) == ["Ahoy there!"]
-    assert page.undo("alpha", chats)[page.message] == ""
+    assert undone[page.ui.message] == "Hi" and texts(undone[page.ui.chatbot]) == ["Ahoy there!"]
+    assert page.undo("alpha", chats)[page.ui.message] == ""
     await collect(page.send("Again", "alpha", "live", 1.0, 1.0, 3, chats))
     fresh = page.new_session("alpha", chats)
-    assert texts(fresh[page.chatbot]) == ["Ahoy there!"] and chats["alpha"] == session.new_session("Ahoy there!")
+    assert texts(fresh[page.ui.chatbot]) == ["Ahoy there!"] and chats["alpha"] == session.new_session("Ahoy there!")
     nothing = await collect(page.retry("alpha", "live", 1.0, 1.0, 3, chats))
     assert len(nothing) == 1 and unchanged(nothing[0]) and len(engine.calls) == 3
 
 
 async def test_stop_ends_the_reply_and_keeps_what_came(page: ChatPage) -> None:
-    chats = page.load({})[page.chats]
+    chats = page.load({})[page.ui.chats]
     me, other = SimpleNamespace(session_hash="me"), SimpleNamespace(session_hash="other")
     replying = page.send("Hi", "alpha", "live", 1.0, 1.0, 10, chats, me)
     updates = [await anext(replying) for _ in range(4)]  # the message, the empty reply, two pieces
@@ -349,7 +348,7 @@ async def test_stop_ends_the_reply_and_keeps_what_came(page: ChatPage) -> None:
     page.stop(me)
     updates += [u async for u in replying]
     assert chats["alpha"][-1]["content"] == "[alpha@v2#1] one two", "stopped after three pieces"
-    assert updates[-1][page.stop_btn].constructor_args == {"visible": False, "interactive": True}
+    assert updates[-1][page.ui.stop_btn].constructor_args == {"visible": False, "interactive": True}
     assert "me" not in page.stopping
     again = await collect(page.send("More", "alpha", "live", 1.0, 1.0, 3, chats, me))
     assert chats["alpha"][-1]["content"] == "[alpha@v2#1] one two", "an old Stop does not cut the next reply"
@@ -357,50 +356,49 @@ async def test_stop_ends_the_reply_and_keeps_what_came(page: ChatPage) -> None:
 
 
 async def test_each_persona_keeps_its_own_conversation(page: ChatPage) -> None:
-    chats = page.load({})[page.chats]
+    chats = page.load({})[page.ui.chats]
     await collect(page.send("Hi", "alpha", "live", 1.0, 1.0, 3, chats))
     assert unchanged(page.pick("alpha", "alpha", chats)), "the list fires again for the persona on show"
     beta = page.pick("beta", "alpha", chats)
-    assert beta[page.shown] == "beta"
-    assert (
-        value(beta[page.chatbot]) == [] and beta[page.chatbot].constructor_args["placeholder"] == "Say hello to Beta."
-    )
+    assert beta[page.ui.shown] == "beta"
+    chatbot = beta[page.ui.chatbot]
+    assert value(chatbot) == [] and chatbot.constructor_args["placeholder"] == "Say hello to Beta."
     await collect(page.send("Hello", "beta", "live", 1.0, 1.0, 3, chats))
     assert chats["beta"][-1]["by"] == "beta · card"
     back = page.select("alpha", chats)
-    assert texts(value(back[page.chatbot]))[:2] == ["Ahoy there!", "Hi"]
+    assert texts(value(back[page.ui.chatbot]))[:2] == ["Ahoy there!", "Hi"]
 
 
 def error_of(update: dict, page: ChatPage) -> str:
-    shown = update[page.error]
+    shown = update[page.ui.error]
     assert shown.constructor_args["visible"] is True
     return shown.constructor_args["value"]
 
 
 async def test_a_removed_persona_gives_the_api_404_and_keeps_the_message(page: ChatPage, personas: Path) -> None:
-    chats = page.load({})[page.chats]
+    chats = page.load({})[page.ui.chats]
     shutil.rmtree(personas / "alpha")
     last = (await collect(page.send("Still there?", "alpha", "live", 1.0, 1.0, 3, chats)))[-1]
     assert "The model 'alpha' does not exist" in error_of(last, page)
-    assert last[page.message] == "Still there?"
-    assert texts(last[page.chatbot]) == ["Ahoy there!"] and chats["alpha"] == session.new_session("Ahoy there!")
-    assert last[page.send_btn].constructor_args["visible"] is True
+    assert last[page.ui.message] == "Still there?"
+    assert texts(last[page.ui.chatbot]) == ["Ahoy there!"] and chats["alpha"] == session.new_session("Ahoy there!")
+    assert last[page.ui.send_btn].constructor_args["visible"] is True
 
 
 async def test_a_reply_longer_than_the_context_gives_the_api_400(page: ChatPage) -> None:
-    chats = page.load({})[page.chats]
+    chats = page.load({})[page.ui.chats]
     last = (await collect(page.send("Hi", "alpha", "live", 1.0, 1.0, 512, chats)))[-1]
     assert "maximum context length is 512 tokens" in error_of(last, page)
 
 
 async def test_a_missing_version_gives_the_api_404(page: ChatPage) -> None:
-    chats = page.load({})[page.chats]
+    chats = page.load({})[page.ui.chats]
     last = (await collect(page.send("Hi", "alpha", "v9", 1.0, 1.0, 3, chats)))[-1]
     assert "has no version 'v9'" in error_of(last, page)
 
 
 async def test_while_the_engine_loads_the_page_says_so(page: ChatPage, served: TestClient) -> None:
-    chats = page.load({})[page.chats]
+    chats = page.load({})[page.ui.chats]
     served.app.state.chat, chat = None, served.app.state.chat
     try:
         last = (await collect(page.send("Hi", "alpha", "live", 1.0, 1.0, 3, chats)))[-1]
@@ -415,7 +413,7 @@ async def test_an_engine_failure_mid_reply_is_one_line(page: ChatPage, engine: F
         yield  # an async generator, like the engine's
 
     monkeypatch.setattr(engine, "generate", broken)
-    chats = page.load({})[page.chats]
+    chats = page.load({})[page.ui.chats]
     last = (await collect(page.send("Hi", "alpha", "live", 1.0, 1.0, 3, chats)))[-1]
     assert error_of(last, page) == "⚠️ The reply failed: out of memory"
 
@@ -433,28 +431,28 @@ def next_refresh(page: ChatPage, name: str, seen: str, timeout: float = 15.0) ->
 
 def test_refresh_shows_new_and_changed_personas_and_keeps_the_selection(page: ChatPage, personas: Path) -> None:
     shown = page.load({})
-    assert unchanged(page.refresh("alpha", shown[page.seen])), "the first tick after loading changes nothing"
+    assert unchanged(page.refresh("alpha", shown[page.ui.seen])), "the first tick after loading changes nothing"
     first = page.refresh("alpha", "")
-    assert page.persona in first and "value" not in first[page.persona].constructor_args
-    assert unchanged(page.refresh("alpha", first[page.seen])), "nothing changed, nothing sent"
+    assert page.ui.persona in first and "value" not in first[page.ui.persona].constructor_args
+    assert unchanged(page.refresh("alpha", first[page.ui.seen])), "nothing changed, nothing sent"
     (personas / "gamma" / "logs").mkdir(parents=True)
     (personas / "gamma" / "persona.yaml").write_text("display_name: Gamma\n")
     (personas / "broken").mkdir()
     (personas / "broken" / "persona.yaml").write_text("sampling:\n  temperature: hot\n")
-    second = next_refresh(page, "alpha", first[page.seen])
-    while "broken" not in second[page.seen]:  # the two folders may be seen one after the other
-        second = next_refresh(page, "alpha", second[page.seen])
-    assert ("Gamma · served from its card", "gamma") in second[page.persona].constructor_args["choices"]
-    assert "broken" in second[page.problems].constructor_args["value"]
+    second = next_refresh(page, "alpha", first[page.ui.seen])
+    while "broken" not in second[page.ui.seen]:  # the two folders may be seen one after the other
+        second = next_refresh(page, "alpha", second[page.ui.seen])
+    assert ("Gamma · served from its card", "gamma") in second[page.ui.persona].constructor_args["choices"]
+    assert "broken" in second[page.ui.problems].constructor_args["value"]
     shutil.rmtree(personas / "alpha")
-    third = next_refresh(page, "alpha", second[page.seen])
-    assert "no longer in the personas folder" in third[page.card]
+    third = next_refresh(page, "alpha", second[page.ui.seen])
+    assert "no longer in the personas folder" in third[page.ui.card]
 
 
 def test_ticks_read_the_store_only_after_a_change_and_follow_training_progress(page: ChatPage, personas: Path) -> None:
-    seen = page.load({})[page.seen]
+    seen = page.load({})[page.ui.seen]
     time.sleep(1.0)  # the watcher reports what the fixture wrote
-    seen = page.side("alpha", fresh=True)[page.seen]
+    seen = page.side("alpha", fresh=True)[page.ui.seen]
     reads = page.board.reads
     for _ in range(5):
         assert unchanged(page.refresh("alpha", seen))
@@ -463,21 +461,21 @@ def test_ticks_read_the_store_only_after_a_change_and_follow_training_progress(p
     progress = TrainingProgress(state="running", step=4, total_steps=10)
     job = jobs.create("alpha", "api", status="running", progress=progress)
     updates = next_refresh(page, "alpha", seen)
-    assert "training 40%" in updates[page.card]
+    assert "training 40%" in updates[page.ui.card]
     time.sleep(0.05)
     jobs.update(job.id, progress=TrainingProgress(state="running", step=7, total_steps=10))
-    later = next_refresh(page, "alpha", updates[page.seen])
-    assert "training 70%" in later[page.card]
-    assert ("Alpha · training 70%", "alpha") in later[page.persona].constructor_args["choices"]
+    later = next_refresh(page, "alpha", updates[page.ui.seen])
+    assert "training 70%" in later[page.ui.card]
+    assert ("Alpha · training 70%", "alpha") in later[page.ui.persona].constructor_args["choices"]
 
 
 async def test_a_message_sent_before_the_first_paint_goes_to_the_persona_it_shows(page: ChatPage) -> None:
     updates = await collect(page.send("Hi", None, "live", 1.0, 1.0, 3, {}))
-    assert value(updates[0][page.persona]) == "alpha"
+    assert value(updates[0][page.ui.persona]) == "alpha"
     last = updates[-1]
-    assert page.error not in last or last[page.error].constructor_args.get("visible") is not True
-    assert texts(last[page.chatbot])[:2] == ["Ahoy there!", "Hi"]
-    assert last[page.chatbot][-1]["content"].startswith("[alpha@v2#")
+    assert page.ui.error not in last or last[page.ui.error].constructor_args.get("visible") is not True
+    assert texts(last[page.ui.chatbot])[:2] == ["Ahoy there!", "Hi"]
+    assert last[page.ui.chatbot][-1]["content"].startswith("[alpha@v2#")
 
 
 # ---------------------------------------------------------------------- new persona, persona buttons
@@ -507,10 +505,10 @@ async def test_new_persona_shows_the_report_then_creates_and_shows_the_persona(
     refused = await panel.create("Nova Star", shown[panel.upload], [], {})
     assert "name" in refused[panel.error].constructor_args["value"]
     no_speaker = await panel.create("nova", shown[panel.upload], [], {})  # a name that matches: no pick needed
-    assert no_speaker[page.shown] == "nova", no_speaker.get(panel.error)
-    assert value(no_speaker[page.persona]) == "nova"
-    assert no_speaker[page.tabs].constructor_args["selected"] == "chat"
-    assert "queued" in no_speaker[page.card]
+    assert no_speaker[page.ui.shown] == "nova", no_speaker.get(panel.error)
+    assert value(no_speaker[page.ui.persona]) == "nova"
+    assert no_speaker[page.ui.tabs].constructor_args["selected"] == "chat"
+    assert "queued" in no_speaker[page.ui.card]
     assert sorted(p.name for p in (personas / "nova" / "logs").iterdir()) == ["one.txt", "two.txt"]
     assert not (personas / "nova" / "persona.yaml").exists(), "the name found the character: no card needed"
     assert [(j.persona, j.source) for j in JobStore(personas).all()] == [("nova", "page")]
@@ -521,7 +519,7 @@ async def test_new_persona_shows_the_report_then_creates_and_shows_the_persona(
     unknown = await panel.create("kit", again[panel.upload], ["Kit"], {})
     assert "'Kit' is not a speaker in the upload" in unknown[panel.error].constructor_args["value"]
     picked = await panel.create("listener", again[panel.upload], ["Sam"], {})
-    assert picked[page.shown] == "listener"
+    assert picked[page.ui.shown] == "listener"
     assert (personas / "listener" / "persona.yaml").read_text() == "speakers:\n- Sam\n"
 
 
@@ -538,36 +536,33 @@ async def test_new_persona_says_what_is_wrong_with_a_file(page: ChatPage, tmp_pa
 
 def test_persona_buttons_roll_back_pin_and_remove(page: ChatPage, personas: Path) -> None:
     buttons = page.buttons
-    chats = page.load({})[page.chats]
+    chats = page.load({})[page.ui.chats]
     rolled = buttons.roll_back("alpha")
-    assert "trained v1" in rolled[page.card]
+    assert "trained v1" in rolled[page.ui.card]
     nothing_earlier = buttons.roll_back("alpha")
-    assert nothing_earlier[page.error].constructor_args["visible"] is True and page.card not in nothing_earlier
+    assert nothing_earlier[page.ui.error].constructor_args["visible"] is True and page.ui.card not in nothing_earlier
     pinned = buttons.toggle_pin("alpha")
     assert value(pinned[buttons.pin]) == "Unpin"
     assert value(buttons.toggle_pin("alpha")[buttons.pin]) == "Pin"
-    assert buttons.toggle_pin("beta")[page.error].constructor_args["visible"] is True, "nothing to pin"
+    assert buttons.toggle_pin("beta")[page.ui.error].constructor_args["visible"] is True, "nothing to pin"
     queued = buttons.queue("beta")
     assert [(j.persona, j.source) for j in JobStore(personas).all()] == [("beta", "page")]
-    assert "queued (1)" in queued[page.card]
+    assert "queued (1)" in queued[page.ui.card]
     asked = buttons.ask("alpha")
     assert asked[buttons.confirm].constructor_args["visible"] is True and "alpha" in asked[buttons.question]
     gone = buttons.removed("alpha", chats)
-    assert not (personas / "alpha").exists() and value(gone[page.persona]) == "beta"
-    assert all(name != "alpha" for _, name in gone[page.persona].constructor_args["choices"])
+    assert not (personas / "alpha").exists() and value(gone[page.ui.persona]) == "beta"
+    assert all(name != "alpha" for _, name in gone[page.ui.persona].constructor_args["choices"])
 
 
 def test_the_version_s_fidelity_figures_sit_beside_the_version_picker(page: ChatPage, personas: Path) -> None:
-    report = {
-        "systems": {
-            "base": {"perplexity": 110.0, "centroid_similarity": 0.31, "session_variation": 0.7},
-            "card": {"perplexity": 91.0, "centroid_similarity": 0.4, "session_variation": 0.56},
-            "adapter": {"perplexity": 60.0, "centroid_similarity": 0.45, "session_variation": 0.5},
-        },
-        "gate": {"status": "live", "reasons": []},
+    systems = {
+        "base": {"perplexity": 110.0, "centroid_similarity": 0.31, "session_variation": 0.7},
+        "card": {"perplexity": 91.0, "centroid_similarity": 0.4, "session_variation": 0.56},
+        "adapter": {"perplexity": 60.0, "centroid_similarity": 0.45, "session_variation": 0.5},
     }
-    (personas / "alpha" / "adapters" / "v1" / "fidelity.json").write_text(json.dumps(report))
-    assert value(page.select("alpha", {})[page.fidelity]) == ""  # v2 is live and has no report
+    write_report(personas / "alpha" / "adapters" / "v1", systems, {"go_live": True, "status": "live"})
+    assert value(page.select("alpha", {})[page.ui.fidelity]) == ""  # v2 is live and has no report
     picked = page.show_fidelity("alpha", "v1")
     assert picked.startswith("**v1 against the card alone** · live") and "| 110.0 | 91.0 | 60.0 |" in picked
     assert page.show_fidelity("alpha", "v2") == ""

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from service.persona_status import FidelitySummary, PersonaStatus, VersionStatus
+from service.personas.protocol import FidelitySummary, PersonaStatus, VersionStatus
 from service.ui.fidelity import fidelity_markdown
 from service.ui.session import LIVE
 

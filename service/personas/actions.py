@@ -1,8 +1,9 @@
 """Changing a persona: train, roll back, promote, pin, remove. The API routes and the page call these.
 
 Each raises :class:`~service.errors.APIError` with the status and parameter a client's mistake
-deserves; the page shows the same message. The store is the only state, so every replica sharing
-it sees a change on its next request.
+deserves (a store error is answered by :func:`~service.errors.store_error`, the same everywhere); the
+page shows the same message. The store is the only state, so every replica sharing it sees a change
+on its next request.
 """
 
 from __future__ import annotations
@@ -10,27 +11,22 @@ from __future__ import annotations
 from typing import Any
 
 from store.adapters import rollback, set_pinned
-from store.errors import InvalidName, PersonaNotFound, StoreError, VersionNotFound
+from store.errors import InvalidName, StoreError, VersionNotFound
 from store.jobs import Job, JobSource
 from store.names import check_version
 from store.registry import Persona, PersonaStore
 
-from .errors import APIError, bad_request
-from .persona_protocol import PersonaDeleted
-from .persona_status import PersonaStatus, persona_status
-
-
-def persona_not_found(message: str) -> APIError:
-    return APIError(404, message, "invalid_request_error", "name", "persona_not_found")
+from ..errors import NO_QUEUE, APIError, bad_request, require, store_error
+from .protocol import PersonaDeleted, PersonaStatus
+from .status import persona_status
 
 
 def get_persona(store: PersonaStore, name: str) -> Persona:
+    """The persona to change; a missing one is a 404, an invalid card the 409 naming file and field."""
     try:
         return store.get(name)
-    except (InvalidName, PersonaNotFound) as exc:
-        raise persona_not_found(str(exc)) from None
-    except StoreError as exc:  # a folder whose card cannot be read
-        raise bad_request(str(exc), "name", "persona_not_loaded") from None
+    except StoreError as exc:
+        raise store_error(exc) from None
 
 
 def status_of(store: PersonaStore, name: str) -> PersonaStatus:
@@ -45,10 +41,8 @@ def _version(text: str | None) -> int | None:
 
 
 def require_queue(training: Any) -> Any:
-    """The server's job queue, or a 503 (checked before a change that would then need it)."""
-    if training is None:
-        raise APIError(503, "This server has no job queue.", "server_error", None, "not_ready")
-    return training
+    """The server's job queue, or the 503 (checked before a change that would then need it)."""
+    return require(training, NO_QUEUE)
 
 
 def queue_training(training: Any, persona: Persona, source: JobSource, force: bool = False) -> Job:
@@ -62,7 +56,7 @@ def roll_back(store: PersonaStore, name: str, version: str | None = None) -> Per
     try:
         rollback(persona.path, _version(version))
     except VersionNotFound as exc:
-        raise APIError(404, str(exc), "invalid_request_error", "version", "version_not_found") from None
+        raise store_error(exc) from None
     except StoreError as exc:
         raise APIError(409, str(exc), "invalid_request_error", "version", "no_earlier_version") from None
     return status_of(store, name)
@@ -76,7 +70,7 @@ def promote(store: PersonaStore, name: str, version: str | None) -> PersonaStatu
     try:
         rollback(persona.path, _version(version))
     except VersionNotFound as exc:
-        raise APIError(404, str(exc), "invalid_request_error", "version", "version_not_found") from None
+        raise store_error(exc) from None
     return status_of(store, name)
 
 

@@ -1,8 +1,9 @@
-"""Personas over HTTP: upload logs, create a persona or add to one, train, roll back, promote, pin, remove.
+"""Personas over HTTP: list and read them, upload logs, create a persona or add to one, train, roll
+back, promote, pin, remove.
 
 Each change answers with the persona's status as ``GET /v1/personas/<name>`` shows it (training answers
-with the queued job). The logic lives in :mod:`service.persona_actions` and :mod:`service.uploads`,
-which the page calls too.
+with the queued job). The routes only dispatch: the logic lives in :mod:`.status`, :mod:`.actions` and
+:mod:`service.uploads`, which the page calls too.
 """
 
 from __future__ import annotations
@@ -11,30 +12,38 @@ from collections.abc import AsyncIterator
 
 from fastapi import APIRouter, Depends, File, Form, Request, UploadFile
 
+from store.errors import StoreError
 from store.jobs import Job
 
-from . import persona_actions as actions
-from .openapi import error_responses
-from .persona_protocol import (
+from ..auth import require_key
+from ..errors import store_error
+from ..openapi import error_responses
+from ..protocol import ErrorResponse
+from ..uploads import CHUNK, Uploads
+from . import actions
+from .protocol import (
     AddLogsRequest,
     CreatePersonaRequest,
     PersonaDeleted,
+    PersonaList,
+    PersonaProblem,
+    PersonaStatus,
     PersonaUpload,
     PinRequest,
     TrainRequest,
     VersionRequest,
 )
-from .persona_status import PersonaStatus
-from .protocol import ErrorResponse
-from .routes import require_key
-from .uploads import CHUNK, Uploads
+from .status import all_statuses, status_by_name
 
 router = APIRouter(
     prefix="/v1/personas",
     dependencies=[Depends(require_key)],
     tags=["personas"],
-    responses=error_responses(400, 401, 404),
+    responses=error_responses(401),
 )
+CHANGES = error_responses(400, 404, 409)
+"""A change's errors: a bad value, no such persona or version, a persona that cannot be changed as it is
+(its card does not validate, nothing to roll back to or pin)."""
 
 EXISTS = {
     409: {
@@ -58,7 +67,28 @@ async def _chunks(file: UploadFile) -> AsyncIterator[bytes]:
         yield data
 
 
-@router.post("/uploads", response_model=PersonaUpload, status_code=201)
+@router.get("", response_model=PersonaList)
+async def list_personas(request: Request) -> PersonaList:
+    """Every persona with its card, versions and training (one whose card does not validate is listed
+    with status ``invalid card`` and the error); folders that cannot be served, with why."""
+    statuses, problems = all_statuses(request.app.state.store)
+    return PersonaList(
+        data=statuses,
+        problems=[PersonaProblem(persona=name, message=message) for name, message in problems.items()],
+    )
+
+
+@router.get("/{name}", response_model=PersonaStatus, responses=error_responses(404))
+async def get_persona(name: str, request: Request) -> PersonaStatus:
+    """The persona now; one whose ``persona.yaml`` does not validate has status ``invalid card`` and
+    the error naming the file and field."""
+    try:
+        return status_by_name(request.app.state.store, name)
+    except StoreError as exc:
+        raise store_error(exc) from None
+
+
+@router.post("/uploads", response_model=PersonaUpload, status_code=201, responses=CHANGES)
 async def upload(
     request: Request,
     files: list[UploadFile] = File(description="One or more chat exports, in any supported format."),
@@ -70,7 +100,7 @@ async def upload(
     return await _uploads(request).stage([(f.filename or "", _chunks(f)) for f in files], name)
 
 
-@router.post("", response_model=PersonaStatus, status_code=201, responses={**EXISTS, **error_responses(503)})
+@router.post("", response_model=PersonaStatus, status_code=201, responses={**CHANGES, **EXISTS, **error_responses(503)})
 async def create(request: Request, body: CreatePersonaRequest) -> PersonaStatus:
     """Create a persona from a staged upload: its files land in ``personas/<name>/logs/`` as uploaded,
     ``persona.yaml`` names the character when one is given (or was guessed), and training is queued."""
@@ -81,7 +111,7 @@ async def create(request: Request, body: CreatePersonaRequest) -> PersonaStatus:
     return actions.status_of(request.app.state.store, persona.name)
 
 
-@router.post("/{name}/logs", response_model=PersonaStatus, responses={**EXISTS, **error_responses(503)})
+@router.post("/{name}/logs", response_model=PersonaStatus, responses={**CHANGES, **EXISTS, **error_responses(503)})
 async def add_logs(request: Request, name: str, body: AddLogsRequest) -> PersonaStatus:
     """Add a staged upload's files to the persona's logs (never replacing a file) and queue training."""
     training = actions.require_queue(_training(request)) if body.train else None
@@ -91,32 +121,32 @@ async def add_logs(request: Request, name: str, body: AddLogsRequest) -> Persona
     return actions.status_of(request.app.state.store, persona.name)
 
 
-@router.post("/{name}/train", response_model=Job, status_code=202, responses=error_responses(503))
+@router.post("/{name}/train", response_model=Job, status_code=202, responses={**CHANGES, **error_responses(503)})
 async def train(request: Request, name: str, body: TrainRequest | None = None) -> Job:
     """Queue a training run of the persona's logs (a run already waiting is reused)."""
     persona = actions.get_persona(request.app.state.store, name)
     return actions.queue_training(_training(request), persona, "api", force=bool(body and body.force))
 
 
-@router.post("/{name}/rollback", response_model=PersonaStatus)
+@router.post("/{name}/rollback", response_model=PersonaStatus, responses=CHANGES)
 async def roll_back(request: Request, name: str, body: VersionRequest | None = None) -> PersonaStatus:
     """Make an earlier version live; new requests use it at once, running ones finish on theirs."""
     return actions.roll_back(request.app.state.store, name, body.version if body else None)
 
 
-@router.post("/{name}/promote", response_model=PersonaStatus)
+@router.post("/{name}/promote", response_model=PersonaStatus, responses=CHANGES)
 async def promote(request: Request, name: str, body: VersionRequest) -> PersonaStatus:
     """Make a version live, e.g. one the fidelity gate held back."""
     return actions.promote(request.app.state.store, name, body.version)
 
 
-@router.put("/{name}/pin", response_model=PersonaStatus)
+@router.put("/{name}/pin", response_model=PersonaStatus, responses=CHANGES)
 async def pin(request: Request, name: str, body: PinRequest) -> PersonaStatus:
     """Pin or unpin the live version."""
     return actions.pin(request.app.state.store, name, body.pinned)
 
 
-@router.delete("/{name}", response_model=PersonaDeleted)
+@router.delete("/{name}", response_model=PersonaDeleted, responses=CHANGES)
 async def remove(request: Request, name: str) -> PersonaDeleted:
     """Take the persona out of service; its folder moves to ``.removed/`` in the personas folder."""
     return actions.remove(request.app.state.store, _training(request), name)

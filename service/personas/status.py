@@ -1,0 +1,150 @@
+"""What a persona is now, as the API and the chat page show it: card, versions, the gate's decisions,
+training; and a persona whose card does not validate, shown with its error rather than hidden.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from store.adapters import is_pinned
+from store.errors import CardError, StoreError
+from store.fidelity_report import FidelityReport, GateDecision, read_gate, read_report
+from store.jobs import Job, JobStore
+from store.names import version_name
+from store.progress import read_progress
+from store.registry import Persona, PersonaStore
+
+from .protocol import FidelitySummary, PersonaStatus, VersionStatus
+
+Problems = dict[str, str]
+"""Persona name -> why its folder cannot be served."""
+
+
+def _summary(report: FidelityReport, gate: GateDecision | None) -> FidelitySummary:
+    systems = {"base": report.systems.base, "card": report.systems.card, "adapter": report.systems.adapter}
+    return FidelitySummary(
+        perplexity={k: v.perplexity for k, v in systems.items()},
+        centroid_similarity={k: v.centroid_similarity for k, v in systems.items()},
+        session_variation={k: v.session_variation for k, v in systems.items()},
+        gate=gate.status if gate else None,
+        reasons=gate.reasons if gate else [],
+    )
+
+
+def _gate(path: Path, report: FidelityReport | None) -> GateDecision | None:
+    """The gate's decision: its own record, else the one in the report (versions before ``gate.json``)."""
+    return read_gate(path) or (report.gate if report else None)
+
+
+def _versions(persona: Persona) -> list[VersionStatus]:
+    versions = []
+    for number in persona.versions:
+        try:
+            meta = persona.metadata(number)
+        except StoreError:
+            continue
+        path = persona.version_path(number)
+        report = read_report(path)
+        gate = _gate(path, report)
+        live = number == persona.live
+        versions.append(
+            VersionStatus(
+                version=version_name(number),
+                live=live,
+                held_back=not live and gate is not None and gate.status == "held back",
+                gate=gate,
+                fidelity=_summary(report, gate) if report else None,
+                created_at=meta.created_at,
+                base_model=meta.base_model,
+                eval_loss_before=meta.eval_loss_before,
+                eval_loss_after=meta.eval_loss_after,
+            )
+        )
+    return versions
+
+
+def _last_failure(jobs: list[Job]) -> str | None:
+    """Why the newest failed job failed, unless a job has succeeded since (a retry may be running)."""
+    failure = None
+    for job in jobs:
+        if job.status == "succeeded":
+            failure = None
+        elif job.status == "failed" and job.error:
+            failure = job.error.message
+    return failure
+
+
+def persona_status(persona: Persona, jobs: list[Job] | None = None) -> PersonaStatus:
+    """What a persona is now; ``jobs`` are the store's job records (read here when not given)."""
+    jobs = JobStore(persona.path.parent).all() if jobs is None else jobs
+    waiting = [j.id for j in jobs if j.status in ("validating_files", "queued")]
+    own = [j for j in jobs if j.persona == persona.name]
+    active = next((j for j in own if j.status == "running"), None) or next((j for j in own if j.active), None)
+    last = own[-1] if own else None
+    progress = active.progress if active and active.status == "running" else None
+    if active is not None:
+        state = "training" if active.status == "running" else "queued"
+    elif last is not None and last.status == "failed":
+        state = "failed"
+    else:
+        state = "trained" if persona.live else "card"
+    versions = _versions(persona)
+    live = next((v for v in versions if v.live), None)
+    return PersonaStatus(
+        name=persona.name,
+        display_name=persona.title,
+        description=persona.card.description,
+        status=state,
+        live_version=version_name(persona.live) if persona.live else None,
+        versions=versions,
+        greeting=persona.card.greeting,
+        example_questions=persona.card.example_questions,
+        training=progress or read_progress(persona.path),
+        pinned=is_pinned(persona.path),
+        job=active.id if active else None,
+        queue_position=waiting.index(active.id) + 1 if active and active.id in waiting else None,
+        last_failure=_last_failure(own),
+        live_gate=live.gate.status if live is not None and live.gate is not None else None,
+    )
+
+
+def invalid_card_status(name: str, error: CardError) -> PersonaStatus:
+    """A persona whose ``persona.yaml`` does not validate: listed with the error, not served."""
+    return PersonaStatus(
+        name=name,
+        display_name=name,
+        description="",
+        status="invalid card",
+        live_version=None,
+        versions=[],
+        greeting=None,
+        example_questions=[],
+        error=str(error),
+    )
+
+
+def status_by_name(store: PersonaStore, name: str, jobs: list[Job] | None = None) -> PersonaStatus:
+    """One persona's status, an invalid card's included; raises the store's error for anything else
+    (no such persona, a name that is not allowed)."""
+    try:
+        persona = store.get(name)
+    except CardError as exc:
+        return invalid_card_status(name, exc)
+    return persona_status(persona, jobs)
+
+
+def all_statuses(store: PersonaStore) -> tuple[list[PersonaStatus], Problems]:
+    """Every persona folder's status (invalid cards included), and for each one that cannot be served
+    the reason; the job records are read once for all of them."""
+    jobs = JobStore(store.root).all()
+    statuses: list[PersonaStatus] = []
+    problems: Problems = {}
+    for name in store.names():
+        try:
+            statuses.append(status_by_name(store, name, jobs))
+        except StoreError as exc:
+            problems[name] = str(exc)
+            continue
+        if statuses[-1].error:
+            problems[name] = statuses[-1].error
+    return statuses, problems
