@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import yaml
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
 from .errors import CardError
 from .fidelity_settings import FidelitySettings
@@ -61,7 +61,7 @@ class PersonaCard(BaseModel):
     voice_markers: list[str] = Field(default_factory=list)
     sampling: SamplingDefaults = Field(default_factory=SamplingDefaults)
     picture: str | None = None
-    training: Annotated[dict[str, Any], AfterValidator(check_training)] = Field(default_factory=dict)
+    training: Annotated[dict[str, Any], BeforeValidator(check_training)] = Field(default_factory=dict)
     """Overrides of the training settings (:class:`store.train_settings.TrainConfig`) and of how logs
     become examples (:class:`store.example_settings.ExampleSettings`), as written; checked when the
     card is read, so a typo is refused before any run starts."""
