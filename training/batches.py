@@ -148,6 +148,8 @@ def _shorten(tokenizer: Any, messages: list[dict], ids: list[int], mask: list[fl
     first = 1 if messages and messages[0].get("role") == "system" else 0
     trimmed = list(messages)
     while len(ids) > limit and first < len(trimmed) - 1 and not trained(trimmed[first]):
+        if first == 0 and trained(trimmed[1]):
+            break  # with no system message, the reply needs a turn before it to be rendered at all
         del trimmed[first]
         ids, mask = render_conversation(tokenizer, trimmed)
     if len(ids) > limit:
