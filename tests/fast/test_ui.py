@@ -6,7 +6,6 @@ The handlers must send what an API client sends: same persona resolution, prompt
 from __future__ import annotations
 
 import shutil
-import time
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -25,6 +24,8 @@ from service.ui.page import NOT_READY, ChatPage
 from store.card import SamplingDefaults
 from store.jobs import JobStore
 from store.progress import TrainingProgress
+from tests.support.polling import wait_until
+from tests.support.watching import watching
 
 from .fake_engine import SERVE_ONLY, FakeEngine
 from .fake_store import write_report, write_version
@@ -420,13 +421,23 @@ async def test_an_engine_failure_mid_reply_is_one_line(page: ChatPage, engine: F
 
 def next_refresh(page: ChatPage, name: str, seen: str, timeout: float = 15.0) -> dict:
     """The first tick that changes something: the watcher needs a moment to see a change."""
-    deadline = time.monotonic() + timeout
-    while True:
-        updates = page.refresh(name, seen)
-        if not unchanged(updates):
-            return updates
-        assert time.monotonic() < deadline, "the page never showed the change"
-        time.sleep(0.1)
+    return wait_until(
+        lambda: (updates := page.refresh(name, seen)) and not unchanged(updates) and updates,
+        timeout,
+        "the page to show the change",
+    )
+
+
+def later_than(path: Path, scratch: Path) -> None:
+    """Wait until the file system's clock has moved past ``path``'s modification time, so the next
+    write there changes it (a token made of modification times would not notice a second write otherwise)."""
+    before = path.stat().st_mtime_ns
+
+    def moved() -> bool:
+        scratch.touch()
+        return scratch.stat().st_mtime_ns > before
+
+    wait_until(moved, 5, f"the clock to pass {path}'s modification time", every=0.001)
 
 
 def test_refresh_shows_new_and_changed_personas_and_keeps_the_selection(page: ChatPage, personas: Path) -> None:
@@ -450,8 +461,8 @@ def test_refresh_shows_new_and_changed_personas_and_keeps_the_selection(page: Ch
 
 
 def test_ticks_read_the_store_only_after_a_change_and_follow_training_progress(page: ChatPage, personas: Path) -> None:
-    seen = page.load({})[page.ui.seen]
-    time.sleep(1.0)  # the watcher reports what the fixture wrote
+    page.load({})
+    watching(page.board.app.state.training.watcher, personas / ".probe")  # it sees what is written next
     seen = page.side("alpha", fresh=True)[page.ui.seen]
     reads = page.board.reads
     for _ in range(5):
@@ -462,7 +473,7 @@ def test_ticks_read_the_store_only_after_a_change_and_follow_training_progress(p
     job = jobs.create("alpha", "api", status="running", progress=progress)
     updates = next_refresh(page, "alpha", seen)
     assert "training 40%" in updates[page.ui.card]
-    time.sleep(0.05)
+    later_than(personas / ".jobs", personas / ".clock")
     jobs.update(job.id, progress=TrainingProgress(state="running", step=7, total_steps=10))
     later = next_refresh(page, "alpha", updates[page.ui.seen])
     assert "training 70%" in later[page.ui.card]
