@@ -12,7 +12,7 @@ from fastapi.responses import RedirectResponse
 from store.base_model import BaseModel, resolve_base_model
 from store.registry import PersonaStore
 
-from . import fine_tuning, synthetic_routes
+from . import completions, fine_tuning, synthetic_routes
 from .background import BackgroundTraining
 from .chat import ChatService
 from .engine import Engine, VllmEngine
@@ -50,7 +50,7 @@ def create_app(settings: ServeSettings, engine_factory: EngineFactory = vllm_eng
         await engine.start()
         resolver = ModelResolver(store, base, settings.max_lora_rank)
         app.state.resolver = resolver
-        app.state.chat = ChatService(engine, resolver, tokenizer, metrics)
+        app.state.chat = ChatService(engine, resolver, tokenizer, metrics, settings.strict_parameters)
         training = BackgroundTraining(settings, store)
         await training.start()
         app.state.training = training
@@ -74,6 +74,7 @@ def create_app(settings: ServeSettings, engine_factory: EngineFactory = vllm_eng
     install_handlers(app, metrics)
     install_openapi(app)
     app.include_router(api)
+    app.include_router(completions.router)
     app.include_router(personas.router)
     app.include_router(synthetic_routes.router)
     app.include_router(fine_tuning.router)

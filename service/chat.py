@@ -1,10 +1,12 @@
 """The serving logic shared by the API and the chat page: resolve, render, sample, stream.
 
-The page and the API go through this one class, so they answer alike.
+The page and the API go through this one class, so they answer alike; text completions
+(:mod:`service.completions`) use the same engine stream and metrics.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -13,22 +15,38 @@ from typing import Any
 
 from store.chat_format import prompt_messages, render_prompt
 
-from .engine import Chunk, Engine, GenerationParams
-from .errors import bad_request
+from .engine import Chunk, Engine, GenerationParams, TokenLogprob
+from .errors import APIError
 from .metrics import Metrics
-from .protocol import ChatCompletionRequest, ChatMessage
+from .protocol import ChatCompletionRequest, ChatMessage, SamplingFields
 from .resolver import ModelResolver, Target
+from .sampling import checked_json_schema, engine_seed, generation_params, ignored_fields
+
+log = logging.getLogger("persona.service")
+
+__all__ = ["ChatService", "Collected", "PreparedChat", "engine_seed", "request_messages"]
 
 
 @dataclass
 class PreparedChat:
-    """A request ready for the engine."""
+    """A request ready for the engine, with the request fields it ignores."""
 
     request_id: str
     target: Target
     prompt_ids: list[int]
     params: GenerationParams
     created: int = field(default_factory=lambda: int(time.time()))
+    ignored: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Collected:
+    """A whole reply: text, finish reason and token log probabilities per choice."""
+
+    texts: list[str]
+    reasons: list[str | None]
+    logprobs: list[list[TokenLogprob]]
+    tokens: int = 0
 
 
 def request_messages(messages: list[ChatMessage]) -> list[dict[str, str]]:
@@ -36,69 +54,49 @@ def request_messages(messages: list[ChatMessage]) -> list[dict[str, str]]:
     return [{"role": m.role, "content": m.text()} for m in messages]
 
 
-def sampling_params(
-    request: ChatCompletionRequest, target: Target, prompt_len: int, max_model_len: int
-) -> GenerationParams:
-    """Request values win, then the persona card's defaults, then OpenAI's defaults."""
-    room = max_model_len - prompt_len
-    if room <= 0:
-        raise bad_request(
-            f"This model's maximum context length is {max_model_len} tokens, but the messages take "
-            f"{prompt_len} tokens. Shorten the messages.",
-            "messages",
-            "context_length_exceeded",
-        )
-    asked = request.max_completion_tokens or request.max_tokens
-    if asked is not None and asked > room:
-        param = "max_completion_tokens" if request.max_completion_tokens else "max_tokens"
-        raise bad_request(
-            f"This model's maximum context length is {max_model_len} tokens; the messages take {prompt_len} "
-            f"and {param} asks for {asked}. Lower {param} to at most {room} or shorten the messages.",
-            param,
-            "context_length_exceeded",
-        )
-    defaults = target.sampling
-    max_tokens = asked or min(defaults.max_tokens or room, room)
-    stop = request.stop if isinstance(request.stop, list) else ([request.stop] if request.stop else [])
-
-    def pick(value: float | None, default: float | None, fallback: float) -> float:
-        return value if value is not None else (default if default is not None else fallback)
-
-    return GenerationParams(
-        max_tokens=max_tokens,
-        n=request.n,
-        temperature=request.temperature if request.temperature is not None else defaults.effective_temperature(),
-        top_p=request.top_p if request.top_p is not None else defaults.effective_top_p(),
-        stop=tuple(s for s in stop if s),
-        seed=engine_seed(request.seed),
-        presence_penalty=pick(request.presence_penalty, defaults.presence_penalty, 0.0),
-        frequency_penalty=pick(request.frequency_penalty, defaults.frequency_penalty, 0.0),
-    )
-
-
-def engine_seed(seed: int | None) -> int | None:
-    """The request's seed in vLLM's non-negative range: vLLM reads -1 as "no seed", so a negative seed
-    is folded onto a non-negative one and still gives the same reply every time."""
-    return None if seed is None else seed % 2**63
+def structured_output(request: ChatCompletionRequest) -> dict[str, Any]:
+    """``response_format`` as the engine's structured-output parameters."""
+    fmt = request.response_format
+    if fmt is None or fmt.type == "text":
+        return {}
+    if fmt.type == "json_object" or not fmt.json_schema.schema_:
+        return {"json_object": True}
+    return {"json_schema": checked_json_schema(fmt.json_schema.schema_)}
 
 
 class ChatService:
-    def __init__(self, engine: Engine, resolver: ModelResolver, tokenizer: Any, metrics: Metrics) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        resolver: ModelResolver,
+        tokenizer: Any,
+        metrics: Metrics,
+        strict_parameters: bool = False,
+    ) -> None:
         self.engine = engine
         self.resolver = resolver
         self.tokenizer = tokenizer
         self.metrics = metrics
+        self.strict_parameters = strict_parameters
+        self.vocab_size = len(tokenizer)
 
     def render(self, messages: list[dict[str, str]], system_prompt: str | None) -> list[int]:
         """Prompt ids with the prompt format training used (:mod:`store.chat_format`)."""
         return render_prompt(self.tokenizer, prompt_messages(messages, system_prompt))
 
     def prepare(self, request: ChatCompletionRequest) -> PreparedChat:
+        ignored = ignored_fields(request, self.strict_parameters)
         target = self.resolver.resolve(request.model)
         prompt_ids = self.render(request_messages(request.messages), target.system_prompt)
-        params = sampling_params(request, target, len(prompt_ids), self.engine.max_model_len)
-        return PreparedChat(
-            request_id=f"chatcmpl-{uuid.uuid4().hex}", target=target, prompt_ids=prompt_ids, params=params
+        params = self.params(
+            request, target, prompt_ids, logprobs=request.top_logprobs_asked(), **structured_output(request)
+        )
+        return PreparedChat(f"chatcmpl-{uuid.uuid4().hex}", target, prompt_ids, params, ignored=ignored)
+
+    def params(self, request: SamplingFields, target: Target, prompt_ids: list[int], **extra: Any) -> GenerationParams:
+        """The engine's parameters: the request's, then the persona card's (:mod:`service.sampling`)."""
+        return generation_params(
+            request, target.sampling, len(prompt_ids), self.engine.max_model_len, self.vocab_size, **extra
         )
 
     async def stream(self, prepared: PreparedChat) -> AsyncIterator[Chunk]:
@@ -121,6 +119,27 @@ class ChatService:
             self.metrics.prompt_tokens.labels(kind=_kind(kind)).inc(len(prepared.prompt_ids))
             self.metrics.requests.labels(kind=_kind(kind), status=status).inc()
             self.metrics.request_seconds.observe(time.perf_counter() - started)
+
+    async def collect(self, prepared: PreparedChat) -> Collected:
+        """The whole reply; an engine fault is a 500 in OpenAI's shape (and logged)."""
+        n = prepared.params.n
+        reply = Collected([""] * n, [None] * n, [[] for _ in range(n)])
+        try:
+            async for chunk in self.stream(prepared):
+                reply.texts[chunk.index] += chunk.text
+                reply.tokens += chunk.new_tokens
+                reply.logprobs[chunk.index].extend(chunk.logprobs)
+                reply.reasons[chunk.index] = chunk.finish_reason or reply.reasons[chunk.index]
+        except APIError:
+            raise
+        except Exception as exc:  # an engine fault: answered (and logged) as a 500, the connection kept
+            raise generation_failed(prepared, exc) from exc
+        return reply
+
+
+def generation_failed(prepared: PreparedChat, exc: Exception) -> APIError:
+    log.exception("generation failed for %s", prepared.request_id, exc_info=exc)
+    return APIError(500, f"generation failed: {exc}", "server_error", None, "generation_failed")
 
 
 def _kind(label: str) -> str:

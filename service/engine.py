@@ -11,7 +11,7 @@ import sys
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from .lora_cpu import SWITCH as FAST_LORA_SWITCH
 from .settings import ServeSettings
@@ -29,6 +29,30 @@ class GenerationParams:
     seed: int | None = None
     presence_penalty: float = 0.0
     frequency_penalty: float = 0.0
+    repetition_penalty: float = 1.0
+    top_k: int = 0
+    """0: every token (vLLM's "off")."""
+    min_p: float = 0.0
+    min_tokens: int = 0
+    stop_token_ids: tuple[int, ...] = ()
+    logit_bias: tuple[tuple[int, float], ...] = ()
+    """Token id and bias, added to the logits before sampling."""
+    logprobs: int | None = None
+    """None: no log probabilities; k: the sampled token's and the k likeliest at each step."""
+    json_schema: str | None = None
+    """A JSON schema the reply must follow (vLLM's structured outputs)."""
+    json_object: bool = False
+    """The reply is one JSON object, of any shape."""
+
+
+@dataclass(frozen=True)
+class TokenLogprob:
+    """One reply token's log probability under the model (before sampling's changes), with the likeliest."""
+
+    token_id: int
+    token: str
+    logprob: float
+    top: tuple[tuple[str, float], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -48,6 +72,7 @@ class Chunk:
     text: str
     new_tokens: int
     finish_reason: str | None = None
+    logprobs: tuple[TokenLogprob, ...] = ()
 
 
 class Engine(Protocol):
@@ -195,24 +220,12 @@ class VllmEngine:
     async def generate(
         self, prompt_ids: list[int], params: GenerationParams, request_id: str, adapter: AdapterRef | None
     ) -> AsyncIterator[Chunk]:
-        from vllm import SamplingParams
         from vllm.inputs import TokensPrompt
         from vllm.lora.request import LoRARequest
-        from vllm.sampling_params import RequestOutputKind
 
         if self._engine is None:
             raise RuntimeError("engine not started")
-        sampling = SamplingParams(
-            n=params.n,
-            temperature=params.temperature,
-            top_p=params.top_p,
-            max_tokens=params.max_tokens,
-            stop=list(params.stop) or None,
-            seed=params.seed,
-            presence_penalty=params.presence_penalty,
-            frequency_penalty=params.frequency_penalty,
-            output_kind=RequestOutputKind.DELTA,
-        )
+        sampling = vllm_sampling(params)
         lora = LoRARequest(adapter.name, adapter.lora_id, str(adapter.path)) if adapter else None
         stream = self._engine.generate(
             TokensPrompt(prompt_token_ids=prompt_ids), sampling, request_id, lora_request=lora
@@ -221,8 +234,67 @@ class VllmEngine:
         try:
             async for output in stream:
                 for choice in output.outputs:
-                    yield Chunk(choice.index, choice.text, len(choice.token_ids), choice.finish_reason)
+                    logprobs = (
+                        token_logprobs(choice.token_ids, choice.logprobs, params.logprobs)
+                        if params.logprobs is not None
+                        else ()
+                    )
+                    yield Chunk(choice.index, choice.text, len(choice.token_ids), choice.finish_reason, logprobs)
                 finished = output.finished
         finally:
             if not finished:  # the client went away: free the slot at once
                 await self._engine.abort(request_id)
+
+
+def vllm_sampling(params: GenerationParams):
+    """vLLM's ``SamplingParams`` for one request, streamed as deltas."""
+    from vllm import SamplingParams
+    from vllm.sampling_params import RequestOutputKind, StructuredOutputsParams
+
+    structured = None
+    if params.json_schema is not None:
+        structured = StructuredOutputsParams(json=params.json_schema)
+    elif params.json_object:
+        structured = StructuredOutputsParams(json_object=True)
+    return SamplingParams(
+        n=params.n,
+        temperature=params.temperature,
+        top_p=params.top_p,
+        top_k=params.top_k,
+        min_p=params.min_p,
+        max_tokens=params.max_tokens,
+        min_tokens=params.min_tokens,
+        stop=list(params.stop) or None,
+        stop_token_ids=list(params.stop_token_ids) or None,
+        seed=params.seed,
+        presence_penalty=params.presence_penalty,
+        frequency_penalty=params.frequency_penalty,
+        repetition_penalty=params.repetition_penalty,
+        logit_bias=dict(params.logit_bias) or None,
+        logprobs=params.logprobs,
+        structured_outputs=structured,
+        output_kind=RequestOutputKind.DELTA,
+    )
+
+
+def token_logprobs(
+    token_ids: Sequence[int], steps: Sequence[Mapping[int, Any]] | None, top: int
+) -> tuple[TokenLogprob, ...]:
+    """vLLM's per-step ``{token id: Logprob}`` (the ``top`` likeliest, and the sampled token whatever
+    its rank) as :class:`TokenLogprob`."""
+    out = []
+    for token_id, step in zip(token_ids, steps or (), strict=False):
+        chosen = step.get(token_id)
+        ranked = sorted(
+            (entry for entry in step.values() if entry.rank is not None and entry.rank <= top),
+            key=lambda entry: entry.rank,
+        )
+        out.append(
+            TokenLogprob(
+                token_id=token_id,
+                token=(chosen.decoded_token or "") if chosen is not None else "",
+                logprob=max(chosen.logprob, -9999.0) if chosen is not None else -9999.0,
+                top=tuple((entry.decoded_token or "", max(entry.logprob, -9999.0)) for entry in ranked),
+            )
+        )
+    return tuple(out)

@@ -22,6 +22,9 @@ SEED_BOUND = 2**63
 """vLLM's engine takes 64-bit signed seeds, ``-SEED_BOUND <= seed < SEED_BOUND``; larger ones cannot reach it.
 (Both ends are exact as JSON numbers, so a client reading the schema in floating point gets them right.)"""
 
+IGNORED = "x-ignored"
+"""Marks a field that is accepted and ignored, with the reason, in the schema."""
+
 UNSUPPORTED = "x-unsupported"
 """Marks a parameter of OpenAI's API that this server cannot honour, with the reason, in the schema."""
 
@@ -96,39 +99,114 @@ def _finite(**constraints: Any) -> Any:
     return Field(default=None, allow_inf_nan=False, **constraints)
 
 
-class ChatCompletionRequest(OpenAIModel):
-    """OpenAI's chat request, as far as this server honours it.
+def ignored(reason: str) -> Any:
+    """A field other servers (or OpenAI) define that asks for nothing this server does: accepted, and
+    named in the reply's ``Warning`` header when it asks for something (refused by ``strict_parameters``)."""
+    return Field(default=None, description=f"Ignored: {reason}.", json_schema_extra={IGNORED: reason})
 
-    A parameter the server cannot honour is refused by name (a 400) unless its value asks for
-    nothing (``"logprobs": false``, ``"response_format": {"type": "text"}``); so is an unknown one.
-    """
+
+class SamplingFields(OpenAIModel):
+    """What chat and text completions share: the engine's sampling controls, in OpenAI's names where
+    OpenAI has one and vLLM's otherwise. A field no one here knows is kept aside (``model_extra``)
+    and ignored with a warning, as vLLM's own server does."""
+
+    model_config = ConfigDict(extra="allow")
 
     model: str = Field(
         description="A persona ('wren': its live version), a version ('wren@v2') or the base model's id."
     )
-    messages: list[ChatMessage] = Field(min_length=1)
     n: int = Field(default=1, ge=1, le=16)
     stop: str | Annotated[list[str], Field(max_length=4)] | None = Field(default=None, description="Up to 4 sequences.")
     max_tokens: int | None = Field(default=None, ge=1)
-    max_completion_tokens: int | None = Field(default=None, ge=1)
     temperature: float | None = _finite(ge=0.0, le=2.0)
     top_p: float | None = _finite(gt=0.0, le=1.0)
+    top_k: int | None = Field(default=None, ge=-1, description="Sample from the k likeliest tokens; 0 or -1: all.")
+    min_p: float | None = _finite(
+        ge=0.0, le=1.0, description="Drop tokens below min_p times the likeliest's probability."
+    )
+    repetition_penalty: float | None = _finite(
+        gt=0.0, le=10.0, description="Above 1 discourages tokens already in the prompt or reply (vLLM's name)."
+    )
     seed: int | None = Field(default=None, ge=-SEED_BOUND, lt=SEED_BOUND, description="Same seed, same reply.")
     presence_penalty: float | None = _finite(ge=-2.0, le=2.0)
     frequency_penalty: float | None = _finite(ge=-2.0, le=2.0)
+    logit_bias: dict[str, Annotated[float, Field(allow_inf_nan=False)]] | None = Field(
+        default=None,
+        description="Token id (as a string) to a bias added to its logit, clamped to -100..100; "
+        "-100 keeps a token out, 100 all but forces it.",
+    )
+    min_tokens: int | None = Field(default=None, ge=0, description="Tokens generated before a stop may end the reply.")
+    stop_token_ids: list[Annotated[int, Field(ge=0)]] | None = Field(
+        default=None, max_length=64, description="Token ids that end the reply, besides the model's own end token."
+    )
     stream: bool = False
     stream_options: StreamOptions | None = None
-    user: str | None = Field(default=None, description="Accepted; an end-user id changes nothing here.")
-    safety_identifier: str | None = Field(default=None, description="Accepted; an end-user id changes nothing here.")
+    user: str | None = ignored("an end-user id changes nothing here")
+    safety_identifier: str | None = ignored("an end-user id changes nothing here")
     prompt_cache_key: str | None = Field(
         default=None, description="Accepted; prompts share vLLM's prefix cache anyway."
     )
-    parallel_tool_calls: bool | None = Field(default=None, description="Accepted; there are no tools to call.")
+    metadata: dict[str, Any] | None = ignored("it stores no completions")
+    store: bool | None = ignored("it stores no completions")
+    num_ctx: Any = ignored("the context length is the server's (max_model_len)")
+    repeat_penalty: Any = ignored("Ollama's name; this server's is repetition_penalty")
 
-    logprobs: Literal[False] | None = unsupported("it returns no log probabilities")
-    top_logprobs: Literal[0] | None = unsupported("it returns no log probabilities")
-    logit_bias: dict[str, float] | None = unsupported("it does not bias tokens", max_length=0)
-    response_format: ResponseFormatText | None = unsupported("replies are plain text; JSON output is not enforced")
+    def asked_max_tokens(self) -> tuple[str, int | None]:
+        """The reply-length parameter the request set, and its value."""
+        return "max_tokens", self.max_tokens
+
+    def ignored_fields(self) -> list[str]:
+        """Fields that ask for something this server does not do: unknown ones, and those marked
+        :func:`ignored` set to a value other than null, false or empty."""
+        marked = [
+            name
+            for name, info in type(self).model_fields.items()
+            if isinstance(info.json_schema_extra, dict)
+            and IGNORED in info.json_schema_extra
+            and getattr(self, name) not in (None, False, "", [], {})
+        ]
+        return marked + list(self.model_extra or {})
+
+
+class ResponseFormatJSONObject(OpenAIModel):
+    type: Literal["json_object"]
+
+
+class JSONSchemaFormat(OpenAIModel):
+    name: str = Field(max_length=64)
+    description: str | None = None
+    schema_: dict[str, Any] | None = Field(default=None, alias="schema")
+    strict: bool | None = None
+
+
+class ResponseFormatJSONSchema(OpenAIModel):
+    type: Literal["json_schema"]
+    json_schema: JSONSchemaFormat
+
+
+ResponseFormat = ResponseFormatText | ResponseFormatJSONObject | ResponseFormatJSONSchema
+
+
+class ChatCompletionRequest(SamplingFields):
+    """OpenAI's chat request, as far as this server honours it.
+
+    A parameter the server cannot honour is refused by name (a 400) unless its value asks for
+    nothing (``"tools": []``, ``"modalities": ["text"]``); fields other servers invented are ignored.
+    """
+
+    messages: list[ChatMessage] = Field(min_length=1)
+    max_completion_tokens: int | None = Field(default=None, ge=1)
+    logprobs: bool | None = Field(default=None, description="Return each reply token's log probability.")
+    top_logprobs: int | None = Field(
+        default=None, ge=0, le=20, description="With logprobs, the likeliest tokens at each position (0-20)."
+    )
+    response_format: ResponseFormat | None = Field(
+        default=None, description="'json_object' or 'json_schema': the reply follows it (vLLM's structured outputs)."
+    )
+    parallel_tool_calls: bool | None = ignored("there are no tools to call")
+    reasoning_effort: str | None = ignored("the models do not reason before answering")
+    reasoning: Any = ignored("the models do not reason before answering")
+
     tools: list[dict[str, Any]] | None = unsupported("personas do not call tools", max_length=0)
     tool_choice: Literal["none", "auto"] | None = unsupported("personas do not call tools")
     functions: list[dict[str, Any]] | None = unsupported("personas do not call functions", max_length=0)
@@ -136,12 +214,21 @@ class ChatCompletionRequest(OpenAIModel):
     audio: None = unsupported("replies are text only")
     modalities: list[Literal["text"]] | None = unsupported("replies are text only")
     prediction: None = unsupported("it has no predicted outputs")
-    reasoning_effort: None = unsupported("the models do not reason before answering")
     verbosity: None = unsupported("it has no verbosity control")
     web_search_options: None = unsupported("it does not search the web")
-    store: Literal[False] | None = unsupported("it stores no completions")
-    metadata: None = unsupported("it stores no completions")
     service_tier: Literal["auto", "default"] | None = unsupported("it has one service tier")
+
+    def asked_max_tokens(self) -> tuple[str, int | None]:
+        if self.max_completion_tokens:
+            return "max_completion_tokens", self.max_completion_tokens
+        return "max_tokens", self.max_tokens
+
+    def top_logprobs_asked(self) -> int | None:
+        """How many likeliest tokens to return per position; None: no log probabilities
+        (``top_logprobs`` alone asks for them too)."""
+        if self.logprobs or self.top_logprobs:
+            return self.top_logprobs or 0
+        return None
 
 
 class Usage(BaseModel):
@@ -155,11 +242,28 @@ class ResponseMessage(BaseModel):
     content: str
 
 
+class TopLogprob(BaseModel):
+    token: str
+    logprob: float
+    bytes: list[int] | None = None
+
+
+class TokenLogprob(TopLogprob):
+    top_logprobs: list[TopLogprob] = Field(default_factory=list)
+
+
+class ChoiceLogprobs(BaseModel):
+    """OpenAI's ``choices[].logprobs``: one entry per reply token."""
+
+    content: list[TokenLogprob] | None = None
+    refusal: list[TokenLogprob] | None = None
+
+
 class Choice(BaseModel):
     index: int
     message: ResponseMessage
     finish_reason: str | None
-    logprobs: None = None
+    logprobs: ChoiceLogprobs | None = None
 
 
 class ChatCompletionResponse(BaseModel):
@@ -181,7 +285,7 @@ class ChunkChoice(BaseModel):
     index: int
     delta: DeltaMessage
     finish_reason: str | None = None
-    logprobs: None = None
+    logprobs: ChoiceLogprobs | None = None
 
 
 class ChatCompletionChunk(BaseModel):

@@ -3,10 +3,8 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from collections import Counter
-from collections.abc import AsyncIterator
 from typing import Literal
 
 from fastapi import APIRouter, Depends, Request
@@ -17,25 +15,14 @@ from store.jobs import JobStore
 from store.names import version_name
 
 from .auth import require_key
-from .chat import ChatService, PreparedChat
-from .errors import MODEL_LOADING, APIError, model_not_found, require
+from .chat import ChatService
+from .chat_replies import event_stream, whole_reply
+from .errors import MODEL_LOADING, model_not_found, require
 from .openapi import EVENT_STREAM, error_responses
 from .personas.protocol import PERSONA_STATES
 from .personas.status import persona_status
-from .protocol import (
-    ChatCompletionChunk,
-    ChatCompletionRequest,
-    ChatCompletionResponse,
-    Choice,
-    ChunkChoice,
-    DeltaMessage,
-    ErrorDetail,
-    ErrorResponse,
-    ModelCard,
-    ModelList,
-    ResponseMessage,
-    Usage,
-)
+from .protocol import ChatCompletionRequest, ChatCompletionResponse, ModelCard, ModelList
+from .sampling import warning_header
 
 log = logging.getLogger("persona.service")
 
@@ -57,80 +44,16 @@ ops = APIRouter()
     responses={**EVENT_STREAM, **error_responses(400, 404, 409, 500, 503)},
 )
 async def chat_completions(body: ChatCompletionRequest, chat: ChatService = Depends(chat_service)):
-    """OpenAI's chat completion; ``model`` is a persona, ``persona@vN`` or the base model."""
+    """OpenAI's chat completion; ``model`` is a persona, ``persona@vN`` or the base model. Fields that
+    change nothing here are named in the reply's ``Warning`` header."""
     prepared = chat.prepare(body)
+    headers = warning_header(prepared.ignored)
     if body.stream:
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
-        return StreamingResponse(_sse(chat, prepared, body.model, include_usage), media_type="text/event-stream")
-    texts = [""] * body.n
-    reasons: list[str | None] = [None] * body.n
-    tokens = 0
-    try:
-        async for chunk in chat.stream(prepared):
-            texts[chunk.index] += chunk.text
-            tokens += chunk.new_tokens
-            reasons[chunk.index] = chunk.finish_reason or reasons[chunk.index]
-    except APIError:
-        raise
-    except Exception as exc:  # an engine fault: answered (and logged) as a 500, the connection kept
-        log.exception("generation failed for %s", prepared.request_id)
-        raise APIError(500, f"generation failed: {exc}", "server_error", None, "generation_failed") from exc
-    prompt_tokens = len(prepared.prompt_ids)
-    return ChatCompletionResponse(
-        id=prepared.request_id,
-        created=prepared.created,
-        model=body.model,
-        choices=[
-            Choice(index=i, message=ResponseMessage(content=texts[i]), finish_reason=reasons[i] or "stop")
-            for i in range(body.n)
-        ],
-        usage=Usage(prompt_tokens=prompt_tokens, completion_tokens=tokens, total_tokens=prompt_tokens + tokens),
-        system_fingerprint=prepared.target.version_label,
-    )
-
-
-async def _sse(chat: ChatService, prepared: PreparedChat, model: str, include_usage: bool) -> AsyncIterator[str]:
-    """OpenAI's stream: a role chunk per choice, content deltas, a finish chunk, usage, ``[DONE]``."""
-
-    def event(choices: list[ChunkChoice], usage: Usage | None = None) -> str:
-        chunk = ChatCompletionChunk(
-            id=prepared.request_id,
-            created=prepared.created,
-            model=model,
-            choices=choices,
-            usage=usage,
-            system_fingerprint=prepared.target.version_label,
-        )
-        data = chunk.model_dump(exclude_none=not include_usage)
-        if include_usage and usage is None:
-            data["usage"] = None
-        return f"data: {json.dumps(data)}\n\n"
-
-    n = prepared.params.n
-    for i in range(n):
-        yield event([ChunkChoice(index=i, delta=DeltaMessage(role="assistant", content=""))])
-    tokens = 0
-    try:
-        async for chunk in chat.stream(prepared):
-            tokens += chunk.new_tokens
-            if chunk.text:
-                yield event([ChunkChoice(index=chunk.index, delta=DeltaMessage(content=chunk.text))])
-            if chunk.finish_reason:
-                yield event([ChunkChoice(index=chunk.index, delta=DeltaMessage(), finish_reason=chunk.finish_reason)])
-    except APIError as exc:
-        yield f"data: {exc.body.model_dump_json()}\n\n"
-        return
-    except Exception as exc:  # the status line is gone; tell the client in the stream
-        log.exception("generation failed for %s", prepared.request_id)
-        body = ErrorResponse(error=ErrorDetail(message=f"generation failed: {exc}", type="server_error"))
-        yield f"data: {body.model_dump_json()}\n\n"
-        return
-    if include_usage:
-        prompt_tokens = len(prepared.prompt_ids)
-        yield event(
-            [], Usage(prompt_tokens=prompt_tokens, completion_tokens=tokens, total_tokens=prompt_tokens + tokens)
-        )
-    yield "data: [DONE]\n\n"
+        stream = event_stream(chat, prepared, body.model, include_usage)
+        return StreamingResponse(stream, media_type="text/event-stream", headers=headers)
+    reply = await whole_reply(chat, prepared, body.model)
+    return JSONResponse(reply.model_dump(), headers=headers)
 
 
 @api.get("/models", response_model=ModelList, responses=error_responses(503))

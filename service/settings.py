@@ -25,6 +25,11 @@ class ServeSettings(StoreSettings):
         default_factory=list, description="If set, requests need 'Authorization: Bearer <key>'."
     )
     ui: bool = Field(default=True, description="Mount the Gradio chat page at /ui.")
+    strict_parameters: bool = Field(
+        default=False,
+        description="Refuse (400) request fields the server ignores (other servers' fields such as num_ctx, "
+        "unused ones such as user), as OpenAI's API does; off: they are ignored and named in a Warning header.",
+    )
 
     # vLLM engine
     max_loras: int = Field(default=8, ge=1, description="Adapters active in one batch.")

@@ -39,6 +39,9 @@ class SamplingDefaults(BaseModel):
     max_tokens: int | None = Field(default=None, ge=1)
     presence_penalty: float | None = Field(default=None, ge=-2.0, le=2.0)
     frequency_penalty: float | None = Field(default=None, ge=-2.0, le=2.0)
+    top_k: int | None = Field(default=None, ge=-1, description="The k likeliest tokens; 0 or -1: all.")
+    min_p: float | None = Field(default=None, ge=0.0, le=1.0)
+    repetition_penalty: float | None = Field(default=None, gt=0.0, le=10.0)
 
     def effective_temperature(self) -> float:
         return FALLBACK_TEMPERATURE if self.temperature is None else self.temperature

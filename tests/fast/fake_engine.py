@@ -8,14 +8,21 @@ client's request reach).
 from __future__ import annotations
 
 import asyncio
+import json
 import math
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
-from service.engine import AdapterRef, Chunk, GenerationParams
+from service.engine import AdapterRef, Chunk, GenerationParams, TokenLogprob
 
 SERVE_ONLY = {"train": False, "auto_train": False}
 """Settings for a server over the fake engine: no training worker and no folder watcher beside it."""
+
+VOCAB_SIZE = 49152
+"""The bundled model's vocabulary: vLLM refuses token ids outside it."""
+
+MAX_LOGPROBS = 20
+"""vLLM's default ``max_logprobs``."""
 
 SEED_RANGE = (0, 2**63 - 1)
 """Seeds vLLM's engine takes: it cannot serialise larger ones, and reads -1 as "no seed"."""
@@ -37,8 +44,30 @@ def check_like_vllm(params: GenerationParams) -> None:
         problems.append(f"max_tokens {params.max_tokens}, n {params.n}")
     if any(not stop for stop in params.stop):
         problems.append("an empty stop string")
+    if params.top_k < -1 or not 0.0 <= params.min_p <= 1.0 or params.repetition_penalty <= 0.0:
+        problems.append(f"top_k {params.top_k}, min_p {params.min_p}, repetition_penalty {params.repetition_penalty}")
+    if not 0 <= params.min_tokens <= params.max_tokens:
+        problems.append(f"min_tokens {params.min_tokens}")
+    if params.logprobs is not None and not 0 <= params.logprobs <= MAX_LOGPROBS:
+        problems.append(f"logprobs {params.logprobs}")
+    outside = [t for t, _ in params.logit_bias if not 0 <= t < VOCAB_SIZE] + [
+        t for t in params.stop_token_ids if not 0 <= t < VOCAB_SIZE
+    ]
+    if outside or any(not -100 <= bias <= 100 for _, bias in params.logit_bias):
+        problems.append(f"token ids {outside} or a bias outside -100..100")
+    if params.json_schema is not None:
+        json.loads(params.json_schema)
     if problems:
         raise ValueError("the engine refuses " + ", ".join(problems))
+
+
+def fake_logprobs(piece: str, position: int, top: int | None) -> tuple[TokenLogprob, ...]:
+    """One token per word, log probability -0.1 per position, the word itself first among ``top``."""
+    if top is None:
+        return ()
+    logprob = -0.1 * position
+    ranked = [(piece, logprob)] + [(f" alt{k}", logprob - k) for k in range(1, top)]
+    return (TokenLogprob(token_id=position, token=piece, logprob=logprob, top=tuple(ranked[:top])),)
 
 
 @dataclass
@@ -68,13 +97,14 @@ class FakeEngine:
                 piece = word if count == 1 else " " + word
                 for stop in params.stop:
                     if stop in text + piece:
-                        yield Chunk(index, (text + piece).split(stop)[0][len(text) :], 1, "stop")
+                        cut = (text + piece).split(stop)[0][len(text) :]
+                        yield Chunk(index, cut, 1, "stop", fake_logprobs(cut, count, params.logprobs))
                         break
                 else:
                     text += piece
                     last = count == min(len(words), params.max_tokens)
                     reason = ("length" if params.max_tokens < len(words) else "stop") if last else None
-                    yield Chunk(index, piece, 1, reason)
+                    yield Chunk(index, piece, 1, reason, fake_logprobs(piece, count, params.logprobs))
                     await asyncio.sleep(0)
                     continue
                 break

@@ -191,7 +191,7 @@ def test_a_persona_with_an_invalid_card_is_a_409_naming_the_file_and_field(clien
         ({"max_tokens": 0}, "max_tokens"),
         ({"presence_penalty": 3}, "presence_penalty"),
         ({"stop": ["a", "b", "c", "d", "e"]}, "stop"),
-        ({"logprobs": True}, "logprobs"),
+        ({"top_logprobs": 21}, "top_logprobs"),
         ({"messages": []}, "messages"),
     ],
 )
@@ -264,19 +264,11 @@ def test_not_a_number_is_400(client: TestClient) -> None:
 @pytest.mark.parametrize(
     "params, param",
     [
-        ({"logit_bias": {"50256": -100}}, "logit_bias"),
-        ({"response_format": {"type": "json_object"}}, "response_format"),
-        ({"response_format": {"type": "json_schema", "json_schema": {"name": "x"}}}, "response_format"),
-        ({"logprobs": True}, "logprobs"),
-        ({"top_logprobs": 3}, "top_logprobs"),
         ({"tools": [{"type": "function", "function": {"name": "f"}}]}, "tools"),
         ({"tool_choice": "required"}, "tool_choice"),
         ({"functions": [{"name": "f"}]}, "functions"),
         ({"audio": {"voice": "alloy"}}, "audio"),
         ({"modalities": ["text", "audio"]}, "modalities"),
-        ({"reasoning_effort": "high"}, "reasoning_effort"),
-        ({"store": True}, "store"),
-        ({"metadata": {"a": "b"}}, "metadata"),
         ({"service_tier": "flex"}, "service_tier"),
         ({"prediction": {"type": "content", "content": "x"}}, "prediction"),
         (
@@ -299,11 +291,36 @@ def test_what_the_server_cannot_honour_is_refused_by_name(
     assert engine.calls == []
 
 
-def test_unknown_parameters_are_refused_by_name(client: TestClient) -> None:
-    for extra in ("top_k", "repetition_penalty", "temprature"):
-        body = {"model": "alpha", "messages": [{"role": "user", "content": "Hi"}], extra: 1}
-        error = assert_openai_error(client.post("/v1/chat/completions", json=body), 400, extra, "unknown_parameter")
-        assert extra in error["message"]
+def test_with_strict_parameters_unknown_and_ignored_fields_are_refused_by_name(
+    personas: Path, cache_dir: Path, engine: FakeEngine, base_model
+) -> None:
+    with make_client(personas, cache_dir, engine, base_model, strict_parameters=True) as client:
+        for extra in ("num_ctx", "temprature", "mirostat"):
+            body = {"model": "alpha", "messages": [{"role": "user", "content": "Hi"}], extra: 1}
+            error = assert_openai_error(
+                client.post("/v1/chat/completions", json=body),
+                400,
+                extra,
+                f"{'unknown' if extra != 'num_ctx' else 'unsupported'}_parameter",
+            )
+            assert extra in error["message"]
+        for params, param in (
+            ({"reasoning_effort": "high"}, "reasoning_effort"),
+            ({"store": True}, "store"),
+            ({"metadata": {"a": "b"}}, "metadata"),
+        ):
+            body = {"model": "alpha", "messages": [{"role": "user", "content": "Hi"}], **params}
+            error = assert_openai_error(
+                client.post("/v1/chat/completions", json=body), 400, param, "unsupported_parameter"
+            )
+            assert "not supported by this server" in error["message"]
+        assert chat(client, "alpha", top_k=5, store=False).status_code == 200, (
+            "what is honoured, or asks nothing, passes"
+        )
+    assert engine.calls and engine.calls[-1][1].top_k == 5
+
+
+def test_nested_unknown_parameters_are_refused_by_name(client: TestClient) -> None:
     body = {
         "model": "alpha",
         "messages": [{"role": "user", "content": "Hi"}],
@@ -387,7 +404,8 @@ def test_the_schema_documents_the_answers_the_server_gives(client: TestClient) -
     assert set(chat_200) == {"application/json", "text/event-stream"}
     assert "422" not in json.dumps(schema["paths"]) and "HTTPValidationError" not in schema["components"]["schemas"]
     request = schema["components"]["schemas"]["ChatCompletionRequest"]["properties"]
-    assert request["logit_bias"]["x-unsupported"] and request["response_format"]["x-unsupported"]
+    assert request["tools"]["x-unsupported"] and request["num_ctx"]["x-ignored"]
+    assert "x-unsupported" not in request["logit_bias"] and "x-unsupported" not in request["response_format"]
 
 
 def test_prompt_longer_than_context_is_400(client: TestClient) -> None:
