@@ -21,10 +21,10 @@ from store.names import check_name
 from store.registry import LOGS_DIR, VALIDATION_DIR, Persona
 from store.train_settings import TrainConfig
 
+from ..auth import require_key
 from ..background import BackgroundTraining
-from ..errors import APIError, bad_request
+from ..errors import NO_QUEUE, APIError, bad_request, require
 from ..openapi import error_responses
-from ..routes import require_key
 from .files import FileStore, file_not_found, first_chat_jsonl_problem
 from .names import fine_tuned_model
 from .protocol import (
@@ -59,10 +59,7 @@ def files_of(request: Request) -> FileStore:
 
 
 def training_of(request: Request) -> BackgroundTraining:
-    training = getattr(request.app.state, "training", None)
-    if training is None:
-        raise APIError(503, "The job queue is not available on this server.", "server_error", None, "not_ready")
-    return training
+    return require(getattr(request.app.state, "training", None), NO_QUEUE)
 
 
 def _job_or_404(training: BackgroundTraining, job_id: str) -> Job:

@@ -27,14 +27,42 @@ def shown_version(status: PersonaStatus | None, picked: str | None) -> VersionSt
     return next((v for v in status.versions if v.version == wanted), None)
 
 
+def gate_line(version: VersionStatus) -> str:
+    """The gate's word on a version, never left out when it went live unjudged or was held back."""
+    gate = version.gate
+    if gate is None:
+        said = version.fidelity.gate if version.fidelity else None
+        return "held back by the fidelity gate" if version.held_back else (said or "")
+    if gate.status == "unjudged":
+        return "unjudged: live without a fidelity verdict"
+    if gate.status == "held back":
+        said = "held back: its evaluation failed" if gate.error else "held back by the fidelity gate"
+        return said + (", made live by hand" if version.live else "")
+    return "live, forced past the gate" if gate.forced else "live"
+
+
+def gate_details(version: VersionStatus) -> list[str]:
+    """The gate's reasons, the evaluation's error and the figures it could not take, one bullet each."""
+    gate = version.gate
+    if gate is None:
+        return [f"- {reason}" for reason in version.fidelity.reasons] if version.fidelity else []
+    lines = [f"- {reason}" for reason in gate.reasons]
+    lines += [f"- evaluation failed: {gate.error}"] if gate.error else []
+    lines += [f"- not measured: {figure}" for figure in gate.missing]
+    return lines
+
+
 def fidelity_markdown(status: PersonaStatus | None, picked: str | None) -> str:
-    """A small table of the picked version's report, or '' when it has none (a card persona, an
-    adapter published before reports, or one published without its report)."""
+    """A small table of the picked version's report with the gate's decision; the decision alone for a
+    version with no report (its evaluation failed or could not be run); '' when there is neither (a card
+    persona, or an adapter published before either was recorded)."""
     version = shown_version(status, picked)
-    if version is None or version.fidelity is None:
+    if version is None or (version.fidelity is None and version.gate is None):
         return ""
+    decision = gate_line(version)
+    if version.fidelity is None:
+        return "\n".join([f"**{version.version}** · {decision}", "", *gate_details(version)]).strip()
     report = version.fidelity
-    decision = "held back by the fidelity gate" if version.held_back else (report.gate or "")
     lines = [
         f"**{version.version} against the card alone**" + (f" · {decision}" if decision else ""),
         "",
@@ -44,5 +72,5 @@ def fidelity_markdown(status: PersonaStatus | None, picked: str | None) -> str:
         _row("style similarity (higher is closer)", report.centroid_similarity, 2),
         _row("variation across sessions (lower is steadier)", report.session_variation, 2),
     ]
-    lines += [f"- {reason}" for reason in report.reasons]
+    lines += gate_details(version)
     return "\n".join(lines)

@@ -14,7 +14,7 @@ import gradio as gr
 from fastapi import FastAPI
 
 from store.errors import CardError, StoreError
-from store.registry import Persona, PersonaStore
+from store.registry import PersonaStore
 
 from ..chat import ChatService
 from ..errors import MODEL_LOADING, require
@@ -26,6 +26,7 @@ from .events import conversation_outputs, side_outputs, wire_chat
 from .fidelity import fidelity_markdown
 from .layout import ChatComponents, build_layout
 from .new_persona import NewPersonaPanel
+from .picture import load_picture
 from .review import ReviewPanel
 from .session import (
     LIVE,
@@ -60,21 +61,6 @@ Updates = dict[Any, Any]
 def chat_service(app: FastAPI) -> ChatService:
     """The server's chat service, or the API's 503 while the engine is still starting."""
     return require(getattr(app.state, "chat", None), MODEL_LOADING)
-
-
-def load_picture(persona: Persona) -> Any:
-    """The persona's picture as an image Gradio can serve (the personas folder itself is never exposed)."""
-    path = persona.picture
-    if path is None or not path.is_file():
-        return None
-    try:
-        from PIL import Image
-
-        with Image.open(path) as image:
-            image.load()
-            return image.copy()
-    except (OSError, ValueError):
-        return None
 
 
 class ChatPage:

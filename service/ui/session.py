@@ -136,6 +136,8 @@ def version_choices(status: PersonaStatus | None) -> list[tuple[str, str]]:
     if status is None:
         return [("live", LIVE)]
     live = status.live_version or "card"
+    if status.live_gate in ("unjudged", "held back"):  # the gate's word on the live version, beside the picker
+        live += f", {status.live_gate}"
     choices = [(f"live ({live})", LIVE)]
     choices += [
         (v.version, v.version)

@@ -577,3 +577,18 @@ def test_the_version_s_fidelity_figures_sit_beside_the_version_picker(page: Chat
     picked = page.show_fidelity("alpha", "v1")
     assert picked.startswith("**v1 against the card alone** · live") and "| 110.0 | 91.0 | 60.0 |" in picked
     assert page.show_fidelity("alpha", "v2") == ""
+
+
+def test_a_persona_with_an_invalid_card_is_listed_and_shows_its_error_when_picked(
+    page: ChatPage, personas: Path
+) -> None:
+    (personas / "broken").mkdir()
+    (personas / "broken" / "persona.yaml").write_text("sampling:\n  temperature: hot\n")
+    shown = page.load({})
+    assert value(shown[page.ui.persona]) == "alpha", "the first servable persona is picked first"
+    assert ("broken · invalid card", "broken") in shown[page.ui.persona].constructor_args["choices"]
+    picked = page.pick("broken", "alpha", {})
+    assert "invalid card" in picked[page.ui.card]
+    error = picked[page.ui.description]
+    assert "broken/persona.yaml" in error and "sampling.temperature" in error
+    assert value(picked[page.ui.chatbot]) == []

@@ -51,3 +51,31 @@ def test_nothing_is_shown_without_a_report() -> None:
     assert fidelity_markdown(status(), "v3") == ""
     assert fidelity_markdown(status(), "v9") == ""
     assert fidelity_markdown(None, LIVE) == ""
+
+
+def test_an_unjudged_live_version_says_so_beside_the_picker_even_without_a_report() -> None:
+    from service.ui.session import version_choices
+    from store.fidelity_report import GateDecision
+
+    gate = GateDecision(
+        go_live=True,
+        status="unjudged",
+        reasons=["2 held-out sessions; 3 are needed to judge"],
+        missing=["style similarity: no server to generate through"],
+    )
+    shown = status().model_copy(update={"live_gate": "unjudged"})
+    shown.versions[0] = VersionStatus(version="v1", live=True, gate=gate)
+    text = fidelity_markdown(shown, LIVE)
+    assert text.startswith("**v1** · unjudged") and "- 2 held-out sessions; 3 are needed to judge" in text
+    assert "- not measured: style similarity: no server to generate through" in text
+    assert version_choices(shown)[0] == ("live (v1, unjudged)", LIVE)
+
+
+def test_a_version_whose_evaluation_failed_is_held_back_with_the_error() -> None:
+    from store.fidelity_report import GateDecision
+
+    gate = GateDecision(go_live=False, status="held back", error="CUDA out of memory")
+    shown = status()
+    shown.versions[2] = VersionStatus(version="v3", live=False, held_back=True, gate=gate)
+    text = fidelity_markdown(shown, "v3")
+    assert "held back: its evaluation failed" in text and "- evaluation failed: CUDA out of memory" in text
