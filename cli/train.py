@@ -194,8 +194,16 @@ def _summary(persona, job) -> str:
             f"  gate: {status}" + (f" (compared with live {decision.compared_with})" if decision.compared_with else "")
         )
         lines += [f"    - {reason}" for reason in decision.reasons]
+        lines += [f"    {_check_line(check)}" for check in decision.checks]
         lines += [f"    not measured: {missing}" for missing in decision.missing]
     return "\n".join(lines)
+
+
+def _check_line(check) -> str:
+    against = "the prompt-only persona" if check.figure == "card_perplexity" else "live"
+    figure = "perplexity" if check.figure == "card_perplexity" else check.figure
+    verdict = "within the tolerance" if check.passed else "worse beyond the tolerance"
+    return f"{figure} {check.new:.3g} vs {against} {check.live:.3g} (limit {check.limit:.3g}): {verdict}"
 
 
 def _here(settings_, jobs, name: str, flags: dict, resume: bool) -> str:

@@ -46,7 +46,7 @@ def world(tmp_path: Path, base_model, monkeypatch):
 
     def fake_train(settings, name, config, *, examples, make_live, **kwargs):
         assert examples is not None and not make_live  # built once by the runner, gated after
-        number = max(PersonaStore(settings.personas_dir).get(name).versions) + 1
+        number = max(PersonaStore(settings.personas_dir).get(name).versions, default=0) + 1
         folder = write_version(persona, number, base_model.hash, live=False)
         meta = json.loads((folder / METADATA_FILE).read_text())
         meta.update(steps=3, duration_s=1.0, tokens_per_s=100.0, eval_loss_before=2.0, eval_loss_after=1.5)
@@ -95,6 +95,7 @@ def test_persona_train_without_a_worker_is_gated_and_prints_the_decision(world) 
     assert {c.figure for c in gate.checks} == {"perplexity", "card_perplexity"}
     assert any(m.startswith("style similarity: no server") for m in gate.missing)
     assert "gate: live (compared with live v1)" in output and "not measured: style similarity" in output
+    assert "perplexity 9 vs live 10" in output and "perplexity 9 vs the prompt-only persona 12" in output
     job, events = _job(world)
     assert job.status == "succeeded" and job.outcome == "published" and job.version == 2
     assert job.used["seed"] == world.trained[0]["seed"] and job.used["epochs"] == 2
@@ -180,3 +181,17 @@ def test_the_logs_are_parsed_once_per_job(world, monkeypatch) -> None:
     job = jobs.create(NAME, "watcher", automatic=True)
     done = run_job(JobSettings(personas_dir=world.personas, base_model=str(world.base.path)), job.id)
     assert done.outcome == "published" and len(calls) == 1
+
+
+def test_a_first_version_goes_live_with_the_prompt_only_persona_s_figure_beside_it(world) -> None:
+    import shutil
+
+    shutil.rmtree(world.persona / "adapters")
+    world.perplexity["v1"] = 15.0  # worse than the prompt-only persona's 12: shown, not held back
+    output = _train(world)
+    assert read_live(world.persona) == 1
+    gate = read_gate(world.persona / "adapters" / "v1")
+    assert gate.status == "live" and gate.compared_with is None
+    [check] = gate.checks
+    assert check.figure == "card_perplexity" and not check.passed
+    assert "perplexity 15 vs the prompt-only persona 12 (limit 12.2): worse beyond the tolerance" in output

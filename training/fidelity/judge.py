@@ -82,7 +82,9 @@ def perplexity_decision(
     fidelity: FidelitySettings | None = None,
 ) -> GateDecision:
     """The in-process gate: the new adapter's held-out perplexity may be at most the tolerance above
-    the live version's (same base model) and the prompt-only persona's."""
+    the live version's (same base model), as with a server. The prompt-only persona's perplexity is
+    measured and kept as a check beside it (``card_perplexity``), so a reader sees whether the adapter
+    beats a well-written prompt; like the server's gate, it does not hold a first version back."""
     fidelity = fidelity or settings_for(persona)
     if not len(examples.heldout):
         raise TooSmallToJudge(
@@ -126,7 +128,7 @@ def perplexity_decision(
             reference = Scorer.load(base.path, persona.version_path(live), **options)
             checks.append(_check("perplexity", new, reference.score(as_served, adapter=True).perplexity, tolerance))
             compared_with = version_name(live)
-    reasons = [check_reason(c, compared_with or "") for c in checks if not c.passed]
+    reasons = [check_reason(c, compared_with or "") for c in checks if c.figure == "perplexity" and not c.passed]
     go = not reasons
     return GateDecision(
         go_live=go,
