@@ -19,15 +19,18 @@ __all__ = [
     "FIDELITY_MD",
     "FIDELITY_PNG",
     "GATE_JSON",
+    "IDENTITY_PNG",
     "GateStatus",
     "SYSTEMS",
     "FidelityReport",
     "GateCheck",
     "GateDecision",
+    "IdentityFigures",
     "RealFigures",
     "Sample",
     "SystemFigures",
     "Systems",
+    "TurnFigures",
     "read_gate",
     "read_report",
     "write_gate",
@@ -37,6 +40,7 @@ FIDELITY_JSON = "fidelity.json"
 FIDELITY_MD = "fidelity.md"
 FIDELITY_PNG = "fidelity.png"
 GATE_JSON = "gate.json"
+IDENTITY_PNG = "identity.png"
 
 SYSTEMS = ("base", "card", "adapter")
 """The compared systems: base model alone, base + full card (prompt-only persona), adapter as served."""
@@ -54,7 +58,8 @@ class SystemFigures(BaseModel):
     classifier_accuracy: float | None = None
     """Cross-validated accuracy telling its replies from the real ones. 0.5 is best (indistinguishable)."""
     session_variation: float | None = None
-    """1 − mean pairwise cosine of replies to one probe across fresh sessions. Lower is steadier."""
+    """1 − mean pairwise cosine of replies to one probe across fresh sessions: how much *what is said*
+    varies (not who says it; :class:`IdentityFigures` measures that). Lower is steadier."""
     prompt_tokens: float | None = None
     """Prompt tokens of a fresh session's first request (a probe question): what the persona itself costs
     in context. Lower leaves more room for the conversation."""
@@ -76,10 +81,52 @@ class RealFigures(BaseModel):
     """The character's real held-out replies, as the reference."""
 
     replies: int
-    centroid_ceiling: float
+    centroid_ceiling: float | None = None
     """Leave-one-out: each real reply's cosine with the centroid of the others, averaged."""
     marker_rate: float | None = None
     markers: dict[str, float] = Field(default_factory=dict)
+
+
+class TurnFigures(BaseModel):
+    """One system's identity through held-out conversations, turn by turn (or the real replies': the ceiling)."""
+
+    by_turn: list[float]
+    """Mean identity at each turn, over the conversations that reach it."""
+    drift: float | None = None
+    """Mean identity of the last three turns minus the first three (fewer when conversations are short);
+    negative: the system leaves the character as the talk goes on. ``None`` with fewer than two turns."""
+    in_character: float
+    """Share of replies the identity scorer judges the character's."""
+    spread: float
+    """Standard deviation of the conversations' mean identity: how much the character varies between talks."""
+    worst: float
+    """The lowest conversation's mean identity."""
+    last_prompt_tokens: float | None = None
+    """Mean prompt tokens of each conversation's last request: what the persona and the talk cost by then."""
+    scenes: list[float] = Field(default_factory=list)
+    """Each conversation's mean identity."""
+
+    @property
+    def mean(self) -> float:
+        return sum(self.by_turn) / len(self.by_turn) if self.by_turn else 0.0
+
+
+class IdentityFigures(BaseModel):
+    """Is this the character speaking? A per-persona scorer's verdicts on each system's replies as it
+    talks through held-out conversations with its own history."""
+
+    auc: float
+    """The scorer's cross-validated AUC on the training lines (0.5: it cannot tell; 1.0: always right)."""
+    threshold: float
+    character_lines: int
+    other_lines: int
+    """Other speakers' lines in the logs and the base model's answers to the same user turns."""
+    turns: int
+    scenes: int
+    systems: dict[str, TurnFigures]
+    """``card`` (base model + full card), ``prompt`` (base model + short system prompt), ``adapter``."""
+    real: TurnFigures
+    """The real replies of the same conversations: the ceiling."""
 
 
 class Sample(BaseModel):
@@ -153,6 +200,9 @@ class FidelityReport(BaseModel):
     forgetting: float | None = None
     """Relative rise of general-conversation perplexity, adapter over base (0.05 = 5% worse)."""
     samples: list[Sample] = Field(default_factory=list)
+    identity: IdentityFigures | None = None
+    missing: dict[str, str] = Field(default_factory=dict)
+    """Figures that could not be taken on this persona's data, each with the reason."""
     gate: GateDecision | None = None
 
 

@@ -48,6 +48,9 @@ class GateThresholds(BaseModel):
     max_forgetting: float | None = Field(default=None, ge=0.0)
     """Relative: perplexity on general conversation may rise at most this much above the base model's;
     off unless set."""
+    max_identity_drop: float = Field(default=0.05, ge=0.0)
+    """Absolute: the adapter's mean identity through the held-out conversations (turn by turn) may drop
+    by at most this much below the live version's."""
 
 
 class FidelitySettings(BaseModel):
@@ -79,6 +82,16 @@ class FidelitySettings(BaseModel):
     concurrency: int = Field(default=24, ge=1)
     """Requests in flight at once, so the engine batches them."""
     seed: int = 0
+    dialogue_turns: int = Field(default=6, ge=0)
+    """Turns each system talks through a held-out conversation for the identity figures (0: none)."""
+    dialogue_sessions: int = Field(default=4, ge=1)
+    """Held-out conversations talked through (the longest first)."""
+    identity_lines: int = Field(default=300, ge=8)
+    """Most lines on each side (the character's training replies; the other speakers' lines and the base
+    model's answers) that the identity scorer is trained on."""
+    generic_answers: int = Field(default=32, ge=0)
+    """The base model's answers to training user turns, generated once per report as the generic
+    assistant's voice the identity scorer learns to tell apart."""
     gate: GateThresholds = Field(default_factory=GateThresholds)
 
     @classmethod

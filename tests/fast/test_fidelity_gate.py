@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from store.card import PersonaCard
+from store.fidelity_report import IdentityFigures
 from training.fidelity import FidelityError, FidelityReport, FidelitySettings, GateThresholds, decide
 
 
@@ -86,3 +87,39 @@ def test_thresholds_come_from_the_card_and_a_bad_one_names_the_field() -> None:
         FidelitySettings.from_card({"gate": {"max_similarity_drop": -1}}, "personas/wren/persona.yaml")
     with pytest.raises(FidelityError, match=r"field 'fidelity.probs'"):
         FidelitySettings.from_card({"probs": 5}, "persona.yaml")
+
+
+def _with_identity(base: FidelityReport, adapter_by_turn: list[float]) -> FidelityReport:
+    def turns(values: list[float]) -> dict:
+        return {"by_turn": values, "drift": values[-1] - values[0], "in_character": 0.8, "spread": 0.1,
+                "worst": min(values)}  # fmt: skip
+
+    identity = {
+        "auc": 0.9, "threshold": 0.5, "character_lines": 100, "other_lines": 120, "turns": len(adapter_by_turn),
+        "scenes": 4, "systems": {"card": turns([0.5, 0.4, 0.3]), "adapter": turns(adapter_by_turn)},
+        "real": turns([0.8, 0.8, 0.8]),
+    }  # fmt: skip
+    return base.model_copy(update={"identity": IdentityFigures.model_validate(identity)})
+
+
+def test_a_version_that_leaves_the_character_through_a_talk_is_held_back() -> None:
+    live = _with_identity(LIVE, [0.7, 0.7, 0.7])
+    steady = decide(_with_identity(report("v2", 59.0, 0.41), [0.72, 0.68, 0.7]), live, GateThresholds())
+    assert steady.go_live and "identity" in {c.figure for c in steady.checks}
+    drifting = decide(_with_identity(report("v2", 59.0, 0.41), [0.7, 0.5, 0.3]), live, GateThresholds())
+    assert not drifting.go_live
+    assert any("identity through held-out conversations 0.500" in r and "v1's 0.700" in r for r in drifting.reasons)
+
+
+def test_a_figure_the_persona_cannot_give_is_listed_as_not_taken_not_held_against_it() -> None:
+    def no_style(version: str, perplexity: float) -> FidelityReport:
+        r = report(version, perplexity, 0.0)
+        r.systems.adapter.centroid_similarity = None
+        r.missing = {"centroid_similarity": "1 held-out replies answer a user's turn; at least 2 are needed"}
+        return r
+
+    decision = decide(no_style("v2", 59.0), no_style("v1", 60.0), GateThresholds())
+    assert decision.go_live and [c.figure for c in decision.checks] == ["perplexity"]
+    assert decision.missing == ["centroid_similarity: 1 held-out replies answer a user's turn; at least 2 are needed"]
+    one_sided = decide(no_style("v2", 59.0), LIVE, GateThresholds())
+    assert not one_sided.go_live and "style similarity is missing from a report" in one_sided.reasons

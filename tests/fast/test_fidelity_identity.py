@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from training.fidelity.dialogue import Scene, Turn, converse, scenes_from_heldout, turn_figures
-from training.fidelity.generate import Reply, System
 from training.fidelity.identity import IdentityScorer, IdentityUnavailable
+from training.server_client import Reply, System
 
 SUBJECTS = ["the kettle", "the tide", "your boots", "the lantern", "that gull", "the nets", "supper", "the fog"]
 
@@ -116,3 +116,67 @@ def test_turn_figures_show_a_drift_away_from_the_character():
     assert down.in_character == pytest.approx(7 / 12)  # 0.5 counts as in character
     assert level.worst == pytest.approx(0.7) and down.last_prompt_tokens == 405
     assert turn_figures([[0.6]], 0.5).drift is None
+
+
+def _session_rows(session: str, pairs: list[tuple[str, str]]) -> list[dict]:
+    """Per-reply rows of one session, each with the turns before its reply, as the examples carry them."""
+    rows, turns = [], []
+    for user, reply in pairs:
+        turns += [("user", user), ("assistant", reply)]
+        rows.append(_row(session, *turns))
+    return rows
+
+
+def _talk(session: int, rng: random.Random) -> list[tuple[str, str]]:
+    lines = _character_lines(3, rng)
+    return [(f"Kim: what about {x} on day {session}?", line) for x, line in zip(SUBJECTS, lines)]
+
+
+def test_the_report_figures_put_a_system_that_keeps_the_voice_above_one_that_drifts(monkeypatch):
+    from store.fidelity_settings import FidelitySettings
+    from training.fidelity import identity_report
+    from training.server_client import Sampling
+
+    rng = random.Random(4)
+    train = [row for s in range(12) for row in _session_rows(f"t{s}", _talk(s, rng))]
+    heldout = [
+        row for s in range(3) for row in _session_rows(f"h{s}", [(f"and {x}?", "Aye, lad.") for x in SUBJECTS[:5]])
+    ]
+
+    def fake_generate(url, jobs, sampling, concurrency=1):
+        def answer(key, ask):
+            turn = len(ask.conversation) // 2
+            if key == "adapter" or (key == "card" and turn < 2):
+                return f"Aye, lad... {rng.choice(SUBJECTS)}, will it..."
+            return "Certainly! Here is some information. Let me know if you need anything else."
+
+        return [[Reply(answer(system.key, ask), 10 * len(ask.conversation)) for ask in asks] for system, asks in jobs]
+
+    monkeypatch.setattr(identity_report, "generate", fake_generate)
+    systems = [System("card", "base", "You are Tam."), System("prompt", "base", "Tam"), System("adapter", "tam@v1")]
+    figures = identity_report.identity_figures(
+        url="http://x/v1", train_rows=train, heldout_rows=heldout, systems=systems, generic=System("base", "base"),
+        sampling=Sampling(temperature=1.0, top_p=1.0, max_tokens=16), fidelity=FidelitySettings(dialogue_turns=5),
+        embed=None, say=lambda _: None,
+    )  # fmt: skip
+    assert not isinstance(figures, str)
+    assert figures.auc > 0.9 and figures.scenes == 3 and figures.turns == 5
+    adapter, card, prompt = (figures.systems[k] for k in ("adapter", "card", "prompt"))
+    assert adapter.mean > card.mean > prompt.mean
+    assert card.drift < -0.3 and abs(adapter.drift) < 0.2
+    assert adapter.in_character == 1.0 and figures.real.in_character == 1.0
+    assert adapter.last_prompt_tokens == 90  # 9 turns of history at the fifth turn
+
+
+def test_the_report_says_why_identity_cannot_be_taken():
+    from store.fidelity_settings import FidelitySettings
+    from training.fidelity import identity_report
+    from training.server_client import Sampling
+
+    openers_only = [_row("h", ("assistant", "Morning!")), _row("i", ("assistant", "Evening!"))]
+    why = identity_report.identity_figures(
+        url="http://x/v1", train_rows=[], heldout_rows=openers_only, systems=[], generic=System("base", "base"),
+        sampling=Sampling(temperature=1.0, top_p=1.0, max_tokens=16), fidelity=FidelitySettings(),
+        embed=None, say=lambda _: None,
+    )  # fmt: skip
+    assert why == "no held-out conversation has a user turn before one of the character's replies"

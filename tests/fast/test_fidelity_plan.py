@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from training.fidelity.card_prompt import example_exchanges, full_card_prompt
-from training.fidelity.generate import System
 from training.fidelity.plan import make_plan, spread
+from training.server_client import System
 
 SYSTEM = {"role": "system", "content": "You are Wren.", "weight": 0.0}
 

@@ -17,9 +17,9 @@ from hypothesis import strategies as st
 
 from store.chat_format import prompt_messages, render_conversation, render_prompt
 from tests.support.tiny_base import make_tiny_base
-from training.fidelity.generate import System
 from training.fidelity.perplexity import fit_length
 from training.fidelity.plan import MIN_PROMPTS, PERPLEXITY, PROBES, STYLE, make_plan
+from training.server_client import System
 
 PROPERTIES = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 SYSTEM_PROMPT = "You are Nova."

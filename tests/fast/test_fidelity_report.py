@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from training.fidelity import FidelityReport, FidelitySettings, decide, read_report
 from training.fidelity.report import FIGURES, write_report
 
@@ -106,3 +108,35 @@ def test_a_missing_or_broken_report_reads_as_none(tmp_path) -> None:
     assert read_report(tmp_path) is None
     (tmp_path / "fidelity.json").write_text("{not json")
     assert read_report(tmp_path) is None
+
+
+def test_identity_by_turn_is_written_as_a_table_and_a_chart(tmp_path) -> None:
+    from store.fidelity_report import IDENTITY_PNG, IdentityFigures
+
+    def turns(values: list[float], tokens: float | None = None) -> dict:
+        return {"by_turn": values, "drift": values[-1] - values[0], "in_character": 0.75, "spread": 0.05,
+                "worst": min(values), "last_prompt_tokens": tokens}  # fmt: skip
+
+    report = make_report()
+    report.identity = IdentityFigures.model_validate({
+        "auc": 0.91, "threshold": 0.5, "character_lines": 150, "other_lines": 180, "turns": 3, "scenes": 4,
+        "systems": {"card": turns([0.6, 0.4, 0.2], 420), "adapter": turns([0.7, 0.7, 0.72], 95)},
+        "real": turns([0.8, 0.82, 0.8]),
+    })  # fmt: skip
+    paths = write_report(report, tmp_path)
+    markdown = paths["markdown"].read_text()
+    assert "## Identity, turn by turn" in markdown and "AUC 0.910" in markdown
+    assert "| prompt-only (full card) | 0.400 | 75% | -0.400 |" in markdown
+    assert "| adapter | 0.70 | 0.70 | 0.72 |" in markdown and "| adapter | 0.707 | 75% | +0.020 |" in markdown
+    assert (tmp_path / IDENTITY_PNG).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert FidelityReport.model_validate_json(paths["json"].read_text()).identity.systems[
+        "card"
+    ].drift == pytest.approx(-0.4)
+
+
+def test_figures_the_data_cannot_give_are_named_with_the_reason(tmp_path) -> None:
+    report = make_report()
+    report.missing = {"identity": "no held-out conversation has a user turn", "pair_similarity": "1 prompt"}
+    markdown = write_report(report, tmp_path)["markdown"].read_text()
+    assert "Not measured: no held-out conversation has a user turn." in markdown
+    assert "- pair_similarity: 1 prompt" in markdown

@@ -10,7 +10,9 @@ the prompt-only persona (base model + the full card) and the adapter as it is se
 
 Modules: :mod:`.plan` (what is asked and scored), :mod:`.card_prompt` (the full card),
 :mod:`training.server_client` (replies through the server), :mod:`.perplexity`, :mod:`.embed`, :mod:`.metrics`
-(pure figures), :mod:`.general` (forgetting), :mod:`.report` (JSON, Markdown, PNG), :mod:`.gate`
+(pure figures), :mod:`.general` (forgetting), :mod:`.identity` (is it the character speaking?),
+:mod:`.dialogue` and :mod:`.identity_report` (identity turn by turn through held-out conversations),
+:mod:`.report` (JSON, Markdown, PNG), :mod:`.gate`
 (the comparison), :mod:`.judge` (a new version's decision, ``gate.json``, failing closed),
 :mod:`.server` (``persona serve`` as a child process when no server is given), :mod:`.settings`
 (the card's ``fidelity:`` section); the report's shape is :mod:`store.fidelity_report`.

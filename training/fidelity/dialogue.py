@@ -17,12 +17,14 @@ scenes at the same turn) so the engine batches them.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from .generate import Ask, Reply, System
+from store.fidelity_report import TurnFigures
+
+from ..server_client import Ask, Reply, System
 
 __all__ = ["Scene", "Turn", "TurnFigures", "converse", "scenes_from_heldout", "turn_figures"]
 
@@ -94,28 +96,6 @@ def converse(
                 ]
                 out[system.key][i].append(reply)
     return out
-
-
-@dataclass
-class TurnFigures:
-    """One system's identity through the scenes (or the real replies', the ceiling)."""
-
-    by_turn: list[float]
-    """Mean identity at each turn, over the scenes that reach it."""
-    drift: float | None
-    """Mean identity of the last three turns minus the first three (fewer when scenes are short);
-    ``None`` with fewer than two turns. Negative: the system leaves the character as the talk goes on."""
-    in_character: float
-    """Share of replies judged the character's."""
-    spread: float
-    """Standard deviation of the scenes' mean identity: how much a system's character varies between
-    conversations."""
-    worst: float
-    """The lowest scene mean identity."""
-    last_prompt_tokens: float | None = None
-    """Mean prompt tokens of each scene's last request: what the conversation costs in context by then."""
-    scenes: list[float] = field(default_factory=list)
-    """Each scene's mean identity."""
 
 
 def turn_figures(

@@ -10,7 +10,9 @@
 
 Order of work: generate every reply through the server (all systems at once, so the engine batches),
 then score perplexity on the CPU with the base model and the version's PEFT adapter, then embed the
-replies and compute the figures. Reports are written beside the version.
+replies and compute the figures, then talk each system through held-out conversations for the
+identity figures (:mod:`.identity_report`). A figure the persona's data cannot give is left out with
+the reason (``report.missing``); the rest is reported. Reports are written beside the version.
 """
 
 from __future__ import annotations
@@ -34,8 +36,9 @@ from .card_prompt import example_exchanges, full_card_prompt
 from .embed import EMBEDDING_MODEL, Embedder
 from .gate import TooSmallToJudge, comparable, decide
 from .general import general_conversations
+from .identity_report import IDENTITY, identity_figures
 from .perplexity import Scorer
-from .plan import Plan, make_plan
+from .plan import FIGURES, PERPLEXITY, Plan, make_plan
 from .report import write_report
 from .settings import FidelityError, FidelitySettings
 
@@ -85,6 +88,13 @@ class Evaluation:
             persona = PersonaStore(settings.personas_dir).get(persona)
         fidelity = fidelity or settings_for(persona)
         examples = examples if examples is not None else persona_examples(persona)
+        card_prompt = full_card_prompt(
+            persona.title,
+            persona.card.description,
+            persona.system_prompt,
+            example_exchanges(examples.train, fidelity.example_exchanges),
+        )
+        base = resolve_base_model(settings.base_model, settings.cache_dir, settings.allow_download)
         if not len(examples.heldout):
             raise TooSmallToJudge(
                 f"persona '{persona.name}' has no held-out sessions to evaluate on ({examples.sessions} sessions "
@@ -98,19 +108,10 @@ class Evaluation:
             sessions=fidelity.sessions,
             scored=fidelity.perplexity_examples,
             seed=fidelity.seed,
+            fits=_fits(base, card_prompt, fidelity),
         )
-        if len(plan.prompts) < 2 or not plan.probes:
-            raise TooSmallToJudge(
-                f"persona '{persona.name}': its held-out sessions have too few prompts that a "
-                "user started, so no style figures can be measured"
-            )
-        card_prompt = full_card_prompt(
-            persona.title,
-            persona.card.description,
-            persona.system_prompt,
-            example_exchanges(examples.train, fidelity.example_exchanges),
-        )
-        base = resolve_base_model(settings.base_model, settings.cache_dir, settings.allow_download)
+        if PERPLEXITY in plan.missing:
+            raise TooSmallToJudge(f"persona '{persona.name}': {plan.missing[PERPLEXITY]}, so no version can be judged")
         return cls(settings, persona, fidelity, base, examples, plan, card_prompt, say)
 
     def check(self, version: int | str | None) -> int:
@@ -156,6 +157,23 @@ class Evaluation:
         return report
 
 
+def _fits(base: BaseModel, card_prompt: str, fidelity: FidelitySettings) -> Callable[[Any], bool]:
+    """Whether a held-out prompt, carrying the longest system message (the full card), leaves room for a
+    reply within ``fidelity.max_length`` tokens: a longer one loses its oldest turns in the plan."""
+    from transformers import AutoTokenizer
+
+    from store.chat_format import render_prompt
+
+    tokenizer = AutoTokenizer.from_pretrained(base.path)
+    room = fidelity.max_length - fidelity.max_tokens
+
+    def fits(conversation: Any) -> bool:
+        messages = [{"role": "system", "content": card_prompt}, *conversation]
+        return len(render_prompt(tokenizer, messages)) <= room
+
+    return fits
+
+
 def _sampling(ctx: Evaluation) -> Sampling:
     card = ctx.persona.card.sampling
     return Sampling(  # what the server uses for a request that sets none, unless fidelity: says otherwise
@@ -190,20 +208,20 @@ def _style(ctx: Evaluation, replies: list[Reply], real_vectors: Any) -> dict[str
     """Style, consistency, context cost and voice markers of one system's replies."""
     plan, markers = ctx.plan, ctx.persona.card.voice_markers
     heldout, probes = replies[: len(plan.prompts)], replies[len(plan.prompts) :]
-    vectors = ctx.embed([r.text for r in heldout])
-    probe_vectors = ctx.embed([r.text for r in probes])
-    n = len(plan.probes)
-    groups = [probe_vectors[[s * n + p for s in range(plan.sessions)]] for p in range(n)]
-    rate, per_marker = metrics.marker_rates([r.text for r in replies], markers) if markers else (None, {})
-    return {
-        "pair_similarity": metrics.pair_similarity(vectors, real_vectors),
-        "centroid_similarity": metrics.centroid_similarity(vectors, real_vectors),
-        "classifier_accuracy": metrics.classifier_accuracy(vectors, real_vectors, seed=ctx.fidelity.seed),
-        "session_variation": metrics.session_variation(groups),
-        "prompt_tokens": metrics.prompt_tokens_per_request([r.prompt_tokens for r in probes[:n]]),
-        "marker_rate": rate,
-        "markers": per_marker,
-    }
+    rate, per_marker = metrics.marker_rates([r.text for r in replies], markers) if markers and replies else (None, {})
+    out: dict[str, Any] = {"marker_rate": rate, "markers": per_marker}
+    if heldout:
+        vectors = ctx.embed([r.text for r in heldout])
+        out["pair_similarity"] = metrics.pair_similarity(vectors, real_vectors)
+        out["centroid_similarity"] = metrics.centroid_similarity(vectors, real_vectors)
+        out["classifier_accuracy"] = metrics.classifier_accuracy(vectors, real_vectors, seed=ctx.fidelity.seed)
+    if probes:
+        probe_vectors = ctx.embed([r.text for r in probes])
+        n = len(plan.probes)
+        groups = [probe_vectors[[s * n + p for s in range(plan.sessions)]] for p in range(n)]
+        out["session_variation"] = metrics.session_variation(groups)
+        out["prompt_tokens"] = metrics.prompt_tokens_per_request([r.prompt_tokens for r in probes[:n]])
+    return out
 
 
 def _measure(ctx: Evaluation, number: int, server_url: str) -> FidelityReport:
@@ -234,6 +252,7 @@ def _measure(ctx: Evaluation, number: int, server_url: str) -> FidelityReport:
     )
     real_texts = [p.real for p in plan.prompts]
     real_vectors = ctx.embed(real_texts)
+    missing = {figure: why for part, why in plan.missing.items() for figure in FIGURES[part]}
     markers = ctx.persona.card.voice_markers
     real_rate, real_markers = metrics.marker_rates(real_texts, markers) if markers else (None, {})
     by_key = {s.key: r for s, r in zip(systems, replies)}
@@ -246,6 +265,23 @@ def _measure(ctx: Evaluation, number: int, server_url: str) -> FidelityReport:
         )
         for i, prompt in enumerate(plan.prompts[:SAMPLES])
     ]
+    identity = identity_figures(
+        url=server_url,
+        train_rows=ctx.examples.train,
+        heldout_rows=ctx.examples.heldout,
+        systems=[
+            System("card", ctx.base.id, ctx.card_prompt),
+            System("prompt", ctx.base.id, persona.system_prompt),
+            System("adapter", f"{persona.name}@{name}"),
+        ],
+        generic=systems[0],
+        sampling=_sampling(ctx),
+        fidelity=ctx.fidelity,
+        embed=ctx.embed,
+        say=lambda message: ctx.say(f"{persona.name} {name}: {message}"),
+    )
+    if isinstance(identity, str):
+        missing[IDENTITY], identity = identity, None
     return FidelityReport(
         persona=persona.name,
         version=name,
@@ -263,12 +299,14 @@ def _measure(ctx: Evaluation, number: int, server_url: str) -> FidelityReport:
         systems=Systems(**{key: SystemFigures(**values) for key, values in figures.items()}),
         real=RealFigures(
             replies=len(real_texts),
-            centroid_ceiling=metrics.leave_one_out_ceiling(real_vectors),
+            centroid_ceiling=metrics.leave_one_out_ceiling(real_vectors) if len(real_texts) >= 2 else None,
             marker_rate=real_rate,
             markers=real_markers,
         ),
         forgetting=(adapter_general / base_general - 1.0) if base_general and adapter_general else None,
         samples=samples,
+        identity=identity,
+        missing=missing,
     )
 
 

@@ -1,8 +1,11 @@
 """The gate: a new version goes live only if it is not worse than the live one.
 
-"Not worse" is measured on the adapter's held-out perplexity and its style similarity to the real
+"Not worse" is measured on the adapter's held-out perplexity, its identity through held-out
+conversations (is it the character speaking, turn by turn) and its style similarity to the real
 replies (centroid cosine), each within a tolerance from the persona's ``fidelity.gate`` settings, and
-optionally on forgetting. A version that fails stays available, marked ``held back`` with the reasons
+optionally on forgetting. A figure that the persona's data cannot give (missing from both reports,
+with the reason in the report) is listed as not taken; perplexity is never optional. A version
+that fails stays available, marked ``held back`` with the reasons
 and both sets of figures, for inspection and manual promotion.
 """
 
@@ -29,12 +32,24 @@ def _perplexity_check(new: FidelityReport, live: FidelityReport, tolerance: floa
     return GateCheck(figure="perplexity", new=value, live=reference, limit=limit, passed=value <= limit)
 
 
-def _similarity_check(new: FidelityReport, live: FidelityReport, tolerance: float) -> GateCheck | str:
+def _similarity_check(new: FidelityReport, live: FidelityReport, tolerance: float) -> GateCheck | str | None:
     value, reference = new.systems.adapter.centroid_similarity, live.systems.adapter.centroid_similarity
+    if value is None and reference is None:
+        return None
     if value is None or reference is None:
         return "style similarity is missing from a report"
     limit = reference - tolerance
     return GateCheck(figure="centroid_similarity", new=value, live=reference, limit=limit, passed=value >= limit)
+
+
+def _identity_check(new: FidelityReport, live: FidelityReport, tolerance: float) -> GateCheck | str | None:
+    if new.identity is None and live.identity is None:
+        return None
+    if new.identity is None or live.identity is None:
+        return "identity is missing from a report"
+    value, reference = new.identity.systems["adapter"].mean, live.identity.systems["adapter"].mean
+    limit = reference - tolerance
+    return GateCheck(figure="identity", new=value, live=reference, limit=limit, passed=value >= limit)
 
 
 def _forgetting_check(new: FidelityReport, live: FidelityReport, most: float) -> GateCheck | str:
@@ -56,6 +71,11 @@ def check_reason(check: GateCheck, live_version: str) -> str:
         return (
             f"held-out perplexity {check.new:.2f} is worse than live {live_version}'s {check.live:.2f} "
             f"beyond the tolerance (at most {check.limit:.2f})"
+        )
+    if check.figure == "identity":
+        return (
+            f"identity through held-out conversations {check.new:.3f} is below live {live_version}'s "
+            f"{check.live:.3f} beyond the tolerance (at least {check.limit:.3f})"
         )
     if check.figure == "centroid_similarity":
         return (
@@ -87,8 +107,9 @@ def decide(new: FidelityReport, live: FidelityReport | None, thresholds: GateThr
     Both reports must be measured the same way (:func:`comparable`); otherwise the live version has to
     be evaluated again first, and :class:`FidelityError` says so.
     """
+    not_taken = [f"{figure}: {why}" for figure, why in new.missing.items()]
     if live is None:
-        return GateDecision(go_live=True, status="live", reasons=["no live version to compare with"])
+        return GateDecision(go_live=True, status="live", reasons=["no live version to compare with"], missing=not_taken)
     problem = comparable(new, live)
     if problem is not None:
         raise FidelityError(
@@ -96,6 +117,7 @@ def decide(new: FidelityReport, live: FidelityReport | None, thresholds: GateThr
         )
     outcomes = [
         _perplexity_check(new, live, thresholds.max_perplexity_increase),
+        _identity_check(new, live, thresholds.max_identity_drop),
         _similarity_check(new, live, thresholds.max_similarity_drop),
     ]
     if thresholds.max_forgetting is not None:
@@ -105,5 +127,10 @@ def decide(new: FidelityReport, live: FidelityReport | None, thresholds: GateThr
     reasons += [check_reason(c, live.version) for c in checks if not c.passed]
     go = not reasons
     return GateDecision(
-        go_live=go, status="live" if go else "held back", compared_with=live.version, reasons=reasons, checks=checks
+        go_live=go,
+        status="live" if go else "held back",
+        compared_with=live.version,
+        reasons=reasons,
+        checks=checks,
+        missing=not_taken,
     )

@@ -28,7 +28,7 @@ from typing import Any
 
 from store.chat_format import ROLE_ALIASES, ROLES, weight_of, with_system_prompt
 
-from .generate import Ask, System
+from ..server_client import Ask, System
 
 __all__ = ["FIGURES", "MIN_PROMPTS", "PERPLEXITY", "PROBES", "STYLE", "Plan", "make_plan", "spread"]
 

@@ -1,4 +1,5 @@
-"""Writing a fidelity report beside its version: ``fidelity.json``, ``fidelity.md``, ``fidelity.png``.
+"""Writing a fidelity report beside its version: ``fidelity.json``, ``fidelity.md``, ``fidelity.png`` and,
+when the identity figures were taken, ``identity.png`` (identity by turn: card, adapter, real replies).
 
 The JSON is the record (the gate and the API read it); the Markdown and the chart are for people.
 Each file is replaced atomically, so a reader never sees half a report.
@@ -10,7 +11,15 @@ import io
 from collections.abc import Callable
 from pathlib import Path
 
-from store.fidelity_report import FIDELITY_JSON, FIDELITY_MD, FIDELITY_PNG, SYSTEMS, FidelityReport, SystemFigures
+from store.fidelity_report import (
+    FIDELITY_JSON,
+    FIDELITY_MD,
+    FIDELITY_PNG,
+    IDENTITY_PNG,
+    SYSTEMS,
+    FidelityReport,
+    SystemFigures,
+)
 from store.files import atomic_write
 
 __all__ = ["FIGURES", "figure_table", "render_markdown", "render_png", "write_report"]
@@ -24,7 +33,7 @@ FIGURES: list[tuple[str, str, str, str]] = [
     ("pair_similarity", "style similarity, pair by pair (cosine)", "higher", "{:.3f}"),
     ("centroid_similarity", "style similarity to the real replies' centroid", "higher", "{:.3f}"),
     ("classifier_accuracy", "classifier telling replies from real ones", "0.5", "{:.2f}"),
-    ("session_variation", "variation across fresh sessions", "lower", "{:.3f}"),
+    ("session_variation", "what is said: variation across fresh sessions", "lower", "{:.3f}"),
     ("prompt_tokens", "prompt tokens per request", "lower", "{:.0f}"),
     ("marker_rate", "replies with a voice marker", "as real", "{:.0%}"),
     ("general_perplexity", "general-conversation perplexity (forgetting)", "lower", "{:.1f}"),
@@ -54,6 +63,71 @@ def figure_table(report: FidelityReport) -> list[str]:
         values = [_fmt(getattr(getattr(report.systems, key), field), pattern) for key in SYSTEMS]
         lines.append(f"| {label} | {better} | {' | '.join(values)} | {_real_column(report, field)} |")
     return lines
+
+
+IDENTITY_LABELS = {"card": "prompt-only (full card)", "prompt": "short prompt only", "adapter": "adapter"}
+
+
+def identity_lines(report: FidelityReport) -> list[str]:
+    """The identity section: who is speaking, turn by turn through held-out conversations."""
+    identity = report.identity
+    if identity is None:
+        why = report.missing.get("identity")
+        return ["", "## Identity, turn by turn", "", f"Not measured: {why}."] if why else []
+    lines = [
+        "",
+        "## Identity, turn by turn",
+        "",
+        f"A scorer trained on {identity.character_lines} of the character's training replies against "
+        f"{identity.other_lines} lines of other speakers and of the base model tells who is speaking "
+        f"(cross-validated AUC {identity.auc:.3f}; 0.5 would be a coin). Each system talked through "
+        f"{identity.scenes} held-out conversations, up to {identity.turns} turns, with its own replies as history.",
+        "",
+        "| system | mean identity | in character | drift (last 3 - first 3) | spread | worst talk | "
+        "prompt tokens at the last turn |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    rows = [(IDENTITY_LABELS.get(k, k), f) for k, f in identity.systems.items()] + [("real replies", identity.real)]
+    for label, f in rows:
+        drift = "n/a" if f.drift is None else f"{f.drift:+.3f}"
+        tokens = "" if f.last_prompt_tokens is None else f"{f.last_prompt_tokens:.0f}"
+        lines.append(
+            f"| {label} | {f.mean:.3f} | {f.in_character:.0%} | {drift} | {f.spread:.3f} | {f.worst:.3f} | {tokens} |"
+        )
+    by_turn = " | ".join(str(t + 1) for t in range(identity.turns))
+    lines += ["", f"| identity at turn | {by_turn} |", "| --- |" + " ---: |" * identity.turns]
+    for label, f in rows:
+        cells = [f"{v:.2f}" for v in f.by_turn] + [""] * (identity.turns - len(f.by_turn))
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def render_identity_png(report: FidelityReport) -> bytes:
+    """Identity by turn: the prompt-only persona, the short prompt, the adapter and the real replies."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    identity = report.identity
+    assert identity is not None
+    figure = Figure(figsize=(7, 4), dpi=100)
+    FigureCanvasAgg(figure)
+    ax = figure.subplots()
+    colours = {**COLOURS, "prompt": "#b0a040", "real": "black"}
+    series = [(k, IDENTITY_LABELS.get(k, k), f) for k, f in identity.systems.items()]
+    for key, label, f in [*series, ("real", "real replies", identity.real)]:
+        turns = range(1, len(f.by_turn) + 1)
+        style = "--" if key == "real" else "-"
+        ax.plot(turns, f.by_turn, style, marker="o", color=colours.get(key, "grey"), label=label)
+    ax.axhline(identity.threshold, color="grey", linewidth=0.8, linestyle=":")
+    ax.set_ylim(0, 1)
+    ax.set_xlabel("turn of the conversation")
+    ax.set_ylabel("identity (is it the character?)")
+    ax.set_title(f"{report.persona} {report.version}: identity by turn (scorer AUC {identity.auc:.2f})", fontsize=10)
+    ax.legend(fontsize=8)
+    figure.tight_layout()
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png")
+    return buffer.getvalue()
 
 
 def _gate_lines(report: FidelityReport) -> list[str]:
@@ -89,7 +163,10 @@ def render_markdown(report: FidelityReport) -> str:
         f"{report.base_model}; embeddings {report.embedding_model}.",
         "",
     ]
-    body = figure_table(report)
+    body = figure_table(report) + identity_lines(report)
+    if report.missing:
+        body += ["", "Not measured on this persona's data:"]
+        body += [f"- {figure}: {why}" for figure, why in report.missing.items() if figure != "identity"]
     if report.forgetting is not None:
         body += [
             "",
@@ -162,6 +239,9 @@ def write_report(report: FidelityReport, folder: Path) -> dict[str, Path]:
     folder = Path(folder)
     paths = {"json": folder / FIDELITY_JSON, "markdown": folder / FIDELITY_MD, "png": folder / FIDELITY_PNG}
     atomic_write(paths["png"], render_png(report))
+    if report.identity is not None:
+        paths["identity_png"] = folder / IDENTITY_PNG
+        atomic_write(paths["identity_png"], render_identity_png(report))
     atomic_write(paths["markdown"], render_markdown(report))
     atomic_write(paths["json"], report.model_dump_json(indent=2))
     return paths
