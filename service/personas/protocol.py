@@ -27,8 +27,13 @@ class FidelitySummary(BaseModel):
     perplexity: dict[str, float | None]
     """Held-out perplexity of the real replies under base, card (prompt-only persona) and adapter."""
     centroid_similarity: dict[str, float | None]
-    session_variation: dict[str, float | None]
-    """How much replies to one question vary across fresh sessions (lower is steadier)."""
+    identity: dict[str, float | None] = {}
+    """Is it the character speaking? Mean identity through held-out conversations, turn by turn, for the
+    card (prompt-only persona), the short prompt, the adapter and the real replies (the ceiling);
+    empty when the report could not take it."""
+    identity_drift: dict[str, float | None] = {}
+    """Identity of the last turns minus the first (negative: the system leaves the character as a talk
+    goes on)."""
     gate: str | None = None
     """``live``, ``held back`` or ``unjudged`` as the gate decided when the version was published."""
     reasons: list[str] = []

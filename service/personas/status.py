@@ -4,11 +4,12 @@ training; and a persona whose card does not validate, shown with its error rathe
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 from store.adapters import is_pinned
 from store.errors import CardError, StoreError
-from store.fidelity_report import FidelityReport, GateDecision, read_gate, read_report
+from store.fidelity_report import FidelityReport, GateDecision, TurnFigures, read_gate, read_report
 from store.jobs import Job, JobStore
 from store.names import version_name
 from store.progress import read_progress
@@ -20,12 +21,19 @@ Problems = dict[str, str]
 """Persona name -> why its folder cannot be served."""
 
 
+def _identity(report: FidelityReport, figure: Callable[[TurnFigures], float | None]) -> dict[str, float | None]:
+    if report.identity is None:
+        return {}
+    return {**{k: figure(v) for k, v in report.identity.systems.items()}, "real": figure(report.identity.real)}
+
+
 def _summary(report: FidelityReport, gate: GateDecision | None) -> FidelitySummary:
     systems = {"base": report.systems.base, "card": report.systems.card, "adapter": report.systems.adapter}
     return FidelitySummary(
         perplexity={k: v.perplexity for k, v in systems.items()},
         centroid_similarity={k: v.centroid_similarity for k, v in systems.items()},
-        session_variation={k: v.session_variation for k, v in systems.items()},
+        identity=_identity(report, lambda f: f.mean),
+        identity_drift=_identity(report, lambda f: f.drift),
         gate=gate.status if gate else None,
         reasons=gate.reasons if gate else [],
     )

@@ -5,18 +5,37 @@ beside the version in the store; the page shows its headline and the gate's deci
 
 from __future__ import annotations
 
-from ..personas.protocol import PersonaStatus, VersionStatus
+from ..personas.protocol import FidelitySummary, PersonaStatus, VersionStatus
 from .session import LIVE
 
-SYSTEMS = (("base", "base model"), ("card", "card only"), ("adapter", "adapter"))
+SYSTEMS = (("base", "base"), ("card", "card only"), ("adapter", "adapter"), ("real", "real"))
+COLUMNS = "| | perplexity ↓ | style ↑ | identity ↑ |"
+KEY = (
+    "perplexity: of the real held-out replies; style: similarity to them; identity: is it the character "
+    "speaking, turn by turn through held-out talks (drift: last turns minus first)."
+)
 
 
 def _figure(value: float | None, digits: int) -> str:
     return "–" if value is None else f"{value:.{digits}f}"
 
 
-def _row(label: str, figures: dict[str, float | None], digits: int) -> str:
-    return f"| {label} | " + " | ".join(_figure(figures.get(key), digits) for key, _ in SYSTEMS) + " |"
+def _identity(report: FidelitySummary, key: str) -> str:
+    value, drift = report.identity.get(key), report.identity_drift.get(key)
+    if value is None:
+        return "–"
+    return f"{value:.2f}" + ("" if drift is None else f" ({drift:+.2f})")
+
+
+def _rows(report: FidelitySummary) -> list[str]:
+    """One row per system with three short columns, so the table stays readable in a narrow column."""
+    rows = []
+    for key, label in SYSTEMS:
+        cells = [_figure(report.perplexity.get(key), 1), _figure(report.centroid_similarity.get(key), 2)]
+        cells.append(_identity(report, key))
+        if any(c != "–" for c in cells):
+            rows.append(f"| {label} | " + " | ".join(cells) + " |")
+    return rows
 
 
 def shown_version(status: PersonaStatus | None, picked: str | None) -> VersionStatus | None:
@@ -66,11 +85,11 @@ def fidelity_markdown(status: PersonaStatus | None, picked: str | None) -> str:
     lines = [
         f"**{version.version} against the card alone**" + (f" · {decision}" if decision else ""),
         "",
-        "| | " + " | ".join(label for _, label in SYSTEMS) + " |",
-        "| --- | --- | --- | --- |",
-        _row("held-out perplexity (lower is closer)", report.perplexity, 1),
-        _row("style similarity (higher is closer)", report.centroid_similarity, 2),
-        _row("variation across sessions (lower is steadier)", report.session_variation, 2),
+        COLUMNS,
+        "| --- | ---: | ---: | ---: |",
+        *_rows(report),
+        "",
+        f"<small>{KEY}</small>",
     ]
     lines += gate_details(version)
     return "\n".join(lines)

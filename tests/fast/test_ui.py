@@ -575,7 +575,7 @@ def test_the_version_s_fidelity_figures_sit_beside_the_version_picker(page: Chat
     write_report(personas / "alpha" / "adapters" / "v1", systems, {"go_live": True, "status": "live"})
     assert value(page.select("alpha", {})[page.ui.fidelity]) == ""  # v2 is live and has no report
     picked = page.show_fidelity("alpha", "v1")
-    assert picked.startswith("**v1 against the card alone** · live") and "| 110.0 | 91.0 | 60.0 |" in picked
+    assert picked.startswith("**v1 against the card alone** · live") and "| adapter | 60.0 | 0.45 |" in picked
     assert page.show_fidelity("alpha", "v2") == ""
 
 

@@ -11,7 +11,8 @@ def summary(adapter_ppl: float, gate: str) -> FidelitySummary:
     return FidelitySummary(
         perplexity={"base": 110.0, "card": 91.0, "adapter": adapter_ppl},
         centroid_similarity={"base": 0.31, "card": 0.40, "adapter": None},
-        session_variation={"base": 0.7, "card": 0.56, "adapter": 0.5},
+        identity={"card": 0.41, "prompt": 0.3, "adapter": 0.72, "real": 0.8},
+        identity_drift={"card": -0.12, "prompt": -0.2, "adapter": 0.01, "real": 0.0},
         gate=gate,
         reasons=["perplexity worse than v1"] if gate == "held back" else [],
     )
@@ -37,13 +38,22 @@ def status() -> PersonaStatus:
 def test_the_live_version_s_figures_are_shown_for_live() -> None:
     text = fidelity_markdown(status(), LIVE)
     assert text.startswith("**v1 against the card alone** · live")
-    assert "| held-out perplexity (lower is closer) | 110.0 | 91.0 | 60.0 |" in text
-    assert "| style similarity (higher is closer) | 0.31 | 0.40 | – |" in text  # a figure not measured
+    assert "| | perplexity ↓ | style ↑ | identity ↑ |" in text
+    assert "| base | 110.0 | 0.31 | – |" in text  # a figure not measured
+    assert "| card only | 91.0 | 0.40 | 0.41 (-0.12) |" in text
+    assert "| adapter | 60.0 | – | 0.72 (+0.01) |" in text
+    assert "| real | – | – | 0.80 (+0.00) |" in text
+    assert "variation" not in text  # what is said, not who says it: not a headline figure
+
+
+def test_every_cell_is_short_enough_for_the_side_column() -> None:
+    rows = [line for line in fidelity_markdown(status(), LIVE).splitlines() if line.startswith("| ")]
+    assert rows and all(len(cell.strip()) <= 13 for row in rows for cell in row.strip("|").split("|"))
 
 
 def test_a_held_back_version_says_so_with_the_gate_s_reasons() -> None:
     text = fidelity_markdown(status(), "v2")
-    assert "held back by the fidelity gate" in text and "| 140.0 |" in text
+    assert "held back by the fidelity gate" in text and "| adapter | 140.0 |" in text
     assert "- perplexity worse than v1" in text
 
 
