@@ -8,8 +8,12 @@ import json
 import pytest
 from fastapi.testclient import TestClient
 
+from . import test_api
 from .fake_engine import FakeEngine
-from .test_api import assert_openai_error, client, engine, personas  # noqa: F401 (fixtures)
+from .test_api import assert_openai_error
+
+personas, engine, client = test_api.personas, test_api.engine, test_api.client
+"""The API tests' fixtures: personas alpha (trained, v1), beta (card only) and broken, over a fake engine."""
 
 
 def complete(client: TestClient, prompt, model: str = "alpha", **params):

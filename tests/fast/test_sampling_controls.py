@@ -10,8 +10,12 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
+from . import test_api
 from .fake_engine import FakeEngine
-from .test_api import assert_openai_error, chat, client, engine, make_client, personas  # noqa: F401 (fixtures)
+from .test_api import assert_openai_error, chat, make_client
+
+personas, engine, client = test_api.personas, test_api.engine, test_api.client
+"""The API tests' fixtures: personas alpha (trained, v1), beta (card only) and broken, over a fake engine."""
 
 
 def test_every_control_reaches_the_engine(client: TestClient, engine: FakeEngine) -> None:
@@ -35,9 +39,9 @@ def test_every_control_reaches_the_engine(client: TestClient, engine: FakeEngine
 
 
 def test_the_card_sets_the_same_controls_and_the_request_wins(
-    personas: Path,  # noqa: F811
+    personas: Path,
     cache_dir: Path,
-    engine: FakeEngine,  # noqa: F811
+    engine: FakeEngine,
     base_model,
 ) -> None:
     (personas / "beta" / "persona.yaml").write_text(
