@@ -6,8 +6,6 @@ Nothing here loads a model. Every reply goes through ``app.state.chat`` at reque
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import aclosing
 from typing import Any
 
 import gradio as gr
@@ -16,12 +14,12 @@ from fastapi import FastAPI
 from store.errors import CardError, StoreError
 from store.registry import PersonaStore
 
-from ..chat import ChatService
-from ..errors import MODEL_LOADING, require
+from ..errors import MODEL_LOADING
 from ..personas.protocol import PersonaStatus
 from ..personas.status import invalid_card_status, persona_status
 from .actions import PersonaButtons, pin_label
 from .board import StatusBoard
+from .conversation import Conversation, Updates
 from .events import conversation_outputs, side_outputs, wire_chat
 from .fidelity import fidelity_markdown
 from .layout import ChatComponents, build_layout
@@ -31,21 +29,14 @@ from .review import ReviewPanel
 from .session import (
     LIVE,
     Turn,
-    assistant_turn,
-    build_request,
-    caption,
     card_markdown,
     description_markdown,
-    error_text,
-    for_retry,
     new_session,
     persona_choices,
     problems_markdown,
     sampling_defaults,
     side_signature,
     to_chatbot,
-    undo,
-    user_turn,
     version_choices,
 )
 
@@ -55,15 +46,8 @@ EMPTY_STORE = (
     "the persona appears here."
 )
 
-Updates = dict[Any, Any]
 
-
-def chat_service(app: FastAPI) -> ChatService:
-    """The server's chat service, or the API's 503 while the engine is still starting."""
-    return require(getattr(app.state, "chat", None), MODEL_LOADING)
-
-
-class ChatPage:
+class ChatPage(Conversation):
     """The page's components and handlers; :meth:`build` lays them out inside a ``gr.Blocks``."""
 
     def __init__(self, app: FastAPI) -> None:
@@ -275,151 +259,7 @@ class ChatPage:
         gr.Warning(message)
         return {self.ui.error: gr.Markdown(value=f"⚠️ {message}", visible=True), **self._controls(False)}
 
-    def _greeting(self, name: str) -> str | None:
-        try:
-            return self.store.get(name).card.greeting
-        except StoreError:
-            return None
-
-    async def send(
-        self,
-        text: str,
-        name: str | None,
-        version: str | None,
-        temperature: float,
-        top_p: float,
-        max_tokens: float,
-        chats: dict[str, list[Turn]],
-        request: gr.Request | None = None,
-    ) -> AsyncIterator[Updates]:
-        text = (text or "").strip()
-        if not text:
-            yield self._unchanged()
-            return
-        picked = name or self.default_name()  # sent before the first paint had set the list
-        if not picked:
-            yield self._failed("No persona to talk to yet: create one in the New persona tab.")
-            return
-        name = picked
-        self.stopping.discard(_session(request))
-        before = list(chats.get(name) or new_session(self._greeting(name)))
-        history = before + [user_turn(text)]
-        chats[name] = history
-        yield {
-            self.ui.message: "",
-            self.ui.chatbot: to_chatbot(history),
-            self.ui.chats: chats,
-            self.ui.error: gr.Markdown(visible=False),
-            **self._controls(True),
-            self.ui.persona: gr.Dropdown(value=name, interactive=False),
-        }
-        async for update in self._reply(
-            name, version, temperature, top_p, max_tokens, chats, history, before, text, request
-        ):
-            yield update
-
-    async def retry(
-        self,
-        name: str | None,
-        version: str | None,
-        temperature: float,
-        top_p: float,
-        max_tokens: float,
-        chats: dict[str, list[Turn]],
-        request: gr.Request | None = None,
-    ) -> AsyncIterator[Updates]:
-        before = list(chats.get(name) or []) if name else []
-        history = for_retry(before)
-        if not name or history is None:
-            gr.Info("Nothing to retry yet: send a message first.")
-            yield self._unchanged()
-            return
-        chats[name] = history
-        self.stopping.discard(_session(request))
-        yield {
-            self.ui.chatbot: to_chatbot(history),
-            self.ui.chats: chats,
-            self.ui.error: gr.Markdown(visible=False),
-            **self._controls(True),
-        }
-        async for update in self._reply(
-            name, version, temperature, top_p, max_tokens, chats, history, before, None, request
-        ):
-            yield update
-
-    async def _reply(
-        self,
-        name: str,
-        version: str | None,
-        temperature: float,
-        top_p: float,
-        max_tokens: float,
-        chats: dict[str, list[Turn]],
-        history: list[Turn],
-        before: list[Turn],
-        text: str | None,
-        request: gr.Request | None,
-    ) -> AsyncIterator[Updates]:
-        """Stream one reply into ``history``; on an error, put the conversation (and the typed text) back."""
-        session = _session(request)
-        try:
-            chat = chat_service(self.app)
-            prepared = chat.prepare(build_request(name, version, history, temperature, top_p, max_tokens))
-        except Exception as exc:  # the API's 400/404/409/503, or a value it would refuse
-            chats[name] = before
-            updates = {self.ui.chatbot: to_chatbot(before), self.ui.chats: chats, **self._failed(error_text(exc))}
-            if text is not None:
-                updates[self.ui.message] = text
-            yield updates
-            return
-        reply = assistant_turn("", caption(name, prepared.target.version_label))
-        history.append(reply)
-        yield {self.ui.chatbot: to_chatbot(history), self.ui.chats: chats}
-        try:
-            # Closing the stream early (Stop) aborts the engine request at once.
-            async with aclosing(chat.stream(prepared)) as chunks:
-                async for chunk in chunks:
-                    if session in self.stopping:
-                        break
-                    if chunk.index == 0 and chunk.text:
-                        reply["content"] += chunk.text
-                        yield {self.ui.chatbot: to_chatbot(history), self.ui.chats: chats}
-        except Exception as exc:  # the engine failed mid-reply: keep what came, say so
-            yield {self.ui.chatbot: to_chatbot(history), self.ui.chats: chats, **self._failed(error_text(exc))}
-            return
-        finally:
-            self.stopping.discard(session)
-        yield {self.ui.chatbot: to_chatbot(history), self.ui.chats: chats, **self._controls(False)}
-
-    def stop(self, request: gr.Request | None = None) -> Updates:
-        """Stop: the reply of this session ends at its next piece, keeping what came."""
-        self.stopping.add(_session(request))
-        return {self.ui.stop_btn: gr.Button(interactive=False)}
-
-    def undo(self, name: str | None, chats: dict[str, list[Turn]]) -> Updates:
-        if not name:
-            return self._unchanged()
-        history, text = undo(chats.get(name) or [])
-        chats[name] = history
-        return {
-            self.ui.message: text,
-            self.ui.chatbot: to_chatbot(history),
-            self.ui.chats: chats,
-            self.ui.error: gr.Markdown(visible=False),
-        }
-
-    def new_session(self, name: str | None, chats: dict[str, list[Turn]]) -> Updates:
-        if not name:
-            return self._unchanged()
-        history = chats[name] = new_session(self._greeting(name))
-        return {self.ui.chatbot: to_chatbot(history), self.ui.chats: chats, self.ui.error: gr.Markdown(visible=False)}
-
 
 def _servable(statuses: list[PersonaStatus]) -> str | None:
     """The first persona of the list that can be served (one with an invalid card is not picked first)."""
     return next((s.name for s in statuses if s.error is None), None)
-
-
-def _session(request: gr.Request | None) -> str:
-    """Which browser session an event comes from (one reply at a time runs in each)."""
-    return getattr(request, "session_hash", None) or ""

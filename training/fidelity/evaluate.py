@@ -24,7 +24,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from store.base_model import BaseModel, resolve_base_model
-from store.fidelity_report import FidelityReport, RealFigures, Sample, SystemFigures, Systems, read_report
+from store.fidelity_report import (
+    FidelityReport,
+    IdentityFigures,
+    RealFigures,
+    Sample,
+    SystemFigures,
+    Systems,
+    read_report,
+)
 from store.names import check_version, version_name
 from store.registry import Persona, PersonaStore, check_same_base
 from store.settings import StoreSettings
@@ -224,6 +232,26 @@ def _style(ctx: Evaluation, replies: list[Reply], real_vectors: Any) -> dict[str
     return out
 
 
+def _identity(ctx: Evaluation, name: str, server_url: str) -> IdentityFigures | str:
+    """Identity turn by turn for the prompt-only persona, the short prompt and the adapter as served."""
+    persona = ctx.persona
+    return identity_figures(
+        url=server_url,
+        train_rows=ctx.examples.train,
+        heldout_rows=ctx.examples.heldout,
+        systems=[
+            System("card", ctx.base.id, ctx.card_prompt),
+            System("prompt", ctx.base.id, persona.system_prompt),
+            System("adapter", f"{persona.name}@{name}"),
+        ],
+        generic=System("base", ctx.base.id),
+        sampling=_sampling(ctx),
+        fidelity=ctx.fidelity,
+        embed=ctx.embed,
+        say=lambda message: ctx.say(f"{persona.name} {name}: {message}"),
+    )
+
+
 def _measure(ctx: Evaluation, number: int, server_url: str) -> FidelityReport:
     """Generate, score, embed and compute every figure of one (checked) version."""
     started = time.perf_counter()
@@ -265,21 +293,7 @@ def _measure(ctx: Evaluation, number: int, server_url: str) -> FidelityReport:
         )
         for i, prompt in enumerate(plan.prompts[:SAMPLES])
     ]
-    identity = identity_figures(
-        url=server_url,
-        train_rows=ctx.examples.train,
-        heldout_rows=ctx.examples.heldout,
-        systems=[
-            System("card", ctx.base.id, ctx.card_prompt),
-            System("prompt", ctx.base.id, persona.system_prompt),
-            System("adapter", f"{persona.name}@{name}"),
-        ],
-        generic=systems[0],
-        sampling=_sampling(ctx),
-        fidelity=ctx.fidelity,
-        embed=ctx.embed,
-        say=lambda message: ctx.say(f"{persona.name} {name}: {message}"),
-    )
+    identity = _identity(ctx, name, server_url)
     if isinstance(identity, str):
         missing[IDENTITY], identity = identity, None
     return FidelityReport(
