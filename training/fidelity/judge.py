@@ -17,23 +17,27 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from store.base_model import resolve_base_model
 from store.fidelity_report import GateCheck, GateDecision, write_gate
 from store.names import version_name
 from store.registry import Persona
 from store.settings import StoreSettings
 
 from ..ingest import ExampleSet
-from .card_prompt import example_exchanges, full_card_prompt
-from .evaluate import Evaluation, settings_for
+from .evaluate import Evaluation
 from .gate import TooSmallToJudge, check_reason
 from .perplexity import Scorer
-from .plan import make_plan
 from .settings import FidelitySettings
 
 __all__ = ["NOT_MEASURED_HERE", "judge_version", "perplexity_decision"]
 
-NOT_MEASURED_HERE = ("style similarity", "classifier accuracy", "session variation", "voice markers", "forgetting")
+NOT_MEASURED_HERE = (
+    "identity",
+    "style similarity",
+    "classifier accuracy",
+    "session variation",
+    "voice markers",
+    "forgetting",
+)
 """Figures that need replies generated through a server: the in-process gate cannot take them."""
 
 
@@ -85,32 +89,9 @@ def perplexity_decision(
     the live version's (same base model), as with a server. The prompt-only persona's perplexity is
     measured and kept as a check beside it (``card_perplexity``), so a reader sees whether the adapter
     beats a well-written prompt; like the server's gate, it does not hold a first version back."""
-    fidelity = fidelity or settings_for(persona)
-    if not len(examples.heldout):
-        raise TooSmallToJudge(
-            f"persona '{persona.name}' has no held-out sessions to judge a version on ({examples.sessions} "
-            "sessions in its logs; at least 3 are needed, and training.heldout_fraction must be above 0)"
-        )
-    plan = make_plan(
-        examples.heldout,
-        persona.card.example_questions,
-        prompts=fidelity.heldout_prompts,
-        probes=fidelity.probes,
-        sessions=fidelity.sessions,
-        scored=fidelity.perplexity_examples,
-        seed=fidelity.seed,
-    )
-    if not plan.scored:
-        raise TooSmallToJudge(
-            f"persona '{persona.name}': no held-out reply answers a user's turn, so none can be scored"
-        )
-    card_prompt = full_card_prompt(
-        persona.title,
-        persona.card.description,
-        persona.system_prompt,
-        example_exchanges(examples.train, fidelity.example_exchanges),
-    )
-    base = resolve_base_model(settings.base_model, settings.cache_dir, settings.allow_download)
+    evaluation = Evaluation.prepare(settings, persona, fidelity, examples=examples)  # TooSmallToJudge
+    fidelity, plan, base = evaluation.fidelity, evaluation.plan, evaluation.base
+    card_prompt = evaluation.card_prompt
     as_served = plan.scored_as(persona.system_prompt)
     options = {"max_length": fidelity.max_length, "batch_size": fidelity.batch_size}
     scorer = Scorer.load(base.path, persona.version_path(version), **options)
