@@ -110,7 +110,10 @@ def _side(buttons: Panel, max_len: int) -> dict[str, gr.components.Component]:
         parts["version"] = gr.Dropdown(
             label="Version", choices=[("live", LIVE)], value=LIVE, allow_custom_value=True, elem_id="version-picker"
         )
-        parts["fidelity"] = gr.Markdown(elem_id="version-fidelity")
+        # Folded: on a phone the side column sits above the chat; the picker's label says "unjudged" or
+        # "held back" whatever the fold.
+        with gr.Accordion("Fidelity of this version", open=False, elem_id="version-fidelity-box"):
+            parts["fidelity"] = gr.Markdown(elem_id="version-fidelity")
         buttons.build()
         with gr.Accordion("Sampling", open=False, elem_id="sampling"):
             parts["temperature"] = gr.Slider(0, 2, value=1.0, step=0.05, label="Temperature", elem_id="temperature")
