@@ -100,7 +100,7 @@ def generation_params(
     (``logprobs``, ``json_schema``, ``json_object``)."""
     max_tokens = reply_length(request, defaults, prompt_len, max_model_len)
     stop = request.stop if isinstance(request.stop, list) else ([request.stop] if request.stop else [])
-    min_tokens = request.min_tokens or 0
+    min_tokens = pick(request.min_tokens, defaults.min_tokens, 0)
     if min_tokens > max_tokens:
         raise bad_request(
             f"min_tokens ({min_tokens}) is more than the reply may take (max_tokens {max_tokens}).",
@@ -117,12 +117,14 @@ def generation_params(
         min_p=pick(request.min_p, defaults.min_p, 0.0),
         repetition_penalty=pick(request.repetition_penalty, defaults.repetition_penalty, 1.0),
         stop=tuple(s for s in stop if s),
-        stop_token_ids=tuple(token_id(t, vocab_size, "stop_token_ids") for t in request.stop_token_ids or ()),
+        stop_token_ids=tuple(
+            token_id(t, vocab_size, "stop_token_ids") for t in pick(request.stop_token_ids, defaults.stop_token_ids, ())
+        ),
         min_tokens=min_tokens,
         seed=engine_seed(request.seed),
         presence_penalty=pick(request.presence_penalty, defaults.presence_penalty, 0.0),
         frequency_penalty=pick(request.frequency_penalty, defaults.frequency_penalty, 0.0),
-        logit_bias=logit_bias(request.logit_bias, vocab_size),
+        logit_bias=logit_bias(pick(request.logit_bias, defaults.logit_bias, None), vocab_size),
         **structured,
     )
 

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, NonNegativeInt, StringConstraints, ValidationError
 
 from .errors import CardError
 from .fidelity_settings import FidelitySettings
@@ -28,6 +28,10 @@ FALLBACK_TOP_P = 1.0
 """Nucleus sampling when neither the request nor the card sets it (OpenAI's default)."""
 
 
+TokenId = Annotated[str, StringConstraints(pattern=r"^[0-9]+$")]
+"""A token id written as a string, as ``logit_bias`` keys are in OpenAI's API."""
+
+
 class SamplingDefaults(BaseModel):
     """Sampling used when a request does not set its own; the server, the page and the fidelity
     report all read it through :meth:`effective_temperature` and :meth:`effective_top_p`."""
@@ -42,6 +46,10 @@ class SamplingDefaults(BaseModel):
     top_k: int | None = Field(default=None, ge=-1, description="The k likeliest tokens; 0 or -1: all.")
     min_p: float | None = Field(default=None, ge=0.0, le=1.0)
     repetition_penalty: float | None = Field(default=None, gt=0.0, le=10.0)
+    min_tokens: int | None = Field(default=None, ge=0)
+    stop_token_ids: list[NonNegativeInt] | None = None
+    logit_bias: dict[TokenId, Annotated[float, Field(ge=-100.0, le=100.0)]] | None = None
+    """Token ids (as strings, as in a request) to a bias from -100 (never) to 100 (always)."""
 
     def effective_temperature(self) -> float:
         return FALLBACK_TEMPERATURE if self.temperature is None else self.temperature

@@ -59,6 +59,30 @@ def test_the_card_sets_the_same_controls_and_the_request_wins(
         assert (base.min_p, base.top_k, base.repetition_penalty) == (0.0, 0, 1.0), "engine defaults: all off"
 
 
+def test_the_card_sets_token_level_controls_too(
+    personas: Path, cache_dir: Path, engine: FakeEngine, base_model
+) -> None:
+    (personas / "beta" / "persona.yaml").write_text(
+        "sampling:\n  logit_bias: {'17': -100}\n  stop_token_ids: [2]\n  min_tokens: 1\n"
+    )
+    with make_client(personas, cache_dir, engine, base_model) as client:
+        assert chat(client, "beta").status_code == 200
+        card = engine.calls[-1][1]
+        assert (dict(card.logit_bias), card.stop_token_ids, card.min_tokens) == ({17: -100.0}, (2,), 1)
+        assert chat(client, "beta", logit_bias={"9": 5}, stop_token_ids=[], min_tokens=0).status_code == 200
+        asked = engine.calls[-1][1]
+        assert (dict(asked.logit_bias), asked.stop_token_ids, asked.min_tokens) == ({9: 5.0}, (), 0)
+
+
+def test_a_card_with_a_bias_on_a_word_is_refused_when_read(personas: Path) -> None:
+    from store.card import load_card
+    from store.errors import CardError
+
+    (personas / "beta" / "persona.yaml").write_text("sampling:\n  logit_bias: {hello: -100}\n")
+    with pytest.raises(CardError, match="sampling.logit_bias"):
+        load_card(personas / "beta")
+
+
 def vocab(client: TestClient) -> int:
     """The served tokenizer's vocabulary (the fast tier's tiny tokenizer is smaller than the model's)."""
     return client.app.state.chat.vocab_size
