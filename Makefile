@@ -81,7 +81,7 @@ lint: setup
 
 # Lint, then every tier in one pytest run, so the real and browser tiers share one vLLM server.
 test: setup browser redis lint
-	$(PY) -m pytest tests -ra
+	$(PY) -m pytest tests -ra --durations=20
 
 test-model: setup
 	$(PY) -m pytest tests/model -ra

@@ -27,6 +27,7 @@ WREN_LOGS = sorted((REPO / "personas" / "wren" / "logs").iterdir())
 SHORT_TRAINING = (
     "training:\n  max_steps: 3\n  learning_rate: 0.003\n"
     "fidelity:\n  heldout_prompts: 4\n  probes: 2\n  sessions: 2\n  perplexity_examples: 8\n  max_tokens: 24\n"
+    "  dialogue_turns: 0\n"
 )
 TRAINED_WITHIN_S = 600
 

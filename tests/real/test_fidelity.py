@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from store.adapters import METADATA_FILE, AdapterMetadata, new_staging_dir, publish, read_live, set_live
+from store.fidelity_report import IDENTITY_PNG
 from tests.conftest import REPO
 from training.fidelity import FIDELITY_JSON, FIDELITY_MD, FIDELITY_PNG, FidelityReport, read_report
 from training.fidelity.report import FIGURES
@@ -19,7 +20,10 @@ from training.fidelity.report import FIGURES
 pytestmark = pytest.mark.real
 
 NAME = "fidelity-wren"
-QUICK = "fidelity:\n  heldout_prompts: 6\n  probes: 3\n  sessions: 2\n  max_tokens: 24\n  perplexity_examples: 8\n"
+QUICK = (
+    "fidelity:\n  heldout_prompts: 6\n  probes: 3\n  sessions: 2\n  max_tokens: 24\n  perplexity_examples: 8\n"
+    "  dialogue_turns: 3\n  dialogue_sessions: 2\n  identity_lines: 64\n  generic_answers: 8\n"
+)
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 
@@ -106,6 +110,16 @@ def test_a_version_is_compared_with_the_base_model_and_the_prompt_only_persona(l
     markdown = (version / FIDELITY_MD).read_text()
     assert all(label in markdown for _, label, _, _ in FIGURES) and report.card_prompt in markdown
     assert (version / FIDELITY_PNG).read_bytes()[:4] == b"\x89PNG"
+    # Identity, turn by turn: each system talked through held-out scenes with its own history.
+    identity = report.identity
+    assert identity is not None, report.missing
+    assert 0.5 <= identity.auc <= 1 and identity.turns == 3 and identity.scenes >= 1
+    for key in ("card", "adapter"):
+        figures = identity.systems[key]
+        assert 1 <= len(figures.by_turn) <= 3 and all(0 <= value <= 1 for value in figures.by_turn)
+        assert 0 <= figures.in_character <= 1 and figures.last_prompt_tokens
+    assert identity.systems["card"].last_prompt_tokens > identity.systems["adapter"].last_prompt_tokens
+    assert identity.real.by_turn and (version / IDENTITY_PNG).read_bytes()[:4] == b"\x89PNG"
 
 
 def test_a_bad_version_is_held_back_and_the_live_one_keeps_serving(live_server, evaluated_persona, client):

@@ -23,6 +23,7 @@ pytestmark = pytest.mark.real
 QUESTION = [{"role": "user", "content": "What's fresh in the shop this morning?"}]
 SMALL_REPORT = (
     "fidelity:\n  heldout_prompts: 4\n  probes: 2\n  sessions: 2\n  perplexity_examples: 8\n  max_tokens: 24\n"
+    "  dialogue_turns: 0\n"
 )
 ANSWERS_PER_PHASE = 8
 """Answers finished in each phase of the swap test (before the swap, after it, after the rollback)."""

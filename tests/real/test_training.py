@@ -23,6 +23,7 @@ def test_trained_version_goes_live_and_changes_the_replies(client, live_server) 
     with open(folder / "persona.yaml", "a") as card:  # the worker's fidelity report, kept small
         card.write(
             "fidelity:\n  heldout_prompts: 4\n  probes: 2\n  sessions: 2\n  perplexity_examples: 8\n  max_tokens: 24\n"
+            "  dialogue_turns: 0\n"
         )
 
     before = client.chat.completions.create(model=name, messages=QUESTION, temperature=0, max_tokens=32)
