@@ -11,6 +11,7 @@ from fastapi.responses import RedirectResponse
 
 from store.base_model import BaseModel, resolve_base_model
 from store.registry import PersonaStore
+from store.serving_load import ServingLoad, busy_file
 
 from . import completions, fine_tuning, synthetic_routes
 from .background import BackgroundTraining
@@ -50,8 +51,9 @@ def create_app(settings: ServeSettings, engine_factory: EngineFactory = vllm_eng
         await engine.start()
         resolver = ModelResolver(store, base, settings.max_lora_rank)
         app.state.resolver = resolver
-        app.state.chat = ChatService(engine, resolver, tokenizer, metrics, settings.strict_parameters)
-        training = BackgroundTraining(settings, store)
+        load = ServingLoad(busy_file(settings.cache_dir)) if settings.train else None
+        app.state.chat = ChatService(engine, resolver, tokenizer, metrics, settings.strict_parameters, load)
+        training = BackgroundTraining(settings, store, load)
         await training.start()
         app.state.training = training
         log.info("serving %s with personas from %s", base.id, settings.personas_dir)
@@ -62,6 +64,8 @@ def create_app(settings: ServeSettings, engine_factory: EngineFactory = vllm_eng
             app.state.training = None
             await training.stop()
             await engine.stop()
+            if load:
+                load.close()
 
     app = FastAPI(title="Persona service", version="0.1.0", lifespan=lifespan)
     app.state.settings = settings

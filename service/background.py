@@ -21,6 +21,7 @@ from store.errors import StoreError
 from store.fingerprint import logs_changed
 from store.jobs import Job, JobQueue, JobSource, JobStore, submit
 from store.registry import PersonaStore
+from store.serving_load import ServingLoad
 
 from .watcher import PersonaWatcher
 
@@ -37,9 +38,11 @@ def has_logs(logs_dir: Path) -> bool:
 class BackgroundTraining:
     """Owns the job queue's server side; see the module docstring."""
 
-    def __init__(self, settings: Any, store: PersonaStore) -> None:
+    def __init__(self, settings: Any, store: PersonaStore, load: ServingLoad | None = None) -> None:
         self.settings = settings
         self.store = store
+        self.load = load
+        """The server's busy file, handed to its worker so training yields while requests generate."""
         self.jobs = JobStore(settings.personas_dir)
         self.queue = JobQueue(settings.queue_url, settings.personas_dir)
         self.watcher = PersonaWatcher(settings.personas_dir, self.persona_changed, settle_s=settings.watch_settle_s)
@@ -70,7 +73,10 @@ class BackgroundTraining:
                 await task
 
     def _worker_env(self) -> dict[str, str]:
-        return self.settings.worker_settings().child_env()
+        worker = self.settings.worker_settings()
+        if self.load is not None:
+            worker = worker.model_copy(update={"yield_to": self.load.path})
+        return worker.child_env()
 
     async def _supervise_worker(self) -> None:
         delay = RESTART_DELAY_S[0]

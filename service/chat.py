@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from store.chat_format import prompt_messages, render_prompt
+from store.serving_load import ServingLoad
 
 from .engine import Chunk, Engine, GenerationParams, TokenLogprob
 from .errors import APIError
@@ -72,12 +73,15 @@ class ChatService:
         tokenizer: Any,
         metrics: Metrics,
         strict_parameters: bool = False,
+        load: ServingLoad | None = None,
     ) -> None:
         self.engine = engine
         self.resolver = resolver
         self.tokenizer = tokenizer
         self.metrics = metrics
         self.strict_parameters = strict_parameters
+        self.load = load
+        """Tells a training worker beside the server when requests are generating, so it yields."""
         self.vocab_size = len(tokenizer)
 
     def render(self, messages: list[dict[str, str]], system_prompt: str | None) -> list[int]:
@@ -105,6 +109,8 @@ class ChatService:
         first = True
         kind = prepared.target.version_label
         status = "error"
+        if self.load:
+            self.load.started()
         try:
             async for chunk in self.engine.generate(
                 prepared.prompt_ids, prepared.params, prepared.request_id, prepared.target.adapter
@@ -116,6 +122,8 @@ class ChatService:
                 yield chunk
             status = "ok"
         finally:
+            if self.load:
+                self.load.finished()
             self.metrics.prompt_tokens.labels(kind=_kind(kind)).inc(len(prepared.prompt_ids))
             self.metrics.requests.labels(kind=_kind(kind), status=status).inc()
             self.metrics.request_seconds.observe(time.perf_counter() - started)

@@ -71,6 +71,18 @@ class WorkerSettings(StoreSettings):
     train_nice: int = Field(
         default=10, ge=0, le=19, description="Scheduling niceness of training runs: serving keeps priority."
     )
+    yield_to: Path | None = Field(
+        default=None,
+        description="The busy file of the server beside this worker (store.serving_load): while it says the "
+        "server is generating, training runs only yield_share of the time. None: training never pauses.",
+    )
+    yield_share: float = Field(
+        default=0.1,
+        ge=0.0,
+        le=1.0,
+        description="The share of the time training runs while the server beside it is generating "
+        "(0: paused until the server rests; 1: never pauses).",
+    )
     eval_url: str | None = Field(
         default=None,
         description="A server's /v1 root through which new versions are evaluated before they go live; "

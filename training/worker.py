@@ -7,6 +7,9 @@ persona's live version untouched; its checkpoint lets the next run of that perso
 
 On start it recovers jobs a previous worker left ``running`` (its process is gone): each is marked
 failed and queued again once, so a restart of the machine loses no work.
+
+Beside a server (``yield_to``), the worker pauses the training process while the server is generating
+(:mod:`training.yielding`), so a user chatting keeps the CPU.
 """
 
 from __future__ import annotations
@@ -21,7 +24,10 @@ import sys
 import time
 
 from store.jobs import FINISHED, WORKER_BEAT_S, Job, JobError, JobQueue, JobStore, run_is_gone, submit
+from store.serving_load import server_busy
 from store.settings import WorkerSettings
+
+from .yielding import TICK_S, CpuYielder, wake
 
 __all__ = ["Worker", "WorkerSettings"]
 
@@ -29,6 +35,8 @@ log = logging.getLogger("persona.worker")
 
 CANCEL_GRACE_S = 20.0
 """How long a cancelled training process may take to stop before it is killed."""
+CANCEL_CHECK_S = 0.5
+"""How often the worker reads the job's record for a cancel while its training process runs."""
 
 
 def _job_command(job_id: str) -> list[str]:
@@ -49,10 +57,13 @@ class Worker:
         self.settings = settings
         self.jobs = JobStore(settings.personas_dir)
         self.queue = JobQueue(settings.queue_url, settings.personas_dir, runner=self.run_job)
+        self._yielders: set[CpuYielder] = set()
 
     def recover(self) -> None:
         """Jobs left running by a process that is gone: failed, and queued again within the retries."""
         for job in self.jobs.all():
+            if job.status == "running" and job.pid and job.host == os.uname().nodename:
+                wake(job.pid)  # paused when that worker ended: let it see the signal that ends it
             if run_is_gone(job):
                 self._died(job, "the training process stopped while the worker was down")
 
@@ -92,16 +103,40 @@ class Worker:
 
         reader = threading.Thread(target=drain, daemon=True)
         reader.start()
+        yielder = self._yielder(process.pid)
+        if yielder:
+            self._yielders.add(yielder)
         cancelled_at = None
-        while process.poll() is None:
-            time.sleep(0.5)
-            if cancelled_at is None and self.jobs.get(job_id).cancel_requested:
-                cancelled_at = time.monotonic()
-                process.terminate()
-            elif cancelled_at is not None and time.monotonic() - cancelled_at > CANCEL_GRACE_S:
-                process.kill()
+        checked = time.monotonic()
+        try:
+            while process.poll() is None:
+                time.sleep(TICK_S if yielder else CANCEL_CHECK_S)
+                if yielder and cancelled_at is None:
+                    yielder.tick()
+                if time.monotonic() - checked < CANCEL_CHECK_S:
+                    continue
+                checked = time.monotonic()
+                if cancelled_at is None and self.jobs.get(job_id).cancel_requested:
+                    cancelled_at = time.monotonic()
+                    if yielder:
+                        yielder.resume()
+                    process.terminate()
+                elif cancelled_at is not None and time.monotonic() - cancelled_at > CANCEL_GRACE_S:
+                    process.kill()
+        finally:
+            if yielder:
+                yielder.resume()
+                self._yielders.discard(yielder)
+        if yielder and yielder.paused_s >= 1:
+            self.jobs.log(job_id, f"Training paused {yielder.paused_s:.0f} s in all while the server was answering")
         reader.join(timeout=5)
         return "".join(tail)
+
+    def _yielder(self, pid: int) -> CpuYielder | None:
+        path = self.settings.yield_to
+        if path is None or self.settings.yield_share >= 1:
+            return None
+        return CpuYielder(pid, lambda: server_busy(path), self.settings.yield_share)
 
     def _after(self, job: Job, code: int, stderr: str) -> None:
         if job.cancel_requested:
@@ -155,3 +190,5 @@ class Worker:
             self.queue.consumer().run()
         finally:
             stop.set()
+            for yielder in list(self._yielders):  # a paused training process must see the signal that ends it
+                yielder.resume()

@@ -8,17 +8,21 @@ from __future__ import annotations
 
 import os
 import socket
+import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
 
 from store.errors import StoreError
 from store.jobs import JobQueue, JobStore, submit
+from store.serving_load import ServingLoad, server_busy
 from tests.support.polling import wait_until
 from training import worker as worker_module
 from training.worker import Worker, WorkerSettings
+from training.yielding import CpuYielder
 
 
 def _alive(pid: int) -> bool:
@@ -79,9 +83,11 @@ def run_worker(personas: Path, monkeypatch):
     """Start a real worker (huey consumer in a thread) whose training command is ``script``."""
     started: list[Worker] = []
 
-    def start(script: Path) -> Worker:
+    def start(script: Path, **settings) -> Worker:
         monkeypatch.setattr(worker_module, "_job_command", lambda job_id: [sys.executable, str(script), job_id])
-        worker = Worker(WorkerSettings(personas_dir=personas, cache_dir=personas.parent / "cache", train_nice=0))
+        worker = Worker(
+            WorkerSettings(personas_dir=personas, cache_dir=personas.parent / "cache", train_nice=0, **settings)
+        )
         consumer = worker.queue.consumer()
         consumer._set_signal_handlers = lambda: None  # signals belong to the main thread, here pytest's
         thread = threading.Thread(target=consumer.start, daemon=True)
@@ -149,3 +155,90 @@ def test_a_job_left_running_by_a_dead_worker_is_failed_and_queued_again(personas
     worker.recover()
     assert jobs.get(job.id).status == "failed"
     assert len(worker.queue.pending()) == 1 and worker.queue.pending()[0] != job.id
+
+
+def _state(pid: int) -> str:
+    """The process's state letter from /proc: ``T`` when stopped."""
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+
+
+def test_training_pauses_while_the_server_beside_it_answers_and_goes_on_after(tmp_path: Path, run_worker) -> None:
+    counter, done = tmp_path / "steps", tmp_path / "done"
+    load = ServingLoad(tmp_path / "serving" / "busy")
+    worker = run_worker(
+        _fake_training(
+            tmp_path,
+            (
+                f"p, done = __import__('pathlib').Path({str(counter)!r}), __import__('pathlib').Path({str(done)!r})\n"
+                "n = 0\n"
+                "while not done.exists():\n    n += 1; p.write_text(str(n)); time.sleep(0.01)\n"
+                "jobs.update(job_id, status='succeeded', outcome='published', version=1)\n"
+            ),
+        ),
+        yield_to=load.path,
+        yield_share=0.0,
+    )
+    job = submit(worker.jobs, worker.queue, "nova", "api")
+    pid = wait_until(lambda: counter.exists() and worker.jobs.get(job.id).pid, what="training to start")
+
+    load.started()  # a request starts generating
+    load.started()
+    load.finished()  # one of two ended: still busy
+    wait_until(lambda: _state(pid) == "T", what="the training process to pause")
+    paused_at = counter.read_text()
+    time.sleep(1.2)
+    assert counter.read_text() == paused_at and server_busy(load.path)
+
+    load.finished()  # the server rests
+    assert not server_busy(load.path)
+    wait_until(lambda: counter.read_text() != paused_at, what="training to go on")
+    done.touch()
+    wait_until(lambda: worker.jobs.get(job.id).status == "succeeded", what="the job to succeed")
+    wait_until(
+        lambda: any("paused" in event.message for event in worker.jobs.events(job.id)),
+        what="the job's log to say how long training paused",
+    )
+
+
+def test_a_paused_training_job_can_still_be_cancelled(tmp_path: Path, run_worker) -> None:
+    load = ServingLoad(tmp_path / "busy")
+    worker = run_worker(_fake_training(tmp_path, "time.sleep(60)\n"), yield_to=load.path, yield_share=0.0)
+    job = submit(worker.jobs, worker.queue, "nova", "api")
+    pid = wait_until(lambda: (j := worker.jobs.get(job.id)).status == "running" and j.pid, what="the job to run")
+    load.started()
+    wait_until(lambda: _state(pid) == "T", what="the training process to pause")
+    worker.jobs.update(job.id, cancel_requested=True)
+    wait_until(lambda: worker.jobs.get(job.id).status == "cancelled", what="the paused job to be cancelled")
+    assert not _alive(pid)
+
+
+def test_a_busy_server_still_leaves_training_its_share() -> None:
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    now = [0.0]
+    yielder = CpuYielder(sleeper.pid, busy=lambda: True, share=0.25, period_s=1.0, clock=lambda: now[0])
+    try:
+        states = []
+        for _ in range(8):  # two periods in quarter-second ticks: paused three ticks, running one
+            yielder.tick()
+            states.append(yielder.paused)
+            now[0] += 0.25
+        assert states == [True, True, True, False] * 2
+        yielder.tick()
+        wait_until(lambda: _state(sleeper.pid) == "T", what="the process to stop")
+        yielder.busy = lambda: False
+        yielder.tick()
+        assert not yielder.paused and yielder.paused_s == pytest.approx(1.5)
+        wait_until(lambda: _state(sleeper.pid) != "T", what="the process to run again")
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+
+
+def test_a_busy_file_left_by_a_server_that_died_reads_as_idle(tmp_path: Path) -> None:
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    path = tmp_path / "busy"
+    path.write_text(str(gone.pid))
+    assert not server_busy(path) and not server_busy(tmp_path / "missing")
+    ServingLoad(path)  # a server starting again clears what its predecessor left
+    assert not path.exists()

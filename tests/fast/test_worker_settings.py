@@ -3,6 +3,7 @@ written into their environment by one function."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sys
 from pathlib import Path
@@ -13,6 +14,7 @@ from service.background import BackgroundTraining
 from service.settings import ServeSettings
 from store.jobs import JobStore
 from store.registry import PersonaStore
+from store.serving_load import ServingLoad, busy_file, server_busy
 from store.settings import WorkerSettings, machine_threads
 from training import worker as worker_module
 from training.job import JobSettings
@@ -54,6 +56,42 @@ def test_the_servers_worker_env_reads_back_as_the_settings_it_was_built_from(
     assert received.personas_dir == (tmp_path / "personas").resolve() and received.allow_download is True
     assert received.max_lora_rank == 32 and received.queue_url == serve.queue_url
     assert received.eval_url == "http://127.0.0.1:8123/v1" and received.eval_api_key == "sk-one"
+
+
+def test_the_servers_worker_yields_to_that_server_while_it_generates(
+    tmp_path: Path, clean_env: pytest.MonkeyPatch, base_model
+) -> None:
+    from fastapi.testclient import TestClient
+
+    from service.app import create_app
+
+    from .fake_engine import FakeEngine
+
+    serve = ServeSettings(personas_dir=tmp_path / "personas", cache_dir=tmp_path / "cache")
+    load = ServingLoad(busy_file(serve.cache_dir))
+    received = _read_back(BackgroundTraining(serve, PersonaStore(serve.personas_dir), load)._worker_env(), clean_env)
+    assert received.yield_to == load.path.resolve() and 0 < received.yield_share < 1
+
+    seen: list[bool] = []
+
+    class Watched(FakeEngine):
+        async def generate(self, *args):
+            async for chunk in super().generate(*args):
+                seen.append(server_busy(load.path))
+                yield chunk
+
+    settings = serve.model_copy(update={"base_model": str(base_model.path), "ui": False, "auto_train": False})
+    app = create_app(settings, engine_factory=lambda s, b: Watched())
+    clean_env.setattr(BackgroundTraining, "_supervise_worker", lambda self: asyncio.sleep(0))
+    with TestClient(app) as client:
+        chat = app.state.chat
+        assert chat.load is not None and chat.load.path == load.path
+        body = {"model": base_model.id, "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 4}
+        with client.stream("POST", "/v1/chat/completions", json={**body, "stream": True}) as reply:
+            assert reply.status_code == 200 and "".join(reply.iter_text())
+        assert client.post("/v1/chat/completions", json=body).status_code == 200
+        assert seen and all(seen)  # every token was generated with the worker told to yield
+        assert not server_busy(load.path)  # and nothing is generating now
 
 
 def test_train_threads_mean_the_same_in_the_server_the_worker_and_the_job(
