@@ -69,6 +69,13 @@ class ServeSettings(StoreSettings):
         description="Torch threads of the worker's training runs; none = half the cores (serving keeps the "
         "rest), 0 = every core, as for `persona worker`.",
     )
+    train_yield_share: float = Field(
+        default=0.1,
+        ge=0.0,
+        le=1.0,
+        description="While this server is generating, the share of the time its worker's training runs "
+        "(0: training waits until nobody is chatting; 1: training never pauses).",
+    )
     watch_settle_s: float = Field(
         default=3.0,
         gt=0,
@@ -85,6 +92,7 @@ class ServeSettings(StoreSettings):
         return WorkerSettings(
             **{name: getattr(self, name) for name in StoreSettings.model_fields},
             train_threads=threads,
+            yield_share=self.train_yield_share,
             eval_url=f"http://{host}:{self.port}/v1",
             eval_api_key=(self.api_keys or [None])[0],
         )

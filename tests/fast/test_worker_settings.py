@@ -67,10 +67,10 @@ def test_the_servers_worker_yields_to_that_server_while_it_generates(
 
     from .fake_engine import FakeEngine
 
-    serve = ServeSettings(personas_dir=tmp_path / "personas", cache_dir=tmp_path / "cache")
+    serve = ServeSettings(personas_dir=tmp_path / "personas", cache_dir=tmp_path / "cache", train_yield_share=0.25)
     load = ServingLoad(busy_file(serve.cache_dir))
     received = _read_back(BackgroundTraining(serve, PersonaStore(serve.personas_dir), load)._worker_env(), clean_env)
-    assert received.yield_to == load.path.resolve() and 0 < received.yield_share < 1
+    assert received.yield_to == load.path.resolve() and received.yield_share == 0.25
 
     seen: list[bool] = []
 
