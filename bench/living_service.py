@@ -134,6 +134,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--persona", default="zeph", help="example persona whose logs are dropped in")
     parser.add_argument("--max-steps", type=int, default=None, help="cap the training run (default: the recipe's)")
+    parser.add_argument(
+        "--yield-share",
+        type=float,
+        default=None,
+        help="the server's --train-yield-share (default: its own; 1 = training never pauses for chat)",
+    )
     args = parser.parse_args()
     from openai import OpenAI
 
@@ -147,6 +153,8 @@ def main() -> None:
     client = OpenAI(base_url=base_url, api_key="bench")
     # The other example personas would train first; the drop is what is timed, so only it trains.
     env = {"PERSONA_AUTO_TRAIN": "true"}
+    if args.yield_share is not None:
+        env["PERSONA_TRAIN_YIELD_SHARE"] = str(args.yield_share)
     for other in personas.iterdir():
         if other.is_dir() and other.name != args.persona:
             shutil.rmtree(other / "logs")
@@ -170,10 +178,11 @@ def main() -> None:
             shutil.copyfile(path, logs / path.name)
             time.sleep(1.0)
         landed = time.monotonic()
-        seen, busy = [], {}
+        seen, busy, speed = [], {}, None
         while True:
             status = get_json(f"{base_url}/personas/{args.persona}")
             label = status.get("status")
+            speed = (status.get("training") or {}).get("tokens_per_s") or speed
             if not seen or seen[-1] != label:
                 seen.append(label)
             if label == "training" and not busy:
@@ -186,6 +195,7 @@ def main() -> None:
         drop = first_reply_s(client, args.persona, landed)
         rows.append(f"| last log file landed to first reply from the new adapter | {drop:.1f} s |")
         rows.append(f"| statuses seen | {' -> '.join(seen)} |")
+        rows.append(f"| training speed in the worker, chat latency measured meanwhile | {speed or 0:.0f} tokens/s |")
     finally:
         server.terminate()
         server.wait(timeout=60)
@@ -202,7 +212,9 @@ def main() -> None:
     when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     append_section(
         f"\n## Living service, {when}\n`bench/living_service.py --persona {args.persona}"
-        f"{f' --max-steps {args.max_steps}' if args.max_steps else ''}` on {os.cpu_count()} cores.\n\n"
+        f"{f' --max-steps {args.max_steps}' if args.max_steps else ''}"
+        f"{f' --yield-share {args.yield_share}' if args.yield_share is not None else ''}`"
+        f" on {os.cpu_count()} cores.\n\n"
         "| measure | value |\n| --- | --- |\n"
         + "\n".join(rows)
         + "\n\nChat latency (64-token replies from a card persona):\n\n"
