@@ -42,6 +42,29 @@ class StoreSettings(BaseSettings):
         "redis:// address shared by the servers and `persona worker` processes of several machines.",
     )
 
+    def to_env(self) -> dict[str, str]:
+        """Every setting as the ``PERSONA_*`` variable this model reads back; paths made absolute (the
+        child may start elsewhere), unset values left out."""
+        env = {}
+        for name, value in self.model_dump(mode="json").items():
+            if value is None:
+                continue
+            if name in ("personas_dir", "cache_dir"):
+                value = str(Path(value).resolve())
+            elif isinstance(value, bool):
+                value = "true" if value else "false"
+            elif isinstance(value, (list, dict)):
+                value = json.dumps(value)
+            env[f"PERSONA_{name.upper()}"] = str(value)
+        return env
+
+    def child_env(self, base: Mapping[str, str] | None = None) -> dict[str, str]:
+        """The environment of a process that receives these settings: ``base`` (this process's
+        environment) without any ``PERSONA_*`` variable this model has, then :meth:`to_env`."""
+        own = {f"PERSONA_{name.upper()}" for name in type(self).model_fields}
+        kept = {key: value for key, value in (os.environ if base is None else base).items() if key not in own}
+        return kept | self.to_env()
+
 
 def machine_threads() -> int:
     """CPU cores this process may use."""
@@ -96,26 +119,3 @@ class WorkerSettings(StoreSettings):
     def threads(self) -> int:
         """The torch threads of a training run (:func:`thread_count`)."""
         return thread_count(self.train_threads)
-
-    def to_env(self) -> dict[str, str]:
-        """Every setting as the ``PERSONA_*`` variable this model reads back; paths made absolute (the
-        child may start elsewhere), unset values left out."""
-        env = {}
-        for name, value in self.model_dump(mode="json").items():
-            if value is None:
-                continue
-            if name in ("personas_dir", "cache_dir"):
-                value = str(Path(value).resolve())
-            elif isinstance(value, bool):
-                value = "true" if value else "false"
-            elif isinstance(value, (list, dict)):
-                value = json.dumps(value)
-            env[f"PERSONA_{name.upper()}"] = str(value)
-        return env
-
-    def child_env(self, base: Mapping[str, str] | None = None) -> dict[str, str]:
-        """The environment of a process that receives these settings: ``base`` (this process's
-        environment) without any ``PERSONA_*`` variable this model has, then :meth:`to_env`."""
-        own = {f"PERSONA_{name.upper()}" for name in type(self).model_fields}
-        kept = {key: value for key, value in (os.environ if base is None else base).items() if key not in own}
-        return kept | self.to_env()

@@ -145,3 +145,25 @@ def test_a_job_process_reads_the_workers_settings(tmp_path: Path, monkeypatch: p
     assert WorkerSettings.model_validate(json.loads(seen.read_text())) == settings.model_copy(
         update={"personas_dir": personas.resolve(), "cache_dir": (tmp_path / "cache").resolve()}
     )
+
+
+def test_the_evaluation_server_gets_the_trainers_store_and_never_trains(
+    tmp_path: Path, clean_env: pytest.MonkeyPatch
+) -> None:
+    from training.fidelity.server import serve_env
+
+    for name in ServeSettings.model_fields:
+        clean_env.delenv(f"PERSONA_{name.upper()}", raising=False)
+    job = JobSettings(
+        personas_dir=tmp_path / "personas", cache_dir=tmp_path / "cache", base_model="/models/base", max_lora_rank=8
+    )
+    clean_env.setenv("PERSONA_PORT", "1")  # what this process had is replaced, not inherited
+    env = serve_env(job, 8765)
+    for key, value in env.items():
+        if key.startswith("PERSONA_"):
+            clean_env.setenv(key, value)
+    served = ServeSettings()
+    assert served.personas_dir == job.personas_dir.resolve() and served.cache_dir == job.cache_dir.resolve()
+    assert served.base_model == "/models/base" and served.max_lora_rank == 8
+    assert served.port == 8765 and served.host == "127.0.0.1"
+    assert not served.train and not served.auto_train and not served.ui

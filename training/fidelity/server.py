@@ -21,7 +21,7 @@ from store.settings import StoreSettings
 
 from .settings import FidelityError
 
-__all__ = ["served"]
+__all__ = ["serve_env", "served"]
 
 
 def _free_port() -> int:
@@ -52,6 +52,19 @@ def _wait_healthy(url: str, process: subprocess.Popen, log: Path, timeout: float
     raise FidelityError(f"the server was not ready after {timeout:.0f} s; {log}:\n{_tail(log)}")
 
 
+def serve_env(settings: StoreSettings, port: int) -> dict[str, str]:
+    """The environment of ``persona serve`` for an evaluation: this process's store settings, handed on
+    as the server reads them, on a loopback port, with no page and no training."""
+    store = StoreSettings(**{name: getattr(settings, name) for name in StoreSettings.model_fields})
+    return store.child_env() | {
+        "PERSONA_HOST": "127.0.0.1",
+        "PERSONA_PORT": str(port),
+        "PERSONA_UI": "false",
+        "PERSONA_TRAIN": "false",
+        "PERSONA_AUTO_TRAIN": "false",
+    }
+
+
 @contextmanager
 def served(
     settings: StoreSettings,
@@ -61,20 +74,7 @@ def served(
 ) -> Iterator[str]:
     """Start ``persona serve`` for ``settings``' personas folder; yields its API root (``.../v1``)."""
     port = _free_port()
-    env = {
-        **os.environ,
-        "PERSONA_PERSONAS_DIR": str(Path(settings.personas_dir).resolve()),
-        "PERSONA_CACHE_DIR": str(Path(settings.cache_dir).resolve()),
-        "PERSONA_BASE_MODEL": settings.base_model,
-        "PERSONA_ALLOW_DOWNLOAD": "true" if settings.allow_download else "false",
-        "PERSONA_MAX_LORA_RANK": str(settings.max_lora_rank),
-        "PERSONA_HOST": "127.0.0.1",
-        "PERSONA_PORT": str(port),
-        "PERSONA_UI": "false",
-        # Serve only: this server must not start training the personas it finds.
-        "PERSONA_TRAIN": "false",
-        "PERSONA_AUTO_TRAIN": "false",
-    }
+    env = serve_env(settings, port)
     handle, name = tempfile.mkstemp(prefix="persona-eval-serve-", suffix=".log")
     log = Path(name)
     root = f"http://127.0.0.1:{port}"
