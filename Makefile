@@ -49,9 +49,17 @@ endif
 	@touch $(STAMP)
 
 # Serve at once: personas without an adapter answer from their card while a training worker beside
-# the server trains them in the background (and any persona whose logs change later).
-run: setup
+# the server trains them in the background (and any persona whose logs change later). The engine is
+# started once ahead (`persona warm`, once per install): its first start compiles the model, later
+# starts reuse that, so the server answers soon after the set-up.
+WARMED := $(PERSONA_CACHE_DIR)/.engine-warmed
+
+run: setup $(WARMED)
 	$(VENV)/bin/persona serve
+
+$(WARMED): $(STAMP)
+	$(VENV)/bin/persona warm
+	@touch $@
 
 train: setup
 	$(VENV)/bin/persona train --all

@@ -11,10 +11,10 @@ import sys
 
 import typer
 
-from . import augment, eval, personas, serve, train, worker
+from . import augment, eval, personas, serve, train, warm, worker
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Fine-tune and serve chat personas.")
-for part in (serve, personas, train, worker, eval, augment):
+for part in (serve, warm, personas, train, worker, eval, augment):
     for command in part.app.registered_commands:
         app.registered_commands.append(command)
 

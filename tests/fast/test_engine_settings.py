@@ -132,3 +132,19 @@ def test_serve_flags_reach_the_settings_and_unset_flags_leave_the_environment(tm
     )
     assert settings.max_num_seqs == 5, "a setting without its flag comes from the environment"
     assert settings.personas_dir == tmp_path and settings.ui is False
+
+
+def test_warming_starts_the_engine_answers_greedily_and_stops_it(tmp_path: Path, base_model) -> None:
+    import asyncio
+
+    from service.warmup import warm_engine
+
+    from .fake_engine import FakeEngine
+
+    engine = FakeEngine()
+    settings = ServeSettings(cache_dir=tmp_path, base_model=str(base_model.path))
+    warmed = asyncio.run(warm_engine(settings, lambda s, b: engine))
+    assert warmed.reply.startswith("[base]") and warmed.start_s >= 0 and warmed.first_reply_s >= 0
+    [(prompt, params, adapter)] = engine.calls
+    assert prompt and params.temperature == 0 and adapter is None
+    assert not engine.started  # nothing left running after the set-up
