@@ -50,6 +50,7 @@ def serve(
 def serve_fleet(settings: ServeSettings, fleet: FleetSettings) -> None:
     """Deploy the fleet and keep it up until interrupted; with training on, one `persona worker` runs
     beside this command to take the queue's jobs (more can run on any machine sharing the store)."""
+    import signal
     import subprocess
     import sys
     import time
@@ -58,6 +59,7 @@ def serve_fleet(settings: ServeSettings, fleet: FleetSettings) -> None:
 
     from service.fleet.app import start_fleet
 
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # a stop request shuts the fleet down too
     worker = None
     if settings.train:
         env = settings.worker_settings().child_env()
@@ -67,7 +69,7 @@ def serve_fleet(settings: ServeSettings, fleet: FleetSettings) -> None:
         typer.echo(f"API:       http://{settings.host}:{settings.port}/v1 ({fleet.replicas} engine replicas on Ray)")
         while True:
             time.sleep(3600)
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, SystemExit):
         pass
     finally:
         if worker is not None:
