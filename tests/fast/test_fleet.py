@@ -11,6 +11,7 @@ import json
 import os
 import socket
 import time
+from pathlib import Path
 
 import httpx
 import pytest
@@ -144,3 +145,24 @@ def test_a_replica_dying_mid_stream(fleet_url: str) -> None:
     assert after.status_code == 200, after.text
     assert after.headers["x-replica"] != home
     assert after.json()["choices"][0]["message"]["content"].startswith("[slow@v1#")
+
+
+def test_replicas_only_serve_and_the_serve_run_target_takes_settings(tmp_path: Path) -> None:
+    from service.fleet.app import fleet, replica_settings
+
+    served = replica_settings(ServeSettings(personas_dir=Path("personas"), train=True, auto_train=True))
+    assert (served.train, served.auto_train, served.ui) == (False, False, False)
+    assert served.personas_dir.is_absolute()
+    assert fleet({"replicas": "2", "personas_dir": str(tmp_path), "max_loras": "4"}) is not None
+    with pytest.raises(ValueError, match="replica_count"):
+        fleet({"replica_count": "2"})
+
+
+def test_routing_key_is_the_live_version(tmp_path: Path, base_model) -> None:
+    from service.fleet.ingress import routing_key
+
+    (tmp_path / "alpha").mkdir()
+    write_version(tmp_path / "alpha", 3, base_model.hash)
+    assert routing_key(tmp_path, "alpha") == "alpha@v3"
+    for model in ("alpha@v1", "card-only", "SmolLM2-135M-Instruct", "../etc", "ft:x:y"):
+        assert routing_key(tmp_path, model) == model
