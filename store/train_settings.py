@@ -49,8 +49,8 @@ LINEAR_MODULES: tuple[str, ...] = SERVABLE_MODULES
 """Every linear layer of a Llama-style decoder block: what the server can apply LoRA to."""
 
 RESUME_FREE = (
-    "max_steps", "threads", "checkpoint_every", "eval_every", "early_stopping_patience", "early_stopping_min_delta",
-    "tune_allocator", "gradient_checkpointing", "fused_lora", "head_on_trained_positions",
+    "max_steps", "time_budget_s", "threads", "checkpoint_every", "eval_every", "early_stopping_patience",
+    "early_stopping_min_delta", "tune_allocator", "gradient_checkpointing", "fused_lora", "head_on_trained_positions",
 )  # fmt: skip
 """Settings a resumed run may change: they decide how long, how often or how fast, not what is learnt
 (the fused forward and the trimmed head compute the same values, up to float rounding)."""
@@ -94,12 +94,15 @@ class TrainConfig(BaseModel):
 
     # --- optimisation ------------------------------------------------------------------------------
     learning_rate: Float = Field(2e-3, gt=0, le=1)
-    """Peak AdamW learning rate (after warm-up; cosine decay to min_lr_ratio of it). The default reached
-    the example personas' best held-out loss in fewer steps than 1e-3 (bench/RESULTS.md)."""
+    """Peak AdamW learning rate, after warm-up. With explicit epochs it then decays (cosine) to
+    min_lr_ratio of it over the run; with epochs unset it stays at the peak, since the run's length is
+    not known in advance (see training.loop.lr_factor). The default reached the example personas' best
+    held-out loss in fewer steps than 1e-3 (bench/RESULTS.md)."""
     min_lr_ratio: Float = Field(0.1, ge=0, le=1)
-    """Final learning rate as a fraction of the peak."""
+    """With explicit epochs: the final learning rate as a fraction of the peak."""
     warmup_ratio: Float = Field(0.05, ge=0, lt=1)
-    """Share of the steps spent warming the learning rate up linearly (at least one step)."""
+    """Share of the steps spent warming the learning rate up linearly (at least one step); with epochs
+    unset, a share of one pass's steps."""
     weight_decay: Float = Field(0.0, ge=0)
     """AdamW weight decay on the LoRA weights."""
     max_grad_norm: Float = Field(1.0, ge=0)
@@ -127,15 +130,17 @@ class TrainConfig(BaseModel):
 
     # --- how long ----------------------------------------------------------------------------------
     epochs: Int | None = Field(None, ge=1)
-    """Passes over the training examples; unset (null) chooses them from the data size: enough passes
-    to show the model about auto_target_tokens trained tokens, at most max_auto_epochs, so a small
-    persona gets several passes and a big one a single pass."""
-    auto_target_tokens: Int = Field(16_000, ge=1)
-    """With epochs unset: trained tokens (replies, generated and replay included) the run aims to show
-    the model in all. The default gives the example personas about three passes over whole sessions,
-    past which their held-out loss stopped falling (bench/RESULTS.md, persona fidelity trials)."""
-    max_auto_epochs: Int = Field(5, ge=1)
-    """With epochs unset: the most passes chosen automatically."""
+    """Passes over the training examples, made in full (early stopping may still end the run sooner).
+    Unset (null) lets learning choose: passes go on while the held-out loss still falls, until early
+    stopping, time_budget_s or max_auto_epochs ends the run, so a big persona gets the passes it needs
+    and a small one stops when it stops learning. The adapter with the best held-out loss is kept."""
+    max_auto_epochs: Int = Field(20, ge=1)
+    """With epochs unset: the most passes the run may make; a generous cap, as early stopping and the
+    time budget normally end the run first."""
+    time_budget_s: Float | None = Field(600.0, gt=0)
+    """With epochs unset: seconds the run may spend on training steps and evaluations; when it is spent
+    the run evaluates once more and keeps the best adapter so far. The default fits a persona's training
+    on a 2-core machine in ten minutes. Unset (null): no time limit."""
     max_steps: Int | None = Field(None, ge=1)
     """Stop after this many optimizer steps in all (mainly for tests and quick trials)."""
     max_seq_length: Int = Field(1024, ge=16)
@@ -269,17 +274,19 @@ class TrainConfig(BaseModel):
         return data
 
     # --- derived values ----------------------------------------------------------------------------
-    def resolve_epochs(self, target_tokens_per_epoch: int) -> int:
-        """Epochs for a training set with this many trained tokens per pass.
+    def resolve_epochs(self) -> int:
+        """The passes the run plans for: ``epochs`` when set, else the cap ``max_auto_epochs`` (learning
+        and the time budget end an automatic run, not a token count)."""
+        return self.epochs if self.epochs is not None else self.max_auto_epochs
 
-        ``epochs`` when set; otherwise ``ceil(auto_target_tokens / target_tokens_per_epoch)`` clamped to
-        1..``max_auto_epochs``.
-        """
-        if self.epochs is not None:
-            return self.epochs
-        if target_tokens_per_epoch <= 0:
-            return 1
-        return max(1, min(self.max_auto_epochs, math.ceil(self.auto_target_tokens / target_tokens_per_epoch)))
+    @property
+    def automatic_length(self) -> bool:
+        """True when learning chooses the passes (``epochs`` unset)."""
+        return self.epochs is None
+
+    def resolve_time_budget(self) -> float | None:
+        """Seconds the run may spend: ``time_budget_s`` for an automatic run, none for explicit epochs."""
+        return self.time_budget_s if self.automatic_length else None
 
     def resolve_eval_every(self, steps_per_epoch: int) -> int:
         """Steps between evaluations: ``eval_every`` or half an epoch."""

@@ -63,6 +63,10 @@ class Record:
     """Evaluations since the held-out loss last improved."""
     eval_before: float | None = None
     stopped_early: bool = False
+    spent_s: float = 0.0
+    """Seconds spent on steps and evaluations, what the time budget counts (carried across a resume)."""
+    out_of_time: bool = False
+    """The time budget ended the run."""
 
 
 def trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -108,7 +112,7 @@ class TrainState:
         random.setstate(state["rng"]["python"])
         if state["rng"]["cuda"] is not None and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["rng"]["cuda"])
-        self.record = Record(**{f.name: state[f.name] for f in fields(Record)})
+        self.record = Record(**{f.name: state[f.name] for f in fields(Record) if f.name in state})
 
 
 def run_meta(base: BaseModel, config: TrainConfig, data_digest: str) -> dict[str, Any]:

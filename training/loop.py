@@ -59,12 +59,21 @@ from .speedups import tune_allocator
 __all__ = ["LoraRecipe", "train"]
 
 
-def lr_factor(total_steps: int, warmup: int, min_ratio: float) -> Callable[[int], float]:
-    """Linear warm-up, then cosine decay to ``min_ratio`` of the peak."""
+def lr_factor(total_steps: int | None, warmup: int, min_ratio: float) -> Callable[[int], float]:
+    """Linear warm-up, then cosine decay to ``min_ratio`` of the peak over ``total_steps``.
+
+    ``total_steps=None`` (the run's length is chosen by learning) keeps the peak after warm-up: a decay
+    planned over a guessed length either reaches its floor while the held-out loss still falls or
+    hardly decays at all, and a constant rate lets every pass learn as much as the first while early
+    stopping, which keeps the best adapter, decides when more passes stop helping. It stays a function
+    of the step alone, so a resumed run follows the same schedule.
+    """
 
     def factor(step: int) -> float:
         if step < warmup:
             return (step + 1) / (warmup + 1)
+        if total_steps is None:
+            return 1.0
         progress = (step - warmup) / max(1, total_steps - warmup)
         return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
@@ -108,13 +117,16 @@ class LoraRecipe:
         digest = hashlib.sha256((self.train_split.digest() + self.heldout_split.digest()).encode()).hexdigest()
         self.meta = run_meta(self.base, config, digest)
 
-        self.epochs = config.resolve_epochs(self.train_split.target_tokens)
+        self.epochs = config.resolve_epochs()
         self.steps_per_epoch = len(plan_batches(self.train_split.lengths, config.batch_tokens, config.seed, 0))
         self.total_steps = self.epochs * self.steps_per_epoch
         if config.max_steps is not None:
             self.total_steps = min(self.total_steps, config.max_steps)
         self.eval_every = config.resolve_eval_every(self.steps_per_epoch)
-        warmup = max(1, round(config.warmup_ratio * self.total_steps)) if config.warmup_ratio > 0 else 0
+        self.budget_s = config.resolve_time_budget()
+        ramp = self.steps_per_epoch if config.automatic_length else self.total_steps
+        warmup = max(1, round(config.warmup_ratio * ramp)) if config.warmup_ratio > 0 else 0
+        decay_over = None if config.automatic_length else self.total_steps
 
         saved = self.load_checkpoint() if resume else None  # refused before the model is loaded
 
@@ -126,9 +138,7 @@ class LoraRecipe:
         optimizer = torch.optim.AdamW(
             self.trainable, lr=config.learning_rate, weight_decay=config.weight_decay, foreach=True
         )
-        scheduler = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lr_factor(self.total_steps, warmup, config.min_lr_ratio)
-        )
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(decay_over, warmup, config.min_lr_ratio))
         self.state = TrainState(model, optimizer, scheduler)
         if saved is not None:
             self.state.load_state_dict(saved)
@@ -170,7 +180,7 @@ class LoraRecipe:
                 self.evaluate()
                 record.eval_before = record.evals[-1]["loss"] if record.evals else None
                 self.report("running", None)
-            while record.step < self.total_steps and not record.stopped_early:
+            while record.step < self.total_steps and not record.stopped_early and not self.out_of_time():
                 self.train_epoch()
             if not record.evals or record.evals[-1]["step"] != record.step:
                 self.evaluate()
@@ -200,13 +210,14 @@ class LoraRecipe:
             if evaluated or record.step % config.checkpoint_every == 0:
                 self.save_checkpoint()
                 self.last_saved = record.step
+            self.bar.total = self.expected_steps()
             self.bar.update(1)
             postfix = {"loss": f"{entry['loss']:.3f}", "tok/s": f"{entry['tokens'] / entry['seconds']:.0f}"}
             if record.evals:
                 postfix["eval"] = f"{record.evals[-1]['loss']:.3f}"
             self.bar.set_postfix(postfix, refresh=False)
             self.report("running", entry["loss"])
-            if record.stopped_early:
+            if record.stopped_early or self.out_of_time():
                 return
         if record.batch_index >= len(batches):
             record.epoch += 1
@@ -237,6 +248,7 @@ class LoraRecipe:
             "seconds": time.perf_counter() - started,
         }
         record.history.append(entry)
+        record.spent_s += entry["seconds"]
         self.in_update = False
         if not math.isfinite(value):
             raise TrainingError(f"training diverged at step {record.step} (loss {value}); lower learning_rate")
@@ -245,7 +257,9 @@ class LoraRecipe:
     def evaluate(self) -> bool:
         """Evaluate on the held-out split and keep the best adapter; True when early stopping says stop."""
         record, config = self.state.record, self.config
+        started = time.perf_counter()
         loss = heldout_loss(self.state.model, self.heldout_split, config.batch_tokens * 2, self.pad, config.bf16)
+        record.spent_s += time.perf_counter() - started
         if loss is None:
             return False
         record.evals.append({"step": record.step, "loss": loss})
@@ -256,6 +270,38 @@ class LoraRecipe:
             record.stale += 1
         return bool(config.early_stopping_patience) and record.stale >= config.early_stopping_patience
 
+    def stop_reason(self) -> str:
+        """Why the run ended: ``early stopping``, ``time budget``, ``max_steps`` or ``all passes``."""
+        record = self.state.record
+        if record.stopped_early:
+            return "early stopping"
+        if record.out_of_time:
+            return "time budget"
+        if self.config.max_steps is not None and record.step >= self.config.max_steps:
+            return "max_steps"
+        return "all passes"
+
+    def out_of_time(self) -> bool:
+        """True once an automatic run has spent its time budget on steps and evaluations (after at least
+        one step, so the published adapter has learnt something)."""
+        record = self.state.record
+        if self.budget_s is None or not record.step or record.spent_s < self.budget_s:
+            return False
+        record.out_of_time = True
+        return True
+
+    def expected_steps(self) -> int:
+        """The steps the run is expected to make: the planned steps, or, under a time budget, the steps
+        the remaining time allows at the recent pace (so progress is the budget's fraction spent)."""
+        record = self.state.record
+        if self.budget_s is None or not record.step:
+            return self.total_steps
+        if record.out_of_time or record.stopped_early:
+            return record.step
+        per_step = record.spent_s / record.step
+        affordable = record.step + math.ceil(max(0.0, self.budget_s - record.spent_s) / per_step)
+        return max(record.step, min(self.total_steps, affordable))
+
     def report(self, state: str, loss: float | None) -> None:
         if not self.on_step:
             return
@@ -264,18 +310,19 @@ class LoraRecipe:
         seconds = sum(h["seconds"] for h in recent)
         tps = sum(h["tokens"] for h in recent) / seconds if seconds else None
         per_step = seconds / len(recent) if recent else None
+        total = record.step if state == "done" else self.expected_steps()
         self.on_step(
             TrainingProgress(
                 state=state,
                 step=record.step,
-                total_steps=self.total_steps,
+                total_steps=total,
                 epoch=round(record.step / self.steps_per_epoch, 3),
                 train_loss=loss,
                 eval_loss=record.evals[-1]["loss"] if record.evals else None,
                 best_eval_loss=record.best_loss,
                 tokens_per_s=round(tps, 1) if tps else None,
                 elapsed_s=round(time.perf_counter() - self.started, 1),
-                eta_s=round(per_step * (self.total_steps - record.step), 1) if per_step else None,
+                eta_s=round(per_step * (total - record.step), 1) if per_step else None,
                 message=self.description,
             )
         )
@@ -291,10 +338,13 @@ class LoraRecipe:
             config=config,
             base=self.base,
             steps=record.step,
-            total_steps=self.total_steps,
-            epochs=self.epochs,
+            total_steps=self.expected_steps(),
+            epochs=self.epochs
+            if not config.automatic_length
+            else max(1, math.ceil(record.step / self.steps_per_epoch)),
             steps_per_epoch=self.steps_per_epoch,
             stopped_early=record.stopped_early,
+            stop_reason=self.stop_reason(),
             best_step=record.best_step if record.best_state is not None else record.step,
             train_loss=train_loss,
             eval_loss_before=record.eval_before,

@@ -126,9 +126,15 @@ def write_report(outcome: TrainResult, metadata: AdapterMetadata, persona: str, 
         f"modules {', '.join(sorted(outcome.config.target_modules))}"
         + (" (QLoRA, 4-bit base)" if outcome.config.qlora else ""),
         f"- Run: {outcome.steps} steps = {outcome.steps / outcome.steps_per_epoch:.2g} epoch(s) of "
-        f"{outcome.steps_per_epoch} steps ({outcome.epochs} planned"
+        f"{outcome.steps_per_epoch} steps ("
+        + (f"{outcome.epochs} planned" if outcome.config.epochs else "passes chosen by the held-out loss")
         + (f", max_steps {outcome.config.max_steps}" if outcome.config.max_steps else "")
         + (", stopped early on the held-out loss" if outcome.stopped_early else "")
+        + (
+            f", stopped by the time budget of {outcome.config.time_budget_s:.0f} s"
+            if outcome.stop_reason == "time budget"
+            else ""
+        )
         + (f", resumed at step {outcome.resumed_from}" if outcome.resumed_from else "")
         + ")",
         f"- Time: {outcome.duration_s:.0f} s, {outcome.tokens_per_s:.0f} training tokens/s",

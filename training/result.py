@@ -28,6 +28,7 @@ class TrainResult:
     steps: int
     total_steps: int
     epochs: int
+    """Passes made (begun) over the training examples; with epochs unset, learning chose them."""
     steps_per_epoch: int
     stopped_early: bool
     best_step: int
@@ -45,6 +46,8 @@ class TrainResult:
     train_seconds: float
     """Time spent in training steps only (no evaluation or checkpoints)."""
     resumed_from: int | None = None
+    stop_reason: str = "all passes"
+    """Why the run ended: early stopping, time budget, max_steps or all passes."""
     examples: ExampleCounts | None = None
     """Training examples by origin (real, generated, replay), when the run was given them."""
     peak_rss_mb: float | None = None

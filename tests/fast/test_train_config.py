@@ -122,26 +122,20 @@ def test_direct_construction_is_validated_too():
         TrainConfig().replace(threads=0)
 
 
-def test_auto_epochs_follow_the_data_size():
+def test_auto_epochs_are_a_cap_that_learning_and_the_time_budget_end():
     config = TrainConfig()
-    per_epoch = [500, 2_000, 4_000, 6_000, 12_000, 50_000, 1_000_000]
-    epochs = [config.resolve_epochs(n) for n in per_epoch]
-    assert epochs == sorted(epochs, reverse=True)  # more data, fewer passes
-    assert epochs[0] == config.max_auto_epochs  # capped for tiny data
-    assert epochs[-1] == 1 and config.resolve_epochs(config.auto_target_tokens) == 1
-    target = config.auto_target_tokens
-    assert config.resolve_epochs(target // 2) == 2 and config.resolve_epochs(target // 3 + 1) == 3
-    # the run sees roughly auto_target_tokens trained tokens when not capped
-    for n, e in zip(per_epoch, epochs):
-        if 1 < e < config.max_auto_epochs:
-            assert config.auto_target_tokens <= n * e < config.auto_target_tokens + n
-    assert config.resolve_epochs(0) == 1
+    assert config.epochs is None and config.automatic_length
+    assert config.resolve_epochs() == config.max_auto_epochs > 5  # a generous cap, not a token count
+    assert config.resolve_time_budget() == config.time_budget_s == 600
+    assert TrainConfig(time_budget_s=None).resolve_time_budget() is None
+    with pytest.raises(ConfigError, match="time_budget_s"):
+        TrainConfig(time_budget_s=0)
 
 
-def test_explicit_epochs_win_and_cap_is_configurable():
-    assert TrainConfig(epochs=7).resolve_epochs(10**6) == 7
-    assert TrainConfig(max_auto_epochs=2).resolve_epochs(100) == 2
-    assert TrainConfig(auto_target_tokens=100_000).resolve_epochs(50_000) == 2
+def test_explicit_epochs_win_and_have_no_time_budget():
+    assert TrainConfig(epochs=7).resolve_epochs() == 7
+    assert TrainConfig(epochs=7).resolve_time_budget() is None
+    assert TrainConfig(max_auto_epochs=2).resolve_epochs() == 2
 
 
 def test_eval_every_defaults_to_half_an_epoch_and_threads_to_the_cores():
@@ -153,7 +147,7 @@ def test_eval_every_defaults_to_half_an_epoch_and_threads_to_the_cores():
 
 
 def test_fingerprint_ignores_run_length_and_reporting():
-    a = TrainConfig(max_steps=5, eval_every=2, threads=1, checkpoint_every=1).fingerprint()
+    a = TrainConfig(max_steps=5, eval_every=2, threads=1, checkpoint_every=1, time_budget_s=60).fingerprint()
     assert a == TrainConfig().fingerprint()
     assert TrainConfig(lora_r=8).fingerprint() != TrainConfig().fingerprint()
     assert TrainConfig().to_dict()["target_modules"] == list(LINEAR_MODULES)
