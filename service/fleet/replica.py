@@ -34,8 +34,9 @@ class EngineReplica:
         from ray import serve
 
         self.app = create_app(settings, engine_factory)
-        self._lifespan: AbstractAsyncContextManager = self.app.router.lifespan_context(self.app)
-        await self._lifespan.__aenter__()  # the base model and the engine start here, as in `persona serve`
+        lifespan: AbstractAsyncContextManager = self.app.router.lifespan_context(self.app)
+        await lifespan.__aenter__()  # the base model and the engine start here, as in `persona serve`
+        self._lifespan: AbstractAsyncContextManager | None = lifespan
         self.replica = serve.get_replica_context().replica_id.to_full_id_str()
 
         async def hold(model: str) -> HeldPersona:
@@ -65,4 +66,8 @@ class EngineReplica:
             raise RuntimeError("the engine is not running")
 
     async def __del__(self) -> None:
-        await self._lifespan.__aexit__(None, None, None)
+        """Ray calls this when it stops the replica: the engine stops as at a server's shutdown."""
+        lifespan = getattr(self, "_lifespan", None)
+        if lifespan is not None:
+            self._lifespan = None
+            await lifespan.__aexit__(None, None, None)
