@@ -10,6 +10,7 @@ from fastapi import FastAPI
 from fastapi.responses import RedirectResponse
 
 from store.base_model import BaseModel, resolve_base_model
+from store.catalog import Catalog
 from store.registry import PersonaStore
 from store.serving_load import ServingLoad, busy_file
 
@@ -71,6 +72,7 @@ def create_app(settings: ServeSettings, engine_factory: EngineFactory = vllm_eng
     app.state.settings = settings
     app.state.metrics = metrics
     app.state.store = store
+    app.state.catalog = Catalog(store)
     app.state.chat = None
     app.state.training = None
     app.state.files = FileStore(settings.personas_dir, settings.max_upload_mb << 20)

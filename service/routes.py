@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections import Counter
 from typing import Literal
@@ -11,8 +12,10 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from pydantic import BaseModel
 
-from store.jobs import JobStore
+from store.catalog import Catalog
+from store.jobs import Job, JobStore
 from store.names import version_name
+from store.registry import Persona
 
 from .auth import require_key
 from .chat import ChatService
@@ -57,11 +60,16 @@ async def chat_completions(body: ChatCompletionRequest, chat: ChatService = Depe
 
 
 @api.get("/models", response_model=ModelList, responses=error_responses(503))
-async def list_models(chat: ChatService = Depends(chat_service)) -> ModelList:
+async def list_models(request: Request, chat: ChatService = Depends(chat_service)) -> ModelList:
     """The base model, each persona (its live version) and each of its versions (``name@vN``)."""
+    return await asyncio.to_thread(_model_list, chat, getattr(request.app.state, "catalog", None))
+
+
+def _model_list(chat: ChatService, catalog: Catalog | None) -> ModelList:
+    """The listing, read off the event loop so that streams in flight keep flowing."""
     base = chat.resolver.base
     cards = [ModelCard(id=base.id, root=str(base.path))]
-    personas, _ = chat.resolver.store.scan()
+    personas, _ = catalog.scan() if catalog is not None else chat.resolver.store.scan()
     jobs = JobStore(chat.resolver.store.root).all()
     for persona in personas:
         status = persona_status(persona, jobs)
@@ -73,8 +81,8 @@ async def list_models(chat: ChatService = Depends(chat_service)) -> ModelList:
 
 
 @api.get("/models/{model_id:path}", response_model=ModelCard, responses=error_responses(404, 503))
-async def get_model(model_id: str, chat: ChatService = Depends(chat_service)) -> ModelCard:
-    for card in (await list_models(chat)).data:
+async def get_model(model_id: str, request: Request, chat: ChatService = Depends(chat_service)) -> ModelCard:
+    for card in (await list_models(request, chat)).data:
         if card.id == model_id:
             return card
     raise model_not_found(model_id)
@@ -96,11 +104,17 @@ async def health(request: Request) -> JSONResponse:
 async def metrics(request: Request) -> Response:
     """Prometheus metrics; the persona counts are taken from the store at each scrape (a persona whose
     card does not validate counts as ``unreadable``, like any folder that cannot be served)."""
-    personas, problems = request.app.state.store.scan()
-    jobs = JobStore(request.app.state.store.root).all()
+    personas, problems, jobs = await asyncio.to_thread(_scan_with_jobs, request)
     counts = Counter(persona_status(p, jobs).status for p in personas)
     gauge = request.app.state.metrics.personas
     for state in SERVED_STATES:
         gauge.labels(status=state).set(counts[state])
     gauge.labels(status="unreadable").set(len(problems))
     return Response(request.app.state.metrics.render(), media_type="text/plain; version=0.0.4")
+
+
+def _scan_with_jobs(request: Request) -> tuple[list[Persona], dict[str, str], list[Job]]:
+    store = request.app.state.store
+    catalog = getattr(request.app.state, "catalog", None)
+    personas, problems = catalog.scan() if catalog is not None else store.scan()
+    return personas, problems, JobStore(store.root).all()

@@ -8,10 +8,12 @@ with the queued job). The routes only dispatch: the logic lives in :mod:`.status
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 from fastapi import APIRouter, Depends, File, Form, Request, UploadFile
 
+from store.catalog import Catalog
 from store.errors import StoreError
 from store.jobs import Job
 
@@ -58,6 +60,10 @@ def _uploads(request: Request) -> Uploads:
     return request.app.state.uploads
 
 
+def _catalog(request: Request) -> Catalog | None:
+    return getattr(request.app.state, "catalog", None)
+
+
 def _training(request: Request):
     return getattr(request.app.state, "training", None)
 
@@ -71,7 +77,7 @@ async def _chunks(file: UploadFile) -> AsyncIterator[bytes]:
 async def list_personas(request: Request) -> PersonaList:
     """Every persona with its card, versions and training (one whose card does not validate is listed
     with status ``invalid card`` and the error); folders that cannot be served, with why."""
-    statuses, problems = all_statuses(request.app.state.store)
+    statuses, problems = await asyncio.to_thread(all_statuses, request.app.state.store, _catalog(request))
     return PersonaList(
         data=statuses,
         problems=[PersonaProblem(persona=name, message=message) for name, message in problems.items()],

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from store.adapters import is_pinned
+from store.catalog import Catalog
 from store.errors import CardError, StoreError
 from store.fidelity_report import FidelityReport, GateDecision, TurnFigures, read_gate, read_report
 from store.jobs import Job, JobStore
@@ -141,18 +142,31 @@ def status_by_name(store: PersonaStore, name: str, jobs: list[Job] | None = None
     return persona_status(persona, jobs)
 
 
-def all_statuses(store: PersonaStore) -> tuple[list[PersonaStatus], Problems]:
+def all_statuses(store: PersonaStore, catalog: Catalog | None = None) -> tuple[list[PersonaStatus], Problems]:
     """Every persona folder's status (invalid cards included), and for each one that cannot be served
-    the reason; the job records are read once for all of them."""
+    the reason; the job records are read once for all of them, the folders through ``catalog`` when
+    given (only those that changed are parsed again)."""
     jobs = JobStore(store.root).all()
+    entries = catalog.entries() if catalog is not None else None
     statuses: list[PersonaStatus] = []
     problems: Problems = {}
-    for name in store.names():
+    for name in entries if entries is not None else store.names():
         try:
-            statuses.append(status_by_name(store, name, jobs))
+            if entries is None:
+                statuses.append(status_by_name(store, name, jobs))
+            else:
+                statuses.append(_entry_status(name, entries[name], jobs))
         except StoreError as exc:
             problems[name] = str(exc)
             continue
         if statuses[-1].error:
             problems[name] = statuses[-1].error
     return statuses, problems
+
+
+def _entry_status(name: str, entry: Persona | StoreError, jobs: list[Job]) -> PersonaStatus:
+    if isinstance(entry, CardError):
+        return invalid_card_status(name, entry)
+    if isinstance(entry, StoreError):
+        raise entry
+    return persona_status(entry, jobs)

@@ -1,0 +1,94 @@
+"""The personas folder read once and kept current by cheap checks, for listings that must stay fast.
+
+Reading every card and adapter pointer on each listing costs a file parse per persona. The catalog
+keeps what it read for each folder with a signature made of ``stat`` calls only (the folder's
+entries, its ``adapters/`` entries and the training work folder's entries): a folder whose
+signature is unchanged is not read again, so a card edited, a version published or a folder removed
+is seen at the next listing, without a restart and without a watcher. Safe to call from threads.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Hashable
+from pathlib import Path
+
+from .adapters import ADAPTERS_DIR
+from .errors import StoreError
+from .progress import WORK_DIR
+from .registry import Persona, PersonaStore
+
+Signature = tuple[Hashable, ...]
+Entry = Persona | StoreError
+
+
+def _entries(folder: Path) -> tuple[tuple[str, int, int], ...]:
+    """Name, modification time and size of each entry of ``folder`` (empty when it is missing)."""
+    try:
+        with os.scandir(folder) as found:
+            out = []
+            for entry in found:
+                try:
+                    st = entry.stat(follow_symlinks=False)
+                except OSError:
+                    continue
+                out.append((entry.name, st.st_mtime_ns, st.st_size))
+    except OSError:
+        return ()
+    return tuple(sorted(out))
+
+
+def signature(folder: Path) -> Signature:
+    """What changes whenever anything a persona listing shows of ``folder`` may have changed."""
+    adapters = folder / ADAPTERS_DIR
+    return (_entries(folder), _entries(adapters), _entries(adapters / WORK_DIR))
+
+
+class Catalog:
+    """Personas by name as last read, each re-read only when its folder's signature changed."""
+
+    def __init__(self, store: PersonaStore) -> None:
+        self.store = store
+        self.reads = 0
+        """Persona folders parsed (a listing that found nothing changed parses none)."""
+        self._lock = threading.Lock()
+        self._known: dict[str, tuple[Signature, Entry]] = {}
+
+    def entries(self) -> dict[str, Entry]:
+        """Every persona folder, as its :class:`Persona` or the error that keeps it from being read."""
+        names = self.store.names()
+        fresh: dict[str, tuple[Signature, Entry]] = {}
+        for name in names:
+            sig = signature(self.store.root / name)
+            with self._lock:
+                known = self._known.get(name)
+            if known is not None and known[0] == sig:
+                fresh[name] = known
+                continue
+            try:
+                entry: Entry = self.store.get(name)
+            except StoreError as exc:
+                entry = exc
+            self.reads += 1
+            fresh[name] = (sig, entry)
+        with self._lock:
+            self._known = fresh
+        return {name: entry for name, (_, entry) in fresh.items()}
+
+    def signature_of(self, name: str) -> Signature | None:
+        """The signature the persona was last read with (None before it was read)."""
+        with self._lock:
+            known = self._known.get(name)
+        return known[0] if known else None
+
+    def scan(self) -> tuple[list[Persona], dict[str, str]]:
+        """As :meth:`PersonaStore.scan`, reading only the folders that changed since the last call."""
+        found: list[Persona] = []
+        problems: dict[str, str] = {}
+        for name, entry in self.entries().items():
+            if isinstance(entry, StoreError):
+                problems[name] = str(entry)
+            else:
+                found.append(entry)
+        return found, problems

@@ -1,0 +1,165 @@
+"""Listing many personas: the catalog reads only folders that changed, and a listing never stalls a
+stream in flight (a real HTTP server on a loopback port, the fake engine streaming slowly)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+import uvicorn
+
+from service.app import create_app
+from service.engine import AdapterRef, Chunk, GenerationParams
+from service.settings import ServeSettings
+from store.catalog import Catalog
+from store.registry import PersonaStore
+
+from .fake_engine import SERVE_ONLY, FakeEngine
+from .fake_store import write_version
+
+COUNT = 1000
+
+
+class TickingEngine(FakeEngine):
+    """Streams one word every ``interval_s`` until told to finish, so a stream outlasts the listings."""
+
+    def __init__(self, interval_s: float = 0.02, limit_s: float = 60.0) -> None:
+        super().__init__(max_model_len=512)
+        self.interval_s = interval_s
+        self.limit_s = limit_s
+        self.finish = threading.Event()
+
+    async def generate(
+        self, prompt_ids: list[int], params: GenerationParams, request_id: str, adapter: AdapterRef | None
+    ):
+        began = time.monotonic()
+        while not self.finish.is_set() and time.monotonic() - began < self.limit_s:
+            yield Chunk(0, " tick", 1)
+            await asyncio.sleep(self.interval_s)
+        yield Chunk(0, " done", 1, "stop")
+
+
+def make_personas(root: Path, count: int) -> list[str]:
+    names = [f"p{index:04d}" for index in range(count)]
+    for name in names:
+        (root / name).mkdir(parents=True)
+        (root / name / "persona.yaml").write_text(f"display_name: Persona {name}\ndescription: One of many.\n")
+    return names
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_the_catalog_reads_again_only_what_changed(tmp_path: Path, base_model) -> None:
+    root = tmp_path / "personas"
+    make_personas(root, 5)
+    catalog = Catalog(PersonaStore(root))
+    personas, problems = catalog.scan()
+    assert [p.name for p in personas] == [f"p{i:04d}" for i in range(5)] and not problems
+    assert catalog.reads == 5
+    catalog.scan()
+    assert catalog.reads == 5
+
+    write_version(root / "p0001", 1, base_model.hash)
+    (root / "p0002" / "persona.yaml").write_text("sampling:\n  temperature: hot\n")
+    (root / "p0003").rename(tmp_path / "gone")
+    (root / "p0009").mkdir()
+    personas, problems = catalog.scan()
+    by_name = {p.name: p for p in personas}
+    assert set(by_name) == {"p0000", "p0001", "p0004", "p0009"}
+    assert by_name["p0001"].live == 1 and by_name["p0001"].versions == [1]
+    assert set(problems) == {"p0002"} and "temperature" in problems["p0002"]
+    assert catalog.reads == 8
+
+    write_version(root / "p0001", 2, base_model.hash)
+    assert {p.name: p for p in catalog.scan()[0]}["p0001"].live == 2
+
+
+@pytest.fixture()
+def server(tmp_path: Path, base_model):
+    root = tmp_path / "personas"
+    make_personas(root, COUNT)
+    engine = TickingEngine()
+    port = _free_port()
+    settings = ServeSettings(
+        personas_dir=root,
+        cache_dir=tmp_path / "cache",
+        base_model=str(base_model.path),
+        ui=False,
+        host="127.0.0.1",
+        port=port,
+        **SERVE_ONLY,
+    )
+    app = create_app(settings, engine_factory=lambda s, b: engine)
+    uv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))
+    thread = threading.Thread(target=uv.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 60
+    while not uv.started and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert uv.started
+    url = f"http://127.0.0.1:{port}"
+    while httpx.get(url + "/health", timeout=10).status_code != 200 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    try:
+        yield url, root, engine
+    finally:
+        engine.finish.set()
+        uv.should_exit = True
+        thread.join(timeout=30)
+
+
+def test_listings_keep_a_stream_flowing_and_stay_current(server) -> None:
+    url, root, engine = server
+    arrivals: list[float] = []
+    streamed = threading.Event()
+
+    def stream() -> None:
+        body = {"model": "p0000", "messages": [{"role": "user", "content": "Hi"}], "stream": True, "max_tokens": 400}
+        with httpx.stream("POST", url + "/v1/chat/completions", json=body, timeout=120) as response:
+            assert response.status_code == 200
+            for line in response.iter_lines():
+                if line.startswith("data: {"):
+                    json.loads(line[6:])
+                    arrivals.append(time.monotonic())
+                    streamed.set()
+        streamed.set()
+
+    reader = threading.Thread(target=stream, daemon=True)
+    reader.start()
+    assert streamed.wait(30) and arrivals
+
+    expected = {f"p{i:04d}" for i in range(COUNT)}
+    began = time.monotonic()
+    listings = 0
+    added = False
+    for round_ in range(8):
+        if round_ == 4:
+            (root / "late").mkdir()
+            (root / "late" / "persona.yaml").write_text("display_name: Late\n")
+            expected.add("late")
+            added = True
+        ids = {m["id"] for m in httpx.get(url + "/v1/models", timeout=120).json()["data"]}
+        assert expected <= ids, sorted(expected - ids)[:5]
+        names = {p["name"] for p in httpx.get(url + "/v1/personas", timeout=120).json()["data"]}
+        assert expected <= names, sorted(expected - names)[:5]
+        listings += 1
+    ended = time.monotonic()
+    engine.finish.set()
+    reader.join(timeout=60)
+
+    assert added and listings == 8
+    during = [t for t in arrivals if began <= t <= ended]
+    window = [began, *during, ended]
+    gaps = [later - earlier for earlier, later in zip(window, window[1:], strict=False)]
+    assert len(during) >= 5, "the stream received nothing while the models were listed"
+    assert max(gaps) < 1.0, f"the stream stalled for {max(gaps):.2f} s"
