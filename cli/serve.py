@@ -48,31 +48,41 @@ def serve(
 
 
 def serve_fleet(settings: ServeSettings, fleet: FleetSettings) -> None:
-    """Deploy the fleet and keep it up until interrupted; with training on, one `persona worker` runs
-    beside this command to take the queue's jobs (more can run on any machine sharing the store)."""
-    import signal
-    import subprocess
-    import sys
-    import time
+    """Deploy the fleet and keep it up until interrupted. This process does for the fleet what a single
+    server does beside its engine: it watches the personas folder and queues training for logs that
+    changed, and with training on it keeps one `persona worker` running (more can run on any machine
+    sharing the store and the queue)."""
+    import asyncio
 
     from ray import serve
 
     from service.fleet.app import start_fleet
 
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # a stop request shuts the fleet down too
-    worker = None
-    if settings.train:
-        env = settings.worker_settings().child_env()
-        worker = subprocess.Popen([sys.executable, "-m", "cli.main", "worker"], env=env)
     try:
         start_fleet(settings, fleet)
         typer.echo(f"API:       http://{settings.host}:{settings.port}/v1 ({fleet.replicas} engine replicas on Ray)")
-        while True:
-            time.sleep(3600)
-    except (KeyboardInterrupt, SystemExit):
+        asyncio.run(_train_beside(settings))
+    except KeyboardInterrupt:
         pass
     finally:
-        if worker is not None:
-            worker.terminate()
-            worker.wait(timeout=30)
         serve.shutdown()
+
+
+async def _train_beside(settings: ServeSettings) -> None:
+    """The folder watcher and the worker (service.background), until SIGINT or SIGTERM."""
+    import asyncio
+    import signal
+
+    from service.background import BackgroundTraining
+    from store.registry import PersonaStore
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    training = BackgroundTraining(settings, PersonaStore(settings.personas_dir))
+    await training.start()
+    try:
+        await stop.wait()
+    finally:
+        await training.stop()
