@@ -49,8 +49,9 @@ LINEAR_MODULES: tuple[str, ...] = SERVABLE_MODULES
 """Every linear layer of a Llama-style decoder block: what the server can apply LoRA to."""
 
 RESUME_FREE = (
-    "max_steps", "time_budget_s", "threads", "checkpoint_every", "eval_every", "early_stopping_patience",
-    "early_stopping_min_delta", "tune_allocator", "gradient_checkpointing", "fused_lora", "head_on_trained_positions",
+    "max_steps", "time_budget_s", "preference_max_steps", "threads", "checkpoint_every", "eval_every",
+    "early_stopping_patience", "early_stopping_min_delta", "tune_allocator", "gradient_checkpointing", "fused_lora",
+    "head_on_trained_positions",
 )  # fmt: skip
 """Settings a resumed run may change: they decide how long, how often or how fast, not what is learnt
 (the fused forward and the trimmed head compute the same values, up to float rounding)."""
@@ -157,6 +158,26 @@ class TrainConfig(BaseModel):
     early_stopping_min_delta: Float = Field(0.001, ge=0)
     """How much lower a held-out loss must be to count as better."""
 
+    # --- preference training (after the supervised run; off by default) -----------------------------
+    preference: bool = False
+    """After supervised training, a DPO stage: the character's real reply is preferred to a generic
+    reply to the same turns (preference_rejected), with the supervised adapter as the reference, so the
+    adapter moves away from the assistant voice. Off until measured on every example persona."""
+    preference_beta: Float = Field(0.1, gt=0)
+    """DPO's beta: how far the adapter may move from the supervised one (smaller moves further)."""
+    preference_epochs: Int = Field(1, ge=1)
+    """Passes over the preference pairs."""
+    preference_max_steps: Int | None = Field(None, ge=1)
+    """Stop the preference stage after this many steps (mainly for tests and quick trials)."""
+    preference_learning_rate: Float = Field(2e-4, gt=0, le=1)
+    """AdamW learning rate of the preference stage, constant: lower than the supervised one, as DPO
+    refines an adapter that already speaks as the character."""
+    preference_pairs_per_step: Int = Field(4, ge=1)
+    """Preference pairs in one optimizer step."""
+    preference_rejected: str = "base"
+    """Who writes the rejected replies: ``base`` (the base model with its default prompt, answering
+    the last user turn) or ``card`` (the base model with the persona's short system prompt)."""
+
     # --- the run -----------------------------------------------------------------------------------
     seed: Int = Field(1234, ge=0)
     """Seed for the LoRA initialisation, batch order and dropout: the same data gives the same adapter."""
@@ -215,6 +236,13 @@ class TrainConfig(BaseModel):
                 {"allowed": ", ".join(SERVABLE_MODULES), "unknown": str(unknown)},
             )
         return modules
+
+    @field_validator("preference_rejected")
+    @classmethod
+    def _rejected_source(cls, value: str) -> str:
+        if value not in ("base", "card"):
+            raise PydanticCustomError("setting", "must be base or card, got {value}", {"value": value})
+        return value
 
     @field_validator("load_in_8bit")
     @classmethod

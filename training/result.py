@@ -50,6 +50,8 @@ class TrainResult:
     """Why the run ended: early stopping, time budget, max_steps or all passes."""
     examples: ExampleCounts | None = None
     """Training examples by origin (real, generated, replay), when the run was given them."""
+    preference: dict[str, Any] | None = None
+    """The preference stage's figures (steps, pairs, margin, accuracy), when it ran."""
     peak_rss_mb: float | None = None
     """Peak resident memory of the process during the run."""
     peak_cuda_mb: float | None = None

@@ -155,6 +155,37 @@ class _ProgressFile:
                                     message=message))  # fmt: skip
 
 
+def _preference_stage(
+    store_settings: StoreSettings,
+    persona: Persona,
+    base: Any,
+    config: TrainConfig,
+    examples: ExampleSet,
+    outcome: TrainResult,
+    answerer: Any,
+    report: _ProgressFile,
+) -> dict[str, Any]:
+    """DPO on the supervised adapter (:mod:`training.preference`): the character's training replies
+    preferred to the generic voice's replies to the same user turns; returns the stage's figures."""
+    from .preference import PreferenceRecipe, last_user_turns, preference_pairs, prompt_turns
+    from .preference_data import rejected_replies
+
+    turns = prompt_turns(examples.train)
+    report.say(f"preference pairs: {len(turns)} replies against the {config.preference_rejected} voice")
+    rejected = rejected_replies(
+        config.preference_rejected, last_user_turns(turns), cache_dir=store_settings.cache_dir, base=base,
+        persona=persona.name, answerer=answerer, model=outcome.model, tokenizer=outcome.tokenizer,
+        system_prompt=persona.card.effective_system_prompt(persona.name), say=report.say,
+    )  # fmt: skip
+    stage = PreferenceRecipe(outcome.model, outcome.tokenizer, config, on_step=report,
+                             description=f"{persona.name} preference")  # fmt: skip
+    stage.setup(preference_pairs(turns, rejected))
+    figures = stage.train()
+    report.say(f"preference stage: {figures['steps']} steps, margin {figures['margin']:.3f}, "
+               f"accuracy {figures['accuracy']:.2f}")  # fmt: skip
+    return figures
+
+
 def _train_locked(
     store_settings: StoreSettings,
     persona: Persona,
@@ -189,12 +220,16 @@ def _train_locked(
         outcome = train(base, mix.train, examples.heldout, config, work_dir=work, resume=resume,
                         progress=progress, on_step=report, description=name, lock=False)  # fmt: skip
         outcome.examples = mix.counts
+        if config.preference:
+            outcome.preference = _preference_stage(store_settings, persona, base, config, examples, outcome,
+                                                   answerer, report)  # fmt: skip
         report.write(TrainingProgress(state="running", step=outcome.steps, total_steps=outcome.total_steps,
                                       eval_loss=outcome.eval_loss_after, message="publishing"))  # fmt: skip
         version, path = publish_adapter(
             persona.path, outcome, data_hash=examples.data_hash, max_lora_rank=max_lora_rank,
             allowed_modules=allowed_modules, persona_name=name, make_live=False,
-            extra_metadata={"persona": name, "qlora": config.qlora},
+            extra_metadata={"persona": name, "qlora": config.qlora}
+            | ({"preference": outcome.preference} if outcome.preference else {}),
         )  # fmt: skip
         (work / CHECKPOINT_FILE).unlink(missing_ok=True)
         outcome.model = None  # the evaluation loads the published adapter itself

@@ -1,0 +1,69 @@
+"""The DPO stage on a tiny random Llama: a few steps raise the margin of the real reply over the generic one."""
+
+from __future__ import annotations
+
+import pytest
+
+from training.config import TrainConfig, TrainingError
+from training.loop import LoraRecipe
+from training.preference import PreferenceRecipe, last_user_turns, preference_pairs, prompt_turns
+
+from .test_train_passes import HELDOUT, QUICK, TRAIN, tiny_lm  # noqa: F401  (the fixture)
+
+GENERIC = "As an AI assistant, I can help you with that."
+
+
+def test_pairs_come_from_replies_after_a_user_turn():
+    rows = TRAIN + [{"messages": [{"role": "assistant", "content": "Morning!"}]}]
+    turns = prompt_turns(rows)
+    assert len(turns) == len(TRAIN) and last_user_turns(turns)[0] == "Any scones 0?"
+    pairs = preference_pairs(turns, [GENERIC, "", turns[2][1], GENERIC])
+    assert [p.rejected for p in pairs] == [GENERIC, GENERIC]  # empty and identical ones are left out
+    with pytest.raises(TrainingError):
+        preference_pairs(turns, [GENERIC])
+
+
+def test_a_few_dpo_steps_raise_the_margin_of_the_real_reply(tiny_lm, tmp_path):  # noqa: F811
+    config = TrainConfig(**QUICK, max_steps=2, preference=True, preference_epochs=3, preference_max_steps=4,
+                         preference_learning_rate=1e-2, preference_pairs_per_step=2)  # fmt: skip
+    sft = LoraRecipe(tiny_lm, config, work_dir=tmp_path, progress=False)
+    sft.setup(TRAIN, HELDOUT)
+    result = sft.train()
+    turns = prompt_turns(TRAIN)
+    pairs = preference_pairs(turns, [GENERIC] * len(turns))
+    reports = []
+    stage = PreferenceRecipe(result.model, result.tokenizer, config, on_step=reports.append)
+    stage.setup(pairs)
+    assert float(stage.margins().abs().max()) < 1e-3  # the reference is the adapter as it was
+    figures = stage.train()
+    assert figures["steps"] == 4 and figures["margin"] > 0 and figures["accuracy"] == 1.0
+    assert [r.step for r in reports] == [1, 2, 3, 4] and reports[-1].total_steps == 4
+
+
+def _write_logs(persona, count: int) -> None:
+    blocks = [f"User: Any scones {i}?\nEcho: {PHRASE_OF_ECHO}" for i in range(count)]
+    (persona / "logs" / "chat.txt").write_text("\n\n".join(blocks) + "\n", encoding="utf-8")
+
+
+PHRASE_OF_ECHO = "Oh crumbs, petal, two scones left."
+
+
+@pytest.mark.parametrize("rejected", ["base", "card"])
+def test_a_persona_run_with_the_stage_publishes_its_figures(tiny_lm, tmp_path, rejected):  # noqa: F811
+    from store import adapters
+    from store.settings import StoreSettings
+    from training.run import train_persona
+
+    persona = tmp_path / "personas" / "echo"
+    (persona / "logs").mkdir(parents=True)
+    (persona / "persona.yaml").write_text(
+        "training:\n  min_examples: 1\n  max_steps: 1\n  batch_tokens: 128\n  replay_share: 0\n  lora_r: 4\n"
+        f"  preference: true\n  preference_max_steps: 2\n  preference_rejected: {rejected}\n"
+    )
+    _write_logs(persona, 8)
+    settings = StoreSettings(personas_dir=persona.parent, base_model=str(tiny_lm.path), cache_dir=tmp_path / "cache")
+    seen = []
+    result = train_persona(settings, "echo", max_lora_rank=16, progress=False, on_step=seen.append)
+    figures = adapters.read_metadata(result.path).model_extra["preference"]
+    assert figures["steps"] == 2 and figures["rejected"] == rejected and figures["pairs"] >= 1
+    assert any(r.message.endswith("preference") for r in seen)
