@@ -23,6 +23,7 @@ from .fine_tuning import FileStore
 from .metrics import Metrics
 from .openapi import install_openapi
 from .personas import routes as personas
+from .pinning import AdapterPins
 from .resolver import ModelResolver
 from .routes import api, ops
 from .settings import ServeSettings
@@ -54,6 +55,8 @@ def create_app(settings: ServeSettings, engine_factory: EngineFactory = vllm_eng
         app.state.resolver = resolver
         load = ServingLoad(busy_file(settings.cache_dir)) if settings.train else None
         app.state.chat = ChatService(engine, resolver, tokenizer, metrics, settings.strict_parameters, load)
+        app.state.pins = AdapterPins(engine, metrics)
+        await app.state.pins.pin_all(resolver, app.state.catalog)
         training = BackgroundTraining(settings, store, load)
         await training.start()
         app.state.training = training
@@ -62,6 +65,7 @@ def create_app(settings: ServeSettings, engine_factory: EngineFactory = vllm_eng
             yield
         finally:
             app.state.chat = None
+            app.state.pins = None
             app.state.training = None
             await training.stop()
             await engine.stop()
@@ -74,6 +78,7 @@ def create_app(settings: ServeSettings, engine_factory: EngineFactory = vllm_eng
     app.state.store = store
     app.state.catalog = Catalog(store)
     app.state.chat = None
+    app.state.pins = None
     app.state.training = None
     app.state.files = FileStore(settings.personas_dir, settings.max_upload_mb << 20)
     app.state.uploads = Uploads(settings.personas_dir, settings.max_upload_mb << 20)

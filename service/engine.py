@@ -217,6 +217,21 @@ class VllmEngine:
             self._engine.shutdown()
             self._engine = None
 
+    async def pin(self, adapter: AdapterRef) -> bool:
+        """Load the adapter now and keep it loaded (vLLM's LoRA manager never evicts a pinned one)."""
+        from vllm.lora.request import LoRARequest
+
+        if self._engine is None:
+            raise RuntimeError("engine not started")
+        await self._engine.add_lora(LoRARequest(adapter.name, adapter.lora_id, str(adapter.path)))
+        return await self._engine.pin_lora(adapter.lora_id)
+
+    async def loaded_adapters(self) -> set[int]:
+        """The LoRA ids the engine holds now (its CPU cache of adapters)."""
+        if self._engine is None:
+            return set()
+        return set(await self._engine.list_loras())
+
     async def generate(
         self, prompt_ids: list[int], params: GenerationParams, request_id: str, adapter: AdapterRef | None
     ) -> AsyncIterator[Chunk]:

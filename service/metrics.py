@@ -32,6 +32,14 @@ class Metrics:
         self.errors = Counter(
             "persona_http_errors", "Requests answered with an error", ["status"], registry=self.registry
         )
+        self.adapter_loads = Counter(
+            "persona_adapter_loads", "Adapters seen newly loaded in the engine", registry=self.registry
+        )
+        self.adapter_evictions = Counter(
+            "persona_adapter_evictions", "Adapters seen gone from the engine", registry=self.registry
+        )
+        self.adapters_loaded = Gauge("persona_adapters_loaded", "Adapters held by the engine", registry=self.registry)
+        self.adapters_pinned = Gauge("persona_adapters_pinned", "Adapters pinned in the engine", registry=self.registry)
         self.personas = Gauge("persona_personas", "Personas found in the store", ["status"], registry=self.registry)
 
     def render(self) -> bytes:

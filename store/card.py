@@ -58,6 +58,15 @@ class SamplingDefaults(BaseModel):
         return FALLBACK_TOP_P if self.top_p is None else self.top_p
 
 
+class ServingSettings(BaseModel):
+    """How the server holds the persona's adapter: a pinned one stays loaded in the engine, so the
+    few personas a site features never wait for a load after quieter ones were chatted with."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    pinned: bool = False
+
+
 class PersonaCard(BaseModel):
     """The validated contents of ``persona.yaml``."""
 
@@ -81,6 +90,8 @@ class PersonaCard(BaseModel):
     ``phone_regions``, ``kinds``."""
     fidelity: FidelitySettings = Field(default_factory=FidelitySettings)
     """How versions are evaluated and gated (probe counts, reply length, the gate's tolerances)."""
+    serving: ServingSettings = Field(default_factory=ServingSettings)
+    """How the server holds the live adapter: ``pinned`` keeps it loaded in the engine."""
 
     def title(self, name: str) -> str:
         return self.display_name or name.replace("-", " ").replace("_", " ").title()
