@@ -1,0 +1,255 @@
+"""Many personas on one server: throughput, first-token latency and listing latency by personas in use.
+
+Run by hand on quiet cores: ``.venv/bin/python bench/many_personas.py`` (1,000 personas, 16
+streaming clients). It makes N personas with random rank-16 adapters (one generated with PEFT, the
+others random tensors of the same shapes, or copies of the first ``--distinct`` ones to save disk),
+starts one ``persona serve`` without training, and for each row (the base model, then requests
+spread over the first W personas) runs ``--clients`` streaming clients for ``--seconds``, each
+asking a random model of the row for a reply of ``--tokens`` tokens with the same sampling
+(temperature 0.8, top_p 1.0, a seed per request). While the clients run, ``/v1/models`` and
+``/v1/personas`` are listed once a second. Results are printed and appended to
+``bench/RESULTS.md``; ``--no-append`` only prints (a smoke run:
+``--personas 20 --clients 2 --seconds 10 --no-append``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import random
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from bench.random_adapter import publish_random_adapter  # noqa: E402
+from bench.results import RESULTS, append_section  # noqa: E402
+from bench.serving import PROMPTS, free_port, wait_healthy  # noqa: E402
+
+SAMPLING = {"temperature": 0.8, "top_p": 1.0}
+"""The same on every row, whatever the cards say."""
+
+
+@dataclass
+class Row:
+    label: str
+    tokens: int = 0
+    seconds: float = 0.0
+    first_token: list[float] = field(default_factory=list)
+    listings: dict[str, list[float]] = field(default_factory=lambda: {"models": [], "personas": []})
+    errors: int = 0
+
+    @property
+    def rate(self) -> float:
+        return self.tokens / self.seconds if self.seconds else 0.0
+
+
+def percentile(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def make_personas(root: Path, base, count: int, distinct: int) -> list[str]:
+    """``count`` personas with random adapters; after the first ``distinct``, weights are copied."""
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    from store.adapters import ADAPTER_WEIGHTS, METADATA_FILE, AdapterMetadata, new_staging_dir, publish
+
+    names = [f"p{i:04d}" for i in range(count)]
+    template: Path | None = None
+    for index, name in enumerate(names):
+        folder = root / name
+        (folder / "logs").mkdir(parents=True)
+        (folder / "persona.yaml").write_text(
+            f"display_name: Persona {index}\nsystem_prompt: You are a helpful assistant.\n"
+        )
+        if template is None:
+            version = publish_random_adapter(folder, base, seed=1000, scale=0.02, r=16)
+            template = folder / "adapters" / f"v{version}"
+            shapes = {key: tensor.shape for key, tensor in load_file(template / ADAPTER_WEIGHTS).items()}
+            continue
+        staged = new_staging_dir(folder)
+        shutil.copy(template / "adapter_config.json", staged / "adapter_config.json")
+        if distinct and index >= distinct:
+            source = root / names[index % distinct] / "adapters" / "v1" / ADAPTER_WEIGHTS
+            shutil.copy(source, staged / ADAPTER_WEIGHTS)
+        else:
+            generator = torch.Generator().manual_seed(1000 + index)
+            weights = {key: torch.randn(shape, generator=generator) * 0.02 for key, shape in shapes.items()}
+            save_file(weights, str(staged / ADAPTER_WEIGHTS))
+        meta = AdapterMetadata(base_model=base.id, base_hash=base.hash, data_hash=f"random-{index}")
+        (staged / METADATA_FILE).write_text(meta.model_dump_json())
+        publish(folder, staged)
+        if (index + 1) % 100 == 0:
+            print(f"  {index + 1} personas", flush=True)
+    return names
+
+
+async def one_reply(client, model: str, prompt: str, tokens: int, seed: int, row: Row) -> None:
+    start = time.perf_counter()
+    first = None
+    try:
+        stream = await client.chat.completions.create(
+            model=model,
+            messages=[{"role": "user", "content": prompt}],
+            max_tokens=tokens,
+            seed=seed,
+            stream=True,
+            stream_options={"include_usage": True},
+            **SAMPLING,
+        )
+        async for chunk in stream:
+            if first is None and chunk.choices and chunk.choices[0].delta.content:
+                first = time.perf_counter() - start
+            if chunk.usage is not None:
+                row.tokens += chunk.usage.completion_tokens
+    except Exception as exc:  # counted and shown: a benchmark keeps going
+        row.errors += 1
+        print(f"  {model}: {exc}", flush=True)
+        return
+    if first is not None:
+        row.first_token.append(first)
+
+
+async def lister(base_url: str, row: Row, stop: asyncio.Event) -> None:
+    import httpx
+
+    async with httpx.AsyncClient(timeout=120) as http:
+        while not stop.is_set():
+            for key in ("models", "personas"):
+                start = time.perf_counter()
+                response = await http.get(f"{base_url}/{key}")
+                response.raise_for_status()
+                row.listings[key].append(time.perf_counter() - start)
+            try:
+                await asyncio.wait_for(stop.wait(), timeout=1.0)
+            except TimeoutError:
+                pass
+
+
+async def measure(base_url: str, label: str, models: list[str], clients: int, tokens: int, seconds: float) -> Row:
+    from openai import AsyncOpenAI
+
+    row = Row(label)
+    client = AsyncOpenAI(base_url=base_url, api_key="unused", max_retries=0, timeout=900)
+    chooser = random.Random(label)
+    stop = asyncio.Event()
+    counter = iter(range(10**9))
+
+    async def user(index: int) -> None:
+        while not stop.is_set():
+            seed = next(counter)
+            await one_reply(client, chooser.choice(models), PROMPTS[seed % len(PROMPTS)], tokens, seed, row)
+
+    listing = asyncio.create_task(lister(base_url, row, stop))
+    began = time.perf_counter()
+    users = [asyncio.create_task(user(i)) for i in range(clients)]
+    await asyncio.sleep(seconds)
+    stop.set()
+    await asyncio.gather(*users)  # replies in flight finish and count
+    row.seconds = time.perf_counter() - began
+    await listing
+    await client.close()
+    return row
+
+
+def report(rows: list[Row], args: argparse.Namespace) -> str:
+    lines = [
+        f"\n## Many personas (bench/many_personas.py), {datetime.now(UTC):%Y-%m-%d %H:%M} UTC\n",
+        f"{args.personas} personas with random rank-16 adapters, one `--no-train` server, {args.clients} streaming "
+        f"clients asking for {args.tokens}-token replies for {args.seconds:.0f} s per row, each to a random model "
+        f"of the row; temperature {SAMPLING['temperature']}, top_p {SAMPLING['top_p']} on every row; "
+        f"{os.cpu_count()} cores. Listings are timed once a second while the clients run.\n",
+        "| W (personas in use) | output tokens/s | first token p50 / p95 | `/v1/models` p50 / max "
+        "| `/v1/personas` p50 / max | errors |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for row in rows:
+        models, personas = row.listings["models"], row.listings["personas"]
+        lines.append(
+            f"| {row.label} | {row.rate:.0f} | {percentile(row.first_token, 0.5):.2f} / "
+            f"{percentile(row.first_token, 0.95):.2f} s | {percentile(models, 0.5) * 1000:.0f} / "
+            f"{max(models, default=float('nan')) * 1000:.0f} ms | {percentile(personas, 0.5) * 1000:.0f} / "
+            f"{max(personas, default=float('nan')) * 1000:.0f} ms | {row.errors} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--personas", type=int, default=1000)
+    parser.add_argument("--widths", default="8,64,all", help="personas in use per row, after the base-model row")
+    parser.add_argument("--clients", type=int, default=16)
+    parser.add_argument("--tokens", type=int, default=32)
+    parser.add_argument("--seconds", type=float, default=60.0, help="load per row")
+    parser.add_argument("--distinct", type=int, default=0, help="distinct adapters (0: all); the rest are copies")
+    parser.add_argument("--no-append", action="store_true", help="print only, append nothing to RESULTS.md")
+    parser.add_argument("--keep", action="store_true", help="keep the generated personas folder")
+    args = parser.parse_args()
+
+    from store.base_model import resolve_base_model
+
+    cache = Path(os.environ.get("PERSONA_CACHE_DIR", REPO / ".cache"))
+    base = resolve_base_model("bundled", cache)
+    work = Path(tempfile.mkdtemp(prefix="persona-many-"))
+    personas = work / "personas"
+    print(f"making {args.personas} personas in {personas}", flush=True)
+    names = make_personas(personas, base, args.personas, args.distinct)
+    widths = [len(names) if w == "all" else min(int(w), len(names)) for w in args.widths.split(",")]
+
+    logs = REPO / "bench" / "out"
+    logs.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    env = {
+        **os.environ,
+        "PERSONA_CACHE_DIR": str(cache),
+        "PERSONA_PERSONAS_DIR": str(personas),
+        "PERSONA_PORT": str(port),
+        "PERSONA_UI": "false",
+        "PERSONA_TRAIN": "false",
+    }
+    url = f"http://127.0.0.1:{port}/v1"
+    rows: list[Row] = []
+    with open(logs / "many-personas.log", "w") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "cli.main", "serve", "--no-train"],
+            cwd=REPO,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            wait_healthy(f"http://127.0.0.1:{port}/health", process)
+            for label, models in [("base model only", [base.id])] + [(str(w), names[:w]) for w in widths]:
+                print(f"row {label}", flush=True)
+                row = asyncio.run(measure(url, label, models, args.clients, args.tokens, args.seconds))
+                print(f"  {row.rate:.1f} tokens/s, {len(row.first_token)} replies, {row.errors} errors", flush=True)
+                rows.append(row)
+        finally:
+            process.terminate()
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+            if not args.keep:
+                shutil.rmtree(work, ignore_errors=True)
+    text = report(rows, args)
+    if args.no_append:
+        print(text)
+    else:
+        append_section(text, RESULTS)
+
+
+if __name__ == "__main__":
+    main()
