@@ -4,7 +4,9 @@ A card with ``serving: {pinned: true}`` has its live adapter loaded and pinned w
 and again when a new version is first asked for, so the personas a site features are never evicted
 by quieter ones. Loads and evictions are what the engine reports holding, compared between
 observations (each ``/metrics`` scrape and each pin): an adapter loaded and evicted between two
-observations is not seen. An engine without ``pin`` or ``loaded_adapters`` (the fake one in tests
+observations is not seen. A pinned adapter holds one of the engine's ``max_loras`` slots, so at most
+``limit`` are pinned (one slot always stays free for the others); later ones are served unpinned.
+An engine without ``pin`` or ``loaded_adapters`` (the fake one in tests
 may have neither) is simply not pinned or counted.
 """
 
@@ -24,8 +26,9 @@ log = logging.getLogger("persona.pinning")
 
 
 class AdapterPins:
-    def __init__(self, engine: Any, metrics: Metrics) -> None:
+    def __init__(self, engine: Any, metrics: Metrics, limit: int) -> None:
         self.engine = engine
+        self.limit = limit
         self.metrics = metrics
         self.pinned: dict[int, str] = {}
         """LoRA id to the adapter's name, for every adapter pinned in this server's life."""
@@ -42,6 +45,9 @@ class AdapterPins:
             return
         async with self._lock:
             if adapter.lora_id in self.pinned:
+                return
+            if len(self.pinned) >= self.limit:
+                log.warning("not pinning %s: %d adapters are pinned already", adapter.name, len(self.pinned))
                 return
             try:
                 await pin(adapter)

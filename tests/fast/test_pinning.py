@@ -120,3 +120,12 @@ def test_a_bad_serving_section_is_refused_naming_the_field(
     assert "persona.yaml" in message and f"field '{field}'" in message and says in message
     listed = {p["name"]: p for p in client.get("/v1/personas").json()["data"]}
     assert listed["quiet"]["status"] == "invalid card" and field in listed["quiet"]["error"]
+
+
+def test_pins_leave_an_engine_slot_free(personas: Path, cache_dir: Path, engine: PinningEngine, base_model) -> None:
+    settings = ServeSettings(
+        personas_dir=personas, cache_dir=cache_dir, base_model=str(base_model.path), ui=False, max_loras=1, **SERVE_ONLY
+    )
+    with TestClient(create_app(settings, engine_factory=lambda s, b: engine)) as client:
+        assert chat(client, "star").status_code == 200
+    assert engine.pins == []
