@@ -46,10 +46,25 @@ class Row:
     first_token: list[float] = field(default_factory=list)
     listings: dict[str, list[float]] = field(default_factory=lambda: {"models": [], "personas": []})
     errors: int = 0
+    loads: float = 0.0
+    evictions: float = 0.0
 
     @property
     def rate(self) -> float:
         return self.tokens / self.seconds if self.seconds else 0.0
+
+
+def adapter_counts(base_url: str) -> tuple[float, float]:
+    """Adapter loads and evictions so far, from the server's ``/metrics``."""
+    import httpx
+
+    text = httpx.get(base_url.removesuffix("/v1") + "/metrics", timeout=60).text
+    found = {}
+    for line in text.splitlines():
+        name, _, value = line.partition(" ")
+        if name in ("persona_adapter_loads_total", "persona_adapter_evictions_total"):
+            found[name] = float(value)
+    return found.get("persona_adapter_loads_total", 0.0), found.get("persona_adapter_evictions_total", 0.0)
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -169,11 +184,12 @@ def report(rows: list[Row], args: argparse.Namespace) -> str:
         f"\n## Many personas (bench/many_personas.py), {datetime.now(UTC):%Y-%m-%d %H:%M} UTC\n",
         f"{args.personas} personas with random rank-16 adapters, one `--no-train` server, {args.clients} streaming "
         f"clients asking for {args.tokens}-token replies for {args.seconds:.0f} s per row, each to a random model "
-        f"of the row; temperature {SAMPLING['temperature']}, top_p {SAMPLING['top_p']} on every row; "
+        "of the row; adapter loads and evictions as seen at `/metrics` scrapes; "
+        f"temperature {SAMPLING['temperature']}, top_p {SAMPLING['top_p']} on every row; "
         f"{os.cpu_count()} cores. Listings are timed once a second while the clients run.\n",
         "| W (personas in use) | output tokens/s | first token p50 / p95 | `/v1/models` p50 / max "
-        "| `/v1/personas` p50 / max | errors |",
-        "| --- | --- | --- | --- | --- | --- |",
+        "| `/v1/personas` p50 / max | adapter loads / evictions | errors |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
     ]
     for row in rows:
         models, personas = row.listings["models"], row.listings["personas"]
@@ -181,7 +197,8 @@ def report(rows: list[Row], args: argparse.Namespace) -> str:
             f"| {row.label} | {row.rate:.0f} | {percentile(row.first_token, 0.5):.2f} / "
             f"{percentile(row.first_token, 0.95):.2f} s | {percentile(models, 0.5) * 1000:.0f} / "
             f"{max(models, default=float('nan')) * 1000:.0f} ms | {percentile(personas, 0.5) * 1000:.0f} / "
-            f"{max(personas, default=float('nan')) * 1000:.0f} ms | {row.errors} |"
+            f"{max(personas, default=float('nan')) * 1000:.0f} ms | {row.loads:.0f} / {row.evictions:.0f} "
+            f"| {row.errors} |"
         )
     return "\n".join(lines) + "\n"
 
@@ -206,7 +223,7 @@ def main() -> None:
     personas = work / "personas"
     print(f"making {args.personas} personas in {personas}", flush=True)
     names = make_personas(personas, base, args.personas, args.distinct)
-    widths = [len(names) if w == "all" else min(int(w), len(names)) for w in args.widths.split(",")]
+    widths = list(dict.fromkeys(len(names) if w == "all" else min(int(w), len(names)) for w in args.widths.split(",")))
 
     logs = REPO / "bench" / "out"
     logs.mkdir(parents=True, exist_ok=True)
@@ -233,7 +250,10 @@ def main() -> None:
             wait_healthy(f"http://127.0.0.1:{port}/health", process)
             for label, models in [("base model only", [base.id])] + [(str(w), names[:w]) for w in widths]:
                 print(f"row {label}", flush=True)
+                before = adapter_counts(url)
                 row = asyncio.run(measure(url, label, models, args.clients, args.tokens, args.seconds))
+                after = adapter_counts(url)
+                row.loads, row.evictions = after[0] - before[0], after[1] - before[1]
                 print(f"  {row.rate:.1f} tokens/s, {len(row.first_token)} replies, {row.errors} errors", flush=True)
                 rows.append(row)
         finally:
