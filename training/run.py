@@ -167,9 +167,18 @@ def _preference_stage(
 ) -> dict[str, Any]:
     """DPO on the supervised adapter (:mod:`training.preference`): the character's training replies
     preferred to the generic voice's replies to the same user turns; returns the stage's figures."""
-    from .preference import PreferenceRecipe, last_user_turns, preference_pairs, prompt_turns
+    from store.preference import read_persona_pairs
+
+    from .preference import Pair, PreferenceRecipe, last_user_turns, preference_pairs, prompt_turns
     from .preference_data import rejected_replies
 
+    given = read_persona_pairs(persona.path)
+    if given:  # pairs given with the persona (the fine-tuning API's preference files) win
+        report.say(f"preference pairs: {len(given)} given")
+        stage = PreferenceRecipe(outcome.model, outcome.tokenizer, config, on_step=report,
+                                 description=f"{persona.name} preference")  # fmt: skip
+        stage.setup([Pair(p.prompt, p.chosen, p.rejected) for p in given])
+        return stage.train() | {"rejected": "given"}
     turns = prompt_turns(examples.train)
     report.say(f"preference pairs: {len(turns)} replies against the {config.preference_rejected} voice")
     rejected = rejected_replies(

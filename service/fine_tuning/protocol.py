@@ -54,10 +54,26 @@ class SupervisedMethod(BaseModel):
     hyperparameters: Hyperparameters | None = None
 
 
+class DpoHyperparameters(BaseModel):
+    """OpenAI's DPO hyperparameters; they shape the preference stage that follows supervised training
+    on the preferred replies (``auto`` keeps the persona's own setting)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    beta: Literal["auto"] | float = Field(default="auto")
+    n_epochs: Literal["auto"] | int = Field(default="auto")
+    batch_size: Literal["auto"] | int = Field(default="auto")
+    learning_rate_multiplier: Literal["auto"] | float = Field(default="auto")
+
+
+class DpoMethod(BaseModel):
+    hyperparameters: DpoHyperparameters | None = None
+
+
 class Method(BaseModel):
     type: Literal["supervised", "dpo", "reinforcement"]
     supervised: SupervisedMethod | None = None
-    dpo: dict[str, Any] | None = None
+    dpo: DpoMethod | None = None
     reinforcement: dict[str, Any] | None = None
 
 

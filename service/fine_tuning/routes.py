@@ -8,6 +8,7 @@ into ``personas/nova/logs/``, its validation file (the held-out set the version 
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ from fastapi.responses import FileResponse
 from store.errors import InvalidName, StoreError
 from store.jobs import Job
 from store.names import check_name
+from store.preference import PREFERENCE_DIR, PreferenceFileError, chat_line, parse_preference_file
 from store.registry import LOGS_DIR, VALIDATION_DIR, Persona
 from store.train_settings import TrainConfig
 
@@ -31,6 +33,8 @@ from .protocol import (
     Checkpoint,
     CheckpointList,
     CheckpointMetrics,
+    DpoHyperparameters,
+    DpoMethod,
     EventList,
     FileDeleted,
     FileList,
@@ -41,6 +45,8 @@ from .protocol import (
     JobErrorObject,
     JobEvent,
     JobList,
+    Method,
+    SupervisedMethod,
 )
 
 router = APIRouter(
@@ -87,11 +93,30 @@ async def upload_file(request: Request, file: UploadFile = File(...), purpose: s
             yield chunk
 
     saved = await store.save(file.filename or "upload.jsonl", chunks())
-    problem = first_chat_jsonl_problem(store.content_path(saved.id))
+    path = store.content_path(saved.id)
+    if _is_preference_file(path):
+        try:
+            parse_preference_file(path, label=saved.filename)
+        except PreferenceFileError as exc:
+            store.delete(saved.id)
+            raise bad_request(str(exc), "file", "invalid_file_format") from None
+        return saved
+    problem = first_chat_jsonl_problem(path)
     if problem:
         store.delete(saved.id)
         raise bad_request(f"{saved.filename}: {problem[0]}", "file", "invalid_file_format")
     return saved
+
+
+def _is_preference_file(path: Path) -> bool:
+    """True when the file's first line is OpenAI's preference shape (it has ``preferred_output``)."""
+    with open(path, encoding="utf-8", errors="replace") as handle:
+        first = next((line for line in handle if line.strip()), "")
+    try:
+        record = json.loads(first)
+    except ValueError:
+        return False
+    return isinstance(record, dict) and "preferred_output" in record
 
 
 @router.get("/files", response_model=FileList)
@@ -160,7 +185,16 @@ def job_object(job: Job, base_id: str) -> FineTuningJob:
         metadata=extra.get("metadata"),
         user_provided_suffix=extra.get("suffix"),
         estimated_finish=int(finish) if finish else None,
+        method=_reported_method(job),
     )
+
+
+def _reported_method(job: Job) -> Method:
+    """The job's method in OpenAI's shape: supervised unless it was created as a DPO job."""
+    dpo = job.extra.get("dpo")
+    if dpo is not None:
+        return Method(type="dpo", dpo=DpoMethod(hyperparameters=DpoHyperparameters(**dpo)))
+    return Method(type="supervised", supervised=SupervisedMethod(hyperparameters=_reported_hyperparameters(job)))
 
 
 def _reported_hyperparameters(job: Job) -> Hyperparameters:
@@ -186,6 +220,21 @@ def _overrides(body: JobCreateRequest, hyper: Hyperparameters, persona: Persona)
     if hyper.learning_rate_multiplier != "auto":
         rate = _card_config(persona).learning_rate
         overrides["learning_rate"] = min(rate * hyper.learning_rate_multiplier, 1.0)
+    return overrides
+
+
+def _dpo_overrides(dpo: DpoHyperparameters, persona: Persona) -> dict[str, Any]:
+    """OpenAI's DPO hyperparameters as the preference stage's settings (``preference`` turned on)."""
+    overrides: dict[str, Any] = {"preference": True}
+    if dpo.beta != "auto":
+        overrides["preference_beta"] = dpo.beta
+    if dpo.n_epochs != "auto":
+        overrides["preference_epochs"] = dpo.n_epochs
+    if dpo.batch_size != "auto":
+        overrides["preference_pairs_per_step"] = dpo.batch_size
+    if dpo.learning_rate_multiplier != "auto":
+        rate = _card_config(persona).preference_learning_rate
+        overrides["preference_learning_rate"] = min(rate * dpo.learning_rate_multiplier, 1.0)
     return overrides
 
 
@@ -216,27 +265,65 @@ def _persona_for(body: JobCreateRequest, training: BackgroundTraining, base_name
 
 
 def _hyperparameters(body: JobCreateRequest) -> Hyperparameters:
-    if body.method is not None and body.method.type != "supervised":
+    if body.method is not None and body.method.type not in ("supervised", "dpo"):
         raise bad_request(
-            f"method.type: only 'supervised' fine-tuning is offered, got {body.method.type!r}",
+            f"method.type: 'supervised' and 'dpo' fine-tuning are offered, got {body.method.type!r}",
             "method.type",
             "unsupported_value",
         )
     method = body.method.supervised.hyperparameters if body.method and body.method.supervised else None
     chosen = method or body.hyperparameters or Hyperparameters()
+    _check_common(chosen, "hyperparameters")
+    return chosen
+
+
+def _dpo_hyperparameters(body: JobCreateRequest) -> DpoHyperparameters | None:
+    """The DPO hyperparameters of a ``method.type == "dpo"`` job (None for a supervised one)."""
+    if body.method is None or body.method.type != "dpo":
+        return None
+    dpo = body.method.dpo.hyperparameters if body.method.dpo and body.method.dpo.hyperparameters else None
+    dpo = dpo or DpoHyperparameters()
+    where = "method.dpo.hyperparameters"
+    _check_common(dpo, where)
+    if dpo.beta != "auto" and not 0 < dpo.beta <= 2:
+        raise bad_request(f"{where}.beta: must be 'auto' or above 0 and at most 2, got {dpo.beta}", f"{where}.beta")
+    return dpo
+
+
+def _check_common(chosen: Hyperparameters | DpoHyperparameters, where: str) -> None:
     for field in ("n_epochs", "batch_size"):
         value = getattr(chosen, field)
         if value != "auto" and not 1 <= value <= 50:
-            raise bad_request(
-                f"hyperparameters.{field}: must be 'auto' or 1 to 50, got {value}", f"hyperparameters.{field}"
-            )
+            raise bad_request(f"{where}.{field}: must be 'auto' or 1 to 50, got {value}", f"{where}.{field}")
     rate = chosen.learning_rate_multiplier
     if rate != "auto" and not 0 < rate <= 10:
         raise bad_request(
-            f"hyperparameters.learning_rate_multiplier: must be 'auto' or above 0 and at most 10, got {rate}",
-            "hyperparameters.learning_rate_multiplier",
+            f"{where}.learning_rate_multiplier: must be 'auto' or above 0 and at most 10, got {rate}",
+            f"{where}.learning_rate_multiplier",
         )
-    return chosen
+
+
+def _preference_problem(files: FileStore, file_id: str, param: str) -> str | None:
+    try:
+        parse_preference_file(files.content_path(file_id, param), label=f"{param} {file_id}")
+    except PreferenceFileError as exc:
+        return str(exc)
+    return None
+
+
+def _copy_preference(files: FileStore, file_id: str, persona: Persona) -> str:
+    """A preference file into the persona: the pairs into its preference folder, the preferred replies
+    into its logs as chat JSONL (the supervised examples)."""
+    source = files.content_path(file_id)
+    name = f"{file_id}-{Path(files.get(file_id).filename).stem}.jsonl"
+    folder = persona.path / PREFERENCE_DIR
+    folder.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(source, folder / name)
+    lines = [json.dumps(chat_line(pair), ensure_ascii=False) for pair in parse_preference_file(source)]
+    logs = Path(persona.logs_dir)
+    logs.mkdir(parents=True, exist_ok=True)
+    (logs / name).write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return name
 
 
 def _copy_into(files: FileStore, file_id: str, folder: Path) -> str:
@@ -253,6 +340,7 @@ async def create_job(request: Request, body: JobCreateRequest) -> FineTuningJob:
     files = files_of(request)
     resolver = request.app.state.resolver
     hyper = _hyperparameters(body)
+    dpo = _dpo_hyperparameters(body)
     name = _persona_for(body, training, resolver.base_names())
     if body.model not in resolver.base_names() and body.model.partition("@")[0] != name:
         raise bad_request(
@@ -264,23 +352,37 @@ async def create_job(request: Request, body: JobCreateRequest) -> FineTuningJob:
     for file_id, param in ((body.training_file, "training_file"), (body.validation_file, "validation_file")):
         if file_id is None:
             continue
+        if dpo is not None and param == "training_file":
+            message = _preference_problem(files, file_id, param)
+            if message:
+                raise bad_request(message, param, "invalid_file_format")
+            continue
         problem = first_chat_jsonl_problem(files.content_path(file_id, param))
         if problem:
             raise bad_request(f"{param} {file_id}: {problem[0]}", param, "invalid_file_format")
     persona = training.store.create(name)
-    overrides = _overrides(body, hyper, persona)
+    overrides = _overrides(body, hyper, persona) | (_dpo_overrides(dpo, persona) if dpo is not None else {})
     extra = {
         "model": body.model,
         "training_file": body.training_file,
         "validation_file": body.validation_file,
         "suffix": body.suffix,
         "hyperparameters": hyper.model_dump(),
+        "dpo": dpo.model_dump() if dpo is not None else None,
         "metadata": body.metadata,
         "seed": overrides.get("seed", _card_config(persona).seed),  # reported until the run records its own
     }
     job = training.jobs.create(name, "api", status="validating_files", overrides=overrides, extra=extra)
-    copied = _copy_into(files, body.training_file, Path(persona.logs_dir))
-    training.jobs.log(job.id, f"Training file {body.training_file} added to personas/{name}/{LOGS_DIR} as {copied}")
+    if dpo is not None:
+        copied = _copy_preference(files, body.training_file, persona)
+        training.jobs.log(
+            job.id,
+            f"Preference file {body.training_file} added to personas/{name}/{PREFERENCE_DIR} as {copied}, its "
+            f"preferred replies to personas/{name}/{LOGS_DIR}",
+        )
+    else:
+        copied = _copy_into(files, body.training_file, Path(persona.logs_dir))
+        training.jobs.log(job.id, f"Training file {body.training_file} added to personas/{name}/{LOGS_DIR} as {copied}")
     if body.validation_file is not None:
         copied = _copy_into(files, body.validation_file, persona.path / VALIDATION_DIR)
         training.jobs.log(

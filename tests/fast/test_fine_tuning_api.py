@@ -133,7 +133,12 @@ def test_cancelling_a_queued_job(client: TestClient) -> None:
         ({"model": "SmolLM2-135M-Instruct", "training_file": "FILE", "suffix": "Not Allowed!"}, "suffix"),
         ({"model": "SmolLM2-135M-Instruct", "training_file": "FILE"}, "suffix"),
         (
-            {"model": "SmolLM2-135M-Instruct", "training_file": "FILE", "suffix": "n", "method": {"type": "dpo"}},
+            {
+                "model": "SmolLM2-135M-Instruct",
+                "training_file": "FILE",
+                "suffix": "n",
+                "method": {"type": "reinforcement"},
+            },
             "method.type",
         ),
         (
