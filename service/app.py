@@ -54,9 +54,10 @@ def create_app(settings: ServeSettings, engine_factory: EngineFactory = vllm_eng
         resolver = ModelResolver(store, base, settings.max_lora_rank)
         app.state.resolver = resolver
         load = ServingLoad(busy_file(settings.cache_dir)) if settings.train else None
-        app.state.chat = ChatService(engine, resolver, tokenizer, metrics, settings.strict_parameters, load)
-        app.state.pins = AdapterPins(engine, metrics, limit=max(settings.max_loras - 1, 0))
-        await app.state.pins.pin_all(resolver, app.state.catalog)
+        pins = AdapterPins(engine, metrics, limit=max(settings.max_loras - 1, 0))
+        app.state.pins = pins
+        app.state.chat = ChatService(engine, resolver, tokenizer, metrics, settings.strict_parameters, load, pins)
+        await pins.pin_all(resolver, app.state.catalog)
         training = BackgroundTraining(settings, store, load)
         await training.start()
         app.state.training = training

@@ -19,6 +19,7 @@ from store.serving_load import ServingLoad
 from .engine import Chunk, Engine, GenerationParams, TokenLogprob
 from .errors import APIError
 from .metrics import Metrics
+from .pinning import AdapterPins
 from .protocol import ChatCompletionRequest, ChatMessage, SamplingFields
 from .resolver import ModelResolver, Target
 from .sampling import checked_json_schema, engine_seed, generation_params, ignored_fields
@@ -74,6 +75,7 @@ class ChatService:
         metrics: Metrics,
         strict_parameters: bool = False,
         load: ServingLoad | None = None,
+        pins: AdapterPins | None = None,
     ) -> None:
         self.engine = engine
         self.resolver = resolver
@@ -82,6 +84,8 @@ class ChatService:
         self.strict_parameters = strict_parameters
         self.load = load
         """Tells a training worker beside the server when requests are generating, so it yields."""
+        self.pins = pins
+        """Keeps pinned personas' adapters loaded; asked before each generation (chat, completions, page)."""
         self.vocab_size = len(tokenizer)
 
     def render(self, messages: list[dict[str, str]], system_prompt: str | None) -> list[int]:
@@ -109,6 +113,8 @@ class ChatService:
         first = True
         kind = prepared.target.version_label
         status = "error"
+        if self.pins:
+            await self.pins.ensure(prepared.target)
         if self.load:
             self.load.started()
         try:

@@ -46,13 +46,10 @@ ops = APIRouter()
     response_model=ChatCompletionResponse,
     responses={**EVENT_STREAM, **error_responses(400, 404, 409, 500, 503)},
 )
-async def chat_completions(request: Request, body: ChatCompletionRequest, chat: ChatService = Depends(chat_service)):
+async def chat_completions(body: ChatCompletionRequest, chat: ChatService = Depends(chat_service)):
     """OpenAI's chat completion; ``model`` is a persona, ``persona@vN`` or the base model. Fields that
     change nothing here are named in the reply's ``Warning`` header."""
     prepared = chat.prepare(body)
-    pins = getattr(request.app.state, "pins", None)
-    if pins is not None:
-        await pins.ensure(prepared.target)
     headers = warning_header(prepared.ignored)
     if body.stream:
         include_usage = bool(body.stream_options and body.stream_options.include_usage)

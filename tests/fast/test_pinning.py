@@ -93,6 +93,10 @@ def test_a_pinned_persona_is_pinned_at_start_and_again_on_a_new_version(
     assert reply.status_code == 200 and reply.json()["choices"][0]["message"]["content"].startswith("[star@v2#")
     assert [name.split("#")[0] for name in engine.pins] == ["star@v1", "star@v2"]
 
+    write_version(personas / "star", 3, base_model.hash)  # text completions pin a new version too
+    reply = client.post("/v1/completions", json={"model": "star", "prompt": "Hi", "max_tokens": 2})
+    assert reply.status_code == 200 and [name.split("#")[0] for name in engine.pins][-1] == "star@v3"
+
 
 def test_metrics_count_loads_and_evictions(client: TestClient, engine: PinningEngine) -> None:
     assert chat(client, "quiet").status_code == 200
