@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from store.base_model import resolve_base_model
+from store.chat_format import prompt_messages, render_prompt
 
 from .engine import Engine, GenerationParams, VllmEngine
 from .settings import ServeSettings
@@ -36,7 +37,7 @@ async def warm_engine(
     base = resolve_base_model(settings.base_model, settings.cache_dir, settings.allow_download)
     engine = engine_factory(settings, base) if engine_factory else VllmEngine(settings, base.path, base.id)
     tokenizer = AutoTokenizer.from_pretrained(base.path)
-    prompt = tokenizer.apply_chat_template([{"role": "user", "content": "Hello!"}], add_generation_prompt=True)
+    prompt = render_prompt(tokenizer, prompt_messages([{"role": "user", "content": "Hello!"}], None))
     started = time.perf_counter()
     await engine.start()
     try:

@@ -146,5 +146,6 @@ def test_warming_starts_the_engine_answers_greedily_and_stops_it(tmp_path: Path,
     warmed = asyncio.run(warm_engine(settings, lambda s, b: engine))
     assert warmed.reply.startswith("[base]") and warmed.start_s >= 0 and warmed.first_reply_s >= 0
     [(prompt, params, adapter)] = engine.calls
-    assert prompt and params.temperature == 0 and adapter is None
+    assert prompt and all(isinstance(token, int) for token in prompt)  # token ids, as vLLM takes them
+    assert params.temperature == 0 and adapter is None
     assert not engine.started  # nothing left running after the set-up
