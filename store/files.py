@@ -38,3 +38,14 @@ def atomic_write(path: Path, data: str | bytes) -> None:
     """Replace ``path`` with ``data`` (text is written as UTF-8)."""
     with atomic_writer(path) as handle:
         handle.write(data.encode("utf-8") if isinstance(data, str) else data)
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this id exists on this machine (one we may not signal counts as alive)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -13,7 +13,7 @@ from typing import Literal
 from pydantic import BaseModel, Field
 
 from .adapters import adapters_root
-from .files import atomic_write
+from .files import atomic_write, pid_alive
 
 WORK_DIR = ".work"
 PROGRESS_FILE = "progress.json"
@@ -51,16 +51,6 @@ def write_progress(persona_path: Path, progress: TrainingProgress) -> None:
     atomic_write(folder / PROGRESS_FILE, progress.model_dump_json())
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def read_progress(persona_path: Path) -> TrainingProgress | None:
     """The last progress written; a 'running' record whose process died reads as 'failed'."""
     path = work_dir(persona_path) / PROGRESS_FILE
@@ -68,6 +58,6 @@ def read_progress(persona_path: Path) -> TrainingProgress | None:
         progress = TrainingProgress.model_validate_json(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
-    if progress.state == "running" and not _alive(progress.pid):
+    if progress.state == "running" and not pid_alive(progress.pid):
         progress = progress.model_copy(update={"state": "failed", "message": "the training process stopped"})
     return progress

@@ -12,6 +12,8 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
+from .files import atomic_write, pid_alive
+
 
 def busy_file(cache_dir: Path) -> Path:
     """This server's busy file: one per server process, so servers sharing a cache never mix theirs."""
@@ -30,9 +32,7 @@ class ServingLoad:
     def started(self) -> None:
         self.running += 1
         if self.running == 1:
-            staged = self.path.with_name(f".{self.path.name}.tmp")
-            staged.write_text(str(os.getpid()))
-            os.replace(staged, self.path)
+            atomic_write(self.path, str(os.getpid()))
 
     def finished(self) -> None:
         self.running = max(0, self.running - 1)
@@ -62,12 +62,4 @@ def server_busy(path: Path) -> bool:
         pid = int(Path(path).read_text() or "0")
     except (FileNotFoundError, ValueError):
         return False
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    return pid > 0 and pid_alive(pid)
