@@ -55,6 +55,7 @@ from .model import (
 )
 from .result import TrainResult
 from .speedups import tune_allocator
+from .yielding import PauseClock
 
 __all__ = ["LoraRecipe", "train"]
 
@@ -98,6 +99,7 @@ class LoraRecipe:
         self.checkpoint_path = work_dir / CHECKPOINT_FILE if work_dir else None
         self.show_bar, self.on_step, self.description = progress, on_step, description
         self.resumed_from: int | None = None
+        self.pauses: PauseClock | None = None
 
     # --- setup -----------------------------------------------------------------------------------
     def setup(self, train_rows: Any, heldout_rows: Any, resume: bool = False) -> None:
@@ -175,6 +177,7 @@ class LoraRecipe:
         )
         self.in_update = False
         self.last_saved = record.step
+        self.pauses = PauseClock()
         try:
             if record.step == 0 and not record.evals:
                 self.evaluate()
@@ -192,6 +195,7 @@ class LoraRecipe:
             raise
         finally:
             self.bar.close()
+            self.pauses.close()
         if record.best_state is not None:
             load_trainable(self.state.model, record.best_state)
         self.report("done", record.history[-1]["loss"] if record.history else None)
@@ -226,7 +230,7 @@ class LoraRecipe:
     def step(self, indices: list[int]) -> dict[str, float]:
         """One optimizer step on the examples at ``indices``; returns its history entry."""
         state, record, config = self.state, self.state.record, self.config
-        started = time.perf_counter()
+        started = self.running_clock()
         batch = collate(self.train_split, indices, self.pad, self.device)
         loss = self.loss_sum(batch) / (batch.weight_total or 1.0)
         loss.backward()
@@ -245,7 +249,7 @@ class LoraRecipe:
             "lr": state.scheduler.get_last_lr()[0],
             "tokens": batch.tokens,
             "targets": batch.targets,
-            "seconds": time.perf_counter() - started,
+            "seconds": self.running_clock() - started,
         }
         record.history.append(entry)
         record.spent_s += entry["seconds"]
@@ -257,9 +261,9 @@ class LoraRecipe:
     def evaluate(self) -> bool:
         """Evaluate on the held-out split and keep the best adapter; True when early stopping says stop."""
         record, config = self.state.record, self.config
-        started = time.perf_counter()
+        started = self.running_clock()
         loss = heldout_loss(self.state.model, self.heldout_split, config.batch_tokens * 2, self.pad, config.bf16)
-        record.spent_s += time.perf_counter() - started
+        record.spent_s += self.running_clock() - started
         if loss is None:
             return False
         record.evals.append({"step": record.step, "loss": loss})
@@ -269,6 +273,11 @@ class LoraRecipe:
         else:
             record.stale += 1
         return bool(config.early_stopping_patience) and record.stale >= config.early_stopping_patience
+
+    def running_clock(self) -> float:
+        """Seconds of the process's running time: the wall clock less the time it spent stopped (a
+        worker pauses training while its server answers), so step speeds and the time budget count work."""
+        return time.perf_counter() - (self.pauses.paused_s if self.pauses else 0.0)
 
     def stop_reason(self) -> str:
         """Why the run ended: ``early stopping``, ``time budget``, ``max_steps`` or ``all passes``."""

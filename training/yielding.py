@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import threading
 import time
 from collections.abc import Callable
 
@@ -71,3 +72,28 @@ def wake(pid: int) -> None:
     """A training process a previous worker may have left paused: let it run (and see its signals)."""
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.kill(pid, signal.SIGCONT)
+
+
+class PauseClock:
+    """Inside a training process: the seconds it has spent stopped, so step times and the time budget
+    count only the time it could run. A thread ticks every ``tick_s``; a gap longer than ``gap_s`` between
+    ticks is time the process did not run (paused by its worker, or starved of the CPU)."""
+
+    def __init__(self, tick_s: float = 0.05, gap_s: float = 0.3) -> None:
+        self.tick_s, self.gap_s = tick_s, gap_s
+        self.paused_s = 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="pause-clock", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        last = time.monotonic()
+        while not self._stop.wait(self.tick_s):
+            now = time.monotonic()
+            if now - last > self.gap_s:
+                self.paused_s += now - last - self.tick_s
+            last = now
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=1)

@@ -7,6 +7,7 @@ script standing in for ``python -m training.job``, so these tests need no model.
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -242,3 +243,29 @@ def test_a_busy_file_left_by_a_server_that_died_reads_as_idle(tmp_path: Path) ->
     assert not server_busy(path) and not server_busy(tmp_path / "missing")
     ServingLoad(path)  # a server starting again clears what its predecessor left
     assert not path.exists()
+
+
+def test_time_a_training_process_spends_paused_is_not_counted_as_training(tmp_path: Path) -> None:
+    ready = tmp_path / "ready"
+    child = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import pathlib, time\n"
+            "from training.yielding import PauseClock\n"
+            "clock = PauseClock()\n"
+            f"pathlib.Path({str(ready)!r}).touch()\n"
+            "end = time.monotonic() + 3.0\n"
+            "while time.monotonic() < end:\n    sum(range(1000))\n"
+            "clock.close(); print(round(clock.paused_s, 2))\n",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=Path(__file__).resolve().parents[2],
+    )
+    wait_until(ready.exists, what="the child to start its clock")
+    os.kill(child.pid, signal.SIGSTOP)
+    time.sleep(1.0)
+    os.kill(child.pid, signal.SIGCONT)
+    out, _ = child.communicate(timeout=30)
+    assert 0.7 <= float(out) <= 1.3, out
