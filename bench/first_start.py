@@ -35,7 +35,13 @@ def serve_to_first_reply(env: dict[str, str], personas: Path) -> float:
     from openai import OpenAI
 
     port = free_port()
-    server_env = {**env, "PERSONA_PORT": str(port), "PERSONA_PERSONAS_DIR": str(personas), "PERSONA_TRAIN": "false"}
+    server_env = {
+        **env,
+        "PERSONA_PORT": str(port),
+        "PERSONA_PERSONAS_DIR": str(personas),
+        "PERSONA_TRAIN": "false",
+        "PERSONA_AUTO_TRAIN": "false",  # the example personas' folder is read, never given jobs
+    }
     started = time.monotonic()
     server = subprocess.Popen([PERSONA, "serve"], env=server_env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
     try:
