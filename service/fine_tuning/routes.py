@@ -9,44 +9,46 @@ into ``personas/nova/logs/``, its validation file (the held-out set the version 
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
-from typing import Any
 
 from fastapi import APIRouter, Depends, File, Form, Query, Request, UploadFile
 from fastapi.responses import FileResponse
 
-from store.errors import InvalidName, StoreError
+from store.errors import StoreError
 from store.jobs import Job
-from store.names import check_name
-from store.preference import PREFERENCE_DIR, PreferenceFileError, chat_line, parse_preference_file
-from store.registry import LOGS_DIR, VALIDATION_DIR, Persona
-from store.train_settings import TrainConfig
+from store.preference import PREFERENCE_DIR, PreferenceFileError, parse_preference_file
+from store.registry import LOGS_DIR, VALIDATION_DIR
 
 from ..auth import require_key
 from ..background import BackgroundTraining
 from ..errors import NO_QUEUE, APIError, bad_request, require
 from ..openapi import error_responses
 from .files import FileStore, file_not_found, first_chat_jsonl_problem
+from .jobs import (
+    card_config,
+    copy_into,
+    copy_preference,
+    dpo_overrides,
+    job_object,
+    persona_for,
+    preference_problem,
+    requested_dpo_hyperparameters,
+    requested_hyperparameters,
+    training_overrides,
+)
 from .names import fine_tuned_model
 from .protocol import (
     Checkpoint,
     CheckpointList,
     CheckpointMetrics,
-    DpoHyperparameters,
-    DpoMethod,
     EventList,
     FileDeleted,
     FileList,
     FileObject,
     FineTuningJob,
-    Hyperparameters,
     JobCreateRequest,
-    JobErrorObject,
     JobEvent,
     JobList,
-    Method,
-    SupervisedMethod,
 )
 
 router = APIRouter(
@@ -55,9 +57,6 @@ router = APIRouter(
     responses=error_responses(400, 401, 404, 503),
     tags=["fine-tuning"],
 )
-BATCH_TOKENS_PER_EXAMPLE = 256
-"""``batch_size`` counts examples; batches here are packed by tokens, so a batch of N examples becomes
-a budget of N x this many tokens."""
 
 
 def files_of(request: Request) -> FileStore:
@@ -162,186 +161,14 @@ async def delete_file(request: Request, file_id: str) -> FileDeleted:
 
 
 # --- jobs ------------------------------------------------------------------------------------------
-def job_object(job: Job, base_id: str) -> FineTuningJob:
-    """Any job of the queue, whatever its source, as OpenAI's ``fine_tuning.job``."""
-    extra = job.extra
-    progress = job.progress if job.status == "running" else None
-    finish = progress.updated_at + progress.eta_s if progress and progress.eta_s is not None else None
-    return FineTuningJob(
-        id=job.id,
-        created_at=int(job.created_at),
-        status=job.status,
-        persona=job.persona,
-        source=job.source,
-        error=JobErrorObject(**job.error.model_dump()) if job.error else None,
-        fine_tuned_model=fine_tuned_model(job, base_id),
-        finished_at=int(job.finished_at) if job.finished_at else None,
-        hyperparameters=_reported_hyperparameters(job),
-        model=extra.get("model", base_id),
-        seed=int(job.used.get("seed", job.overrides.get("seed", extra.get("seed", TrainConfig().seed)))),
-        trained_tokens=job.trained_tokens,
-        training_file=extra.get("training_file", f"personas/{job.persona}/logs"),
-        validation_file=extra.get("validation_file"),
-        metadata=extra.get("metadata"),
-        user_provided_suffix=extra.get("suffix"),
-        estimated_finish=int(finish) if finish else None,
-        method=_reported_method(job),
-    )
-
-
-def _reported_method(job: Job) -> Method:
-    """The job's method in OpenAI's shape: supervised unless it was created as a DPO job."""
-    dpo = job.extra.get("dpo")
-    if dpo is not None:
-        return Method(type="dpo", dpo=DpoMethod(hyperparameters=DpoHyperparameters(**dpo)))
-    return Method(type="supervised", supervised=SupervisedMethod(hyperparameters=_reported_hyperparameters(job)))
-
-
-def _reported_hyperparameters(job: Job) -> Hyperparameters:
-    """The hyperparameters asked for, with the passes the run really made once it finished."""
-    asked = Hyperparameters(**job.extra.get("hyperparameters", {}))
-    if asked.n_epochs == "auto" and isinstance(job.used.get("epochs"), int):
-        asked = asked.model_copy(update={"n_epochs": job.used["epochs"]})
-    return asked
-
-
-def _overrides(body: JobCreateRequest, hyper: Hyperparameters, persona: Persona) -> dict[str, Any]:
-    """OpenAI's hyperparameters as the training settings any other run is given (``TrainConfig`` fields).
-
-    The learning rate multiplier scales the persona's own rate (defaults, then its card's ``training:``).
-    """
-    overrides: dict[str, Any] = {}
-    if body.seed is not None:
-        overrides["seed"] = body.seed
-    if hyper.n_epochs != "auto":
-        overrides["epochs"] = hyper.n_epochs
-    if hyper.batch_size != "auto":
-        overrides["batch_tokens"] = hyper.batch_size * BATCH_TOKENS_PER_EXAMPLE
-    if hyper.learning_rate_multiplier != "auto":
-        rate = _card_config(persona).learning_rate
-        overrides["learning_rate"] = min(rate * hyper.learning_rate_multiplier, 1.0)
-    return overrides
-
-
-def _dpo_overrides(dpo: DpoHyperparameters, persona: Persona) -> dict[str, Any]:
-    """OpenAI's DPO hyperparameters as the preference stage's settings (``preference`` turned on)."""
-    overrides: dict[str, Any] = {"preference": True}
-    if dpo.beta != "auto":
-        overrides["preference_beta"] = dpo.beta
-    if dpo.n_epochs != "auto":
-        overrides["preference_epochs"] = dpo.n_epochs
-    if dpo.batch_size != "auto":
-        overrides["preference_pairs_per_step"] = dpo.batch_size
-    if dpo.learning_rate_multiplier != "auto":
-        rate = _card_config(persona).preference_learning_rate
-        overrides["preference_learning_rate"] = min(rate * dpo.learning_rate_multiplier, 1.0)
-    return overrides
-
-
-def _card_config(persona: Persona) -> TrainConfig:
-    try:
-        return TrainConfig.from_overrides(persona.card.training, card_label=str(persona.path / "persona.yaml"))
-    except ValueError as exc:
-        raise bad_request(str(exc), "suffix", "invalid_persona_card") from exc
-
-
-def _persona_for(body: JobCreateRequest, training: BackgroundTraining, base_names: list[str]) -> str:
-    """The persona a new job trains: its suffix, else the persona named as ``model``."""
-    if body.suffix is not None:
-        try:
-            return check_name(body.suffix)
-        except InvalidName as exc:
-            raise bad_request(f"suffix: {exc}", "suffix", "invalid_value") from None
-    if body.model not in base_names:
-        try:
-            return training.store.get(body.model.partition("@")[0]).name
-        except StoreError:
-            pass
-    raise bad_request(
-        "suffix: name the persona to create, e.g. suffix='nova' (or give a persona as model)",
-        "suffix",
-        "missing_required_parameter",
-    )
-
-
-def _hyperparameters(body: JobCreateRequest) -> Hyperparameters:
-    if body.method is not None and body.method.type not in ("supervised", "dpo"):
-        raise bad_request(
-            f"method.type: 'supervised' and 'dpo' fine-tuning are offered, got {body.method.type!r}",
-            "method.type",
-            "unsupported_value",
-        )
-    method = body.method.supervised.hyperparameters if body.method and body.method.supervised else None
-    chosen = method or body.hyperparameters or Hyperparameters()
-    _check_common(chosen, "hyperparameters")
-    return chosen
-
-
-def _dpo_hyperparameters(body: JobCreateRequest) -> DpoHyperparameters | None:
-    """The DPO hyperparameters of a ``method.type == "dpo"`` job (None for a supervised one)."""
-    if body.method is None or body.method.type != "dpo":
-        return None
-    dpo = body.method.dpo.hyperparameters if body.method.dpo and body.method.dpo.hyperparameters else None
-    dpo = dpo or DpoHyperparameters()
-    where = "method.dpo.hyperparameters"
-    _check_common(dpo, where)
-    if dpo.beta != "auto" and not 0 < dpo.beta <= 2:
-        raise bad_request(f"{where}.beta: must be 'auto' or above 0 and at most 2, got {dpo.beta}", f"{where}.beta")
-    return dpo
-
-
-def _check_common(chosen: Hyperparameters | DpoHyperparameters, where: str) -> None:
-    for field in ("n_epochs", "batch_size"):
-        value = getattr(chosen, field)
-        if value != "auto" and not 1 <= value <= 50:
-            raise bad_request(f"{where}.{field}: must be 'auto' or 1 to 50, got {value}", f"{where}.{field}")
-    rate = chosen.learning_rate_multiplier
-    if rate != "auto" and not 0 < rate <= 10:
-        raise bad_request(
-            f"{where}.learning_rate_multiplier: must be 'auto' or above 0 and at most 10, got {rate}",
-            f"{where}.learning_rate_multiplier",
-        )
-
-
-def _preference_problem(files: FileStore, file_id: str, param: str) -> str | None:
-    try:
-        parse_preference_file(files.content_path(file_id, param), label=f"{param} {file_id}")
-    except PreferenceFileError as exc:
-        return str(exc)
-    return None
-
-
-def _copy_preference(files: FileStore, file_id: str, persona: Persona) -> str:
-    """A preference file into the persona: the pairs into its preference folder, the preferred replies
-    into its logs as chat JSONL (the supervised examples)."""
-    source = files.content_path(file_id)
-    name = f"{file_id}-{Path(files.get(file_id).filename).stem}.jsonl"
-    folder = persona.path / PREFERENCE_DIR
-    folder.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(source, folder / name)
-    lines = [json.dumps(chat_line(pair), ensure_ascii=False) for pair in parse_preference_file(source)]
-    logs = Path(persona.logs_dir)
-    logs.mkdir(parents=True, exist_ok=True)
-    (logs / name).write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return name
-
-
-def _copy_into(files: FileStore, file_id: str, folder: Path) -> str:
-    """Copy an uploaded file into a persona's folder, named by its id (so one upload is one file)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    target = folder / f"{file_id}-{files.get(file_id).filename}"
-    shutil.copyfile(files.content_path(file_id), target)
-    return target.name
-
-
 @router.post("/fine_tuning/jobs", response_model=FineTuningJob)
 async def create_job(request: Request, body: JobCreateRequest) -> FineTuningJob:
     training = training_of(request)
     files = files_of(request)
     resolver = request.app.state.resolver
-    hyper = _hyperparameters(body)
-    dpo = _dpo_hyperparameters(body)
-    name = _persona_for(body, training, resolver.base_names())
+    hyper = requested_hyperparameters(body)
+    dpo = requested_dpo_hyperparameters(body)
+    name = persona_for(body, training, resolver.base_names())
     if body.model not in resolver.base_names() and body.model.partition("@")[0] != name:
         raise bad_request(
             f"model: '{body.model}' cannot be fine-tuned here; use the base model "
@@ -353,7 +180,7 @@ async def create_job(request: Request, body: JobCreateRequest) -> FineTuningJob:
         if file_id is None:
             continue
         if dpo is not None and param == "training_file":
-            message = _preference_problem(files, file_id, param)
+            message = preference_problem(files, file_id, param)
             if message:
                 raise bad_request(message, param, "invalid_file_format")
             continue
@@ -361,7 +188,7 @@ async def create_job(request: Request, body: JobCreateRequest) -> FineTuningJob:
         if problem:
             raise bad_request(f"{param} {file_id}: {problem[0]}", param, "invalid_file_format")
     persona = training.store.create(name)
-    overrides = _overrides(body, hyper, persona) | (_dpo_overrides(dpo, persona) if dpo is not None else {})
+    overrides = training_overrides(body, hyper, persona) | (dpo_overrides(dpo, persona) if dpo is not None else {})
     extra = {
         "model": body.model,
         "training_file": body.training_file,
@@ -370,21 +197,21 @@ async def create_job(request: Request, body: JobCreateRequest) -> FineTuningJob:
         "hyperparameters": hyper.model_dump(),
         "dpo": dpo.model_dump() if dpo is not None else None,
         "metadata": body.metadata,
-        "seed": overrides.get("seed", _card_config(persona).seed),  # reported until the run records its own
+        "seed": overrides.get("seed", card_config(persona).seed),  # reported until the run records its own
     }
     job = training.jobs.create(name, "api", status="validating_files", overrides=overrides, extra=extra)
     if dpo is not None:
-        copied = _copy_preference(files, body.training_file, persona)
+        copied = copy_preference(files, body.training_file, persona)
         training.jobs.log(
             job.id,
             f"Preference file {body.training_file} added to personas/{name}/{PREFERENCE_DIR} as {copied}, its "
             f"preferred replies to personas/{name}/{LOGS_DIR}",
         )
     else:
-        copied = _copy_into(files, body.training_file, Path(persona.logs_dir))
+        copied = copy_into(files, body.training_file, Path(persona.logs_dir))
         training.jobs.log(job.id, f"Training file {body.training_file} added to personas/{name}/{LOGS_DIR} as {copied}")
     if body.validation_file is not None:
-        copied = _copy_into(files, body.validation_file, persona.path / VALIDATION_DIR)
+        copied = copy_into(files, body.validation_file, persona.path / VALIDATION_DIR)
         training.jobs.log(
             job.id,
             f"Validation file {body.validation_file} added to personas/{name}/{VALIDATION_DIR} as {copied}: "
