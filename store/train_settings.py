@@ -97,7 +97,7 @@ class TrainConfig(BaseModel):
     learning_rate: Float = Field(2e-3, gt=0, le=1)
     """Peak AdamW learning rate, after warm-up. With explicit epochs it then decays (cosine) to
     min_lr_ratio of it over the run; with epochs unset it stays at the peak, since the run's length is
-    not known in advance (see training.loop.lr_factor). The default reached the example personas' best
+    not known in advance (see training.schedule.lr_factor). The default reached the example personas' best
     held-out loss in fewer steps than 1e-3 (bench/RESULTS.md)."""
     min_lr_ratio: Float = Field(0.1, ge=0, le=1)
     """With explicit epochs: the final learning rate as a fraction of the peak."""

@@ -12,7 +12,8 @@ import torch
 from store.base_model import BaseModel
 from tests.support.tiny_base import make_tiny_base
 from training.config import TrainConfig
-from training.loop import LoraRecipe, lr_factor, train
+from training.loop import LoraRecipe, train
+from training.schedule import lr_factor
 
 PHRASE = "Oh crumbs, petal, two scones left."
 
