@@ -7,6 +7,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     ValidationError,
@@ -21,6 +22,21 @@ from .personas.protocol import PersonaStatus
 SEED_BOUND = 2**63
 """vLLM's engine takes 64-bit signed seeds, ``-SEED_BOUND <= seed < SEED_BOUND``; larger ones cannot reach it.
 (Both ends are exact as JSON numbers, so a client reading the schema in floating point gets them right.)"""
+
+
+def _seed_at_the_ends(value: Any) -> Any:
+    """An integer seed whose nearest double is an end of the range is read as the nearest seed in it:
+    a client holding numbers as doubles writes -2**63 as -9223372036854776000 and 2**63 - 1 as
+    9223372036854775808, and means the end."""
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) > SEED_BOUND // 2:
+        if float(value) == -SEED_BOUND:
+            return -SEED_BOUND
+        if float(value) == SEED_BOUND:
+            return SEED_BOUND - 1
+    return value
+
+
+Seed = Annotated[int, BeforeValidator(_seed_at_the_ends), Field(ge=-SEED_BOUND, lt=SEED_BOUND)]
 
 IGNORED = "x-ignored"
 """Marks a field that is accepted and ignored, with the reason, in the schema."""
@@ -127,7 +143,7 @@ class SamplingFields(OpenAIModel):
     repetition_penalty: float | None = _finite(
         gt=0.0, le=10.0, description="Above 1 discourages tokens already in the prompt or reply (vLLM's name)."
     )
-    seed: int | None = Field(default=None, ge=-SEED_BOUND, lt=SEED_BOUND, description="Same seed, same reply.")
+    seed: Seed | None = Field(default=None, description="Same seed, same reply.")
     presence_penalty: float | None = _finite(ge=-2.0, le=2.0)
     frequency_penalty: float | None = _finite(ge=-2.0, le=2.0)
     logit_bias: dict[str, Annotated[float, Field(allow_inf_nan=False)]] | None = Field(

@@ -230,7 +230,7 @@ def test_a_body_that_is_not_a_json_object_is_400(client: TestClient, content: by
     "params, param",
     [
         ({"seed": 2**80}, "seed"),
-        ({"seed": -(2**63) - 1}, "seed"),
+        ({"seed": -(2**63) - 4096}, "seed"),
         ({"n": 17}, "n"),
         ({"n": 10**30}, "n"),
         ({"max_completion_tokens": 0}, "max_completion_tokens"),
@@ -365,13 +365,14 @@ def test_values_that_ask_for_nothing_are_accepted(client: TestClient) -> None:
 
 def test_extreme_seeds_reach_the_engine_in_its_range(client: TestClient, engine: FakeEngine) -> None:
     """vLLM cannot take seeds past 64 bits and reads -1 as "no seed": a negative seed is folded onto a
-    non-negative one, the same every time."""
+    non-negative one, the same every time; the ends as a client holding doubles spells them are the ends."""
     seeds = []
-    for seed in (2**63 - 1, -(2**63), -1, -1, 0):
-        assert chat(client, "alpha", seed=seed).status_code == 200
+    for seed in (2**63 - 1, -(2**63), -1, -1, 0, 9223372036854775808, -9223372036854776000):
+        assert chat(client, "alpha", seed=seed).status_code == 200, seed
         seeds.append(engine.calls[-1][1].seed)
     assert seeds[0] == 2**63 - 1 and seeds[4] == 0, "seeds in vLLM's range reach it unchanged"
     assert all(s is not None and 0 <= s < 2**63 for s in seeds) and seeds[2] == seeds[3]
+    assert seeds[5] == seeds[0] and seeds[6] == seeds[1], "2**63 spelled as a double is 2**63 - 1, -2**63 is itself"
 
 
 def test_an_engine_failure_is_a_500_in_openai_shape(client: TestClient, engine: FakeEngine, monkeypatch) -> None:
