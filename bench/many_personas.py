@@ -6,7 +6,7 @@ others random tensors of the same shapes, or copies of the first ``--distinct`` 
 starts one ``persona serve`` without training, and for each row (the base model, then requests
 spread over the first W personas) runs ``--clients`` streaming clients for ``--seconds``, each
 asking a random model of the row for a reply of ``--tokens`` tokens with the same sampling
-(temperature 0.8, top_p 1.0, a seed per request). While the clients run, ``/v1/models`` and
+(temperature 0.8, top_p 1.0 or ``--top-p``, a seed per request). While the clients run, ``/v1/models`` and
 ``/v1/personas`` are listed once a second. Results are printed and appended to
 ``bench/RESULTS.md``; ``--no-append`` only prints (a smoke run:
 ``--personas 20 --clients 2 --seconds 10 --no-append``).
@@ -34,8 +34,8 @@ from bench.random_adapter import publish_random_adapter  # noqa: E402
 from bench.results import RESULTS, append_section  # noqa: E402
 from bench.serving import PROMPTS, free_port, wait_healthy  # noqa: E402
 
-SAMPLING = {"temperature": 0.8, "top_p": 1.0}
-"""The same on every row, whatever the cards say."""
+TEMPERATURE = 0.8
+"""The same on every row, whatever the cards say (and ``--top-p``, 1.0 unless asked)."""
 
 
 @dataclass
@@ -111,7 +111,7 @@ def make_personas(root: Path, base, count: int, distinct: int) -> list[str]:
     return names
 
 
-async def one_reply(client, model: str, prompt: str, tokens: int, seed: int, row: Row) -> None:
+async def one_reply(client, model: str, prompt: str, tokens: int, seed: int, top_p: float, row: Row) -> None:
     start = time.perf_counter()
     first = None
     try:
@@ -122,7 +122,8 @@ async def one_reply(client, model: str, prompt: str, tokens: int, seed: int, row
             seed=seed,
             stream=True,
             stream_options={"include_usage": True},
-            **SAMPLING,
+            temperature=TEMPERATURE,
+            top_p=top_p,
         )
         async for chunk in stream:
             if first is None and chunk.choices and chunk.choices[0].delta.content:
@@ -153,7 +154,9 @@ async def lister(base_url: str, row: Row, stop: asyncio.Event) -> None:
                 pass
 
 
-async def measure(base_url: str, label: str, models: list[str], clients: int, tokens: int, seconds: float) -> Row:
+async def measure(
+    base_url: str, label: str, models: list[str], clients: int, tokens: int, seconds: float, top_p: float
+) -> Row:
     from openai import AsyncOpenAI
 
     row = Row(label)
@@ -165,7 +168,8 @@ async def measure(base_url: str, label: str, models: list[str], clients: int, to
     async def user(index: int) -> None:
         while not stop.is_set():
             seed = next(counter)
-            await one_reply(client, chooser.choice(models), PROMPTS[seed % len(PROMPTS)], tokens, seed, row)
+            prompt = PROMPTS[seed % len(PROMPTS)]
+            await one_reply(client, chooser.choice(models), prompt, tokens, seed, top_p, row)
 
     listing = asyncio.create_task(lister(base_url, row, stop))
     began = time.perf_counter()
@@ -185,7 +189,7 @@ def report(rows: list[Row], args: argparse.Namespace) -> str:
         f"{args.personas} personas with random rank-16 adapters, one `--no-train` server, {args.clients} streaming "
         f"clients asking for {args.tokens}-token replies for {args.seconds:.0f} s per row, each to a random model "
         "of the row; adapter loads and evictions as seen at `/metrics` scrapes; "
-        f"temperature {SAMPLING['temperature']}, top_p {SAMPLING['top_p']} on every row; "
+        f"temperature {TEMPERATURE}, top_p {args.top_p} on every row; "
         f"{os.cpu_count()} cores. Listings are timed once a second while the clients run.\n",
         "| W (personas in use) | output tokens/s | first token p50 / p95 | `/v1/models` p50 / max "
         "| `/v1/personas` p50 / max | adapter loads / evictions | errors |",
@@ -210,6 +214,7 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--tokens", type=int, default=32)
     parser.add_argument("--seconds", type=float, default=60.0, help="load per row")
+    parser.add_argument("--top-p", type=float, default=1.0, help="every request's top_p (a card's is often 0.9)")
     parser.add_argument("--distinct", type=int, default=0, help="distinct adapters (0: all); the rest are copies")
     parser.add_argument("--no-append", action="store_true", help="print only, append nothing to RESULTS.md")
     parser.add_argument("--keep", action="store_true", help="keep the generated personas folder")
@@ -251,7 +256,7 @@ def main() -> None:
             for label, models in [("base model only", [base.id])] + [(str(w), names[:w]) for w in widths]:
                 print(f"row {label}", flush=True)
                 before = adapter_counts(url)
-                row = asyncio.run(measure(url, label, models, args.clients, args.tokens, args.seconds))
+                row = asyncio.run(measure(url, label, models, args.clients, args.tokens, args.seconds, args.top_p))
                 after = adapter_counts(url)
                 row.loads, row.evictions = after[0] - before[0], after[1] - before[1]
                 print(f"  {row.rate:.1f} tokens/s, {len(row.first_token)} replies, {row.errors} errors", flush=True)

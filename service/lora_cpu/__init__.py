@@ -3,7 +3,8 @@
 vLLM's CPU LoRA ops copy each token's adapter weights before multiplying, issue one call per packed
 slice (q/k/v, gate/up), and vLLM turns off its compiler for the whole model once LoRA is enabled.
 This plugin replaces the CPU punica wrapper with one that groups tokens by adapter (a fixed number
-of matmuls per projection), fuses the packed slices, and lets the model be compiled again.
+of matmuls per projection), fuses the packed slices, and lets the model be compiled again; its
+sampler applies top-k and top-p to each row's likeliest tokens instead of sorting the vocabulary.
 
 It acts only in an engine process whose environment has ``PERSONA_FAST_LORA=1`` (the server sets it
 from ``ServeSettings.fast_lora``) and only on vLLM's CPU platform. This module imports neither
