@@ -223,9 +223,10 @@ def run_server(
     return measured
 
 
-def engine_flags(settings, dtype: str, adapters: dict[str, Path]) -> list[str]:
+def engine_flags(settings, dtype: str, adapters: dict[str, Path], model_path: Path) -> list[str]:
     """vLLM server flags for the engine arguments ``service.engine.VllmEngine`` passes, value for value."""
     from service.engine import whole_prompt_steps
+    from service.lora_memory import cpu_lora_capacity
 
     steps = whole_prompt_steps(settings)
     return [
@@ -242,7 +243,7 @@ def engine_flags(settings, dtype: str, adapters: dict[str, Path]) -> list[str]:
         "--max-lora-rank",
         str(settings.max_lora_rank),
         "--max-cpu-loras",
-        str(max(settings.max_cpu_loras, settings.max_loras)),
+        str(cpu_lora_capacity(settings, model_path)),
         "--max-num-seqs",
         str(settings.max_num_seqs),
         "--tensor-parallel-size",
@@ -425,7 +426,7 @@ def main() -> None:
                 base.id,
                 "--port",
                 str(port),
-                *engine_flags(settings, dtype, adapters),
+                *engine_flags(settings, dtype, adapters, base.path),
             ]
             vllm_env = {**os.environ, **env, SWITCH: "0"}  # vLLM's own LoRA ops
             results["c"] = run_server(

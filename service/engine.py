@@ -6,6 +6,7 @@ fake engine and the real tier with vLLM.
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 from collections.abc import AsyncIterator, Mapping, Sequence
@@ -14,7 +15,10 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from .lora_cpu import SWITCH as FAST_LORA_SWITCH
+from .lora_memory import cpu_lora_capacity
 from .settings import ServeSettings
+
+log = logging.getLogger("persona.service")
 
 
 @dataclass(frozen=True)
@@ -203,13 +207,14 @@ class VllmEngine:
             max_model_len=self.settings.max_model_len,
             enable_lora=True,
             max_loras=self.settings.max_loras,
-            max_cpu_loras=max(self.settings.max_cpu_loras, self.settings.max_loras),
+            max_cpu_loras=cpu_lora_capacity(self.settings, self.model_path),
             max_lora_rank=self.settings.max_lora_rank,
             max_num_seqs=self.settings.max_num_seqs,
             tensor_parallel_size=self.settings.tensor_parallel_size,
             gpu_memory_utilization=self.settings.gpu_memory_utilization,
             disable_log_stats=True,
         )
+        log.info("keeping up to %d adapters loaded in memory", args.max_cpu_loras)
         self._engine = AsyncLLM.from_engine_args(args)
 
     async def stop(self) -> None:

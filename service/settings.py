@@ -33,7 +33,11 @@ class ServeSettings(StoreSettings):
 
     # vLLM engine
     max_loras: int = Field(default=8, ge=1, description="Adapters active in one batch.")
-    max_cpu_loras: int = Field(default=32, ge=1, description="Adapters kept loaded in memory.")
+    max_cpu_loras: int = Field(
+        default=0,
+        ge=0,
+        description="Adapters kept loaded in memory; 0 = as many as fit in a quarter of the memory free at start-up.",
+    )
     max_model_len: int = Field(default=2048, ge=64, description="Context length (prompt + reply) in tokens.")
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
         default="auto",

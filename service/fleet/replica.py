@@ -9,6 +9,7 @@ from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 
 from ..app import EngineFactory, create_app
+from ..lora_memory import cpu_lora_capacity
 from ..settings import ServeSettings
 from .asgi import call_app
 from .protocol import ForwardedRequest, ResponseHead
@@ -43,7 +44,8 @@ class EngineReplica:
             return HeldPersona(model)
 
         # Wired at start-up because the number held comes from the settings.
-        self.hold_persona = serve.multiplexed(max_num_models_per_replica=max_personas)(hold)
+        held = max_personas or cpu_lora_capacity(settings, self.app.state.resolver.base.path)
+        self.hold_persona = serve.multiplexed(max_num_models_per_replica=held)(hold)
         log.info("replica %s ready", self.replica)
 
     async def forward(self, request: ForwardedRequest) -> AsyncIterator[ResponseHead | bytes]:

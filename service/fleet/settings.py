@@ -28,7 +28,8 @@ class FleetSettings(BaseSettings):
     max_personas_per_replica: int | None = Field(
         default=None,
         ge=1,
-        description="Persona versions one replica is routed as holding (with --ray); none = --max-cpu-loras.",
+        description="Persona versions one replica is routed as holding (with --ray); none = as many as its engine "
+        "keeps loaded (--max-cpu-loras).",
     )
     ingress_cpus: float = Field(default=0.1, ge=0, description="CPU cores Ray reserves for the ingress (with --ray).")
     retries: int = Field(
