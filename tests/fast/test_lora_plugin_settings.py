@@ -9,6 +9,7 @@ import types
 from pathlib import Path
 
 import pytest
+import torch
 
 from service.engine import cpu_environment, lora_plugin_environment
 from service.lora_cpu import SWITCH
@@ -57,8 +58,31 @@ def fake_platform(cpu: bool):
     return Platform()
 
 
+class Sorted:
+    """vLLM's top-k/top-p filter in miniature: it counts the rows it is given."""
+
+    def __init__(self) -> None:
+        self.rows = 0
+
+    def __call__(self, logits, k, p):
+        self.rows += logits.shape[0]
+        return logits
+
+
 @pytest.fixture()
-def platform(monkeypatch, request):
+def sampler(monkeypatch):
+    module = types.ModuleType("vllm.v1.sample.ops.topk_topp_sampler")
+    module.apply_top_k_top_p = Sorted()
+    ops = types.SimpleNamespace(topk_topp_sampler=module)
+    for name, value in [("vllm.v1", types.ModuleType("vllm.v1")), ("vllm.v1.sample", types.ModuleType("s"))]:
+        monkeypatch.setitem(sys.modules, name, value)
+    monkeypatch.setitem(sys.modules, "vllm.v1.sample.ops", ops)
+    monkeypatch.setitem(sys.modules, module.__name__, module)
+    return module
+
+
+@pytest.fixture()
+def platform(monkeypatch, request, sampler):
     current = fake_platform(cpu=request.param)
     monkeypatch.setitem(sys.modules, "vllm", types.ModuleType("vllm"))
     monkeypatch.setitem(sys.modules, "vllm.platforms", types.SimpleNamespace(current_platform=current))
@@ -73,11 +97,15 @@ def config(mode: CompilationMode, lora: bool):
 
 
 @pytest.mark.parametrize("platform", [True], indirect=True)
-def test_on_the_cpu_it_swaps_the_wrapper_and_keeps_the_model_compiled(platform, monkeypatch) -> None:
+def test_on_the_cpu_it_swaps_the_wrapper_and_keeps_the_model_compiled(platform, sampler, monkeypatch) -> None:
+    original = sampler.apply_top_k_top_p
     monkeypatch.setenv(SWITCH, "1")
     register()
     register()  # vLLM may load plugins more than once in a process
     assert platform.get_punica_wrapper() == WRAPPER
+    flat, peaked = torch.zeros(1, 1000), torch.arange(1000.0).unsqueeze(0)
+    sampler.apply_top_k_top_p(torch.cat([flat, peaked]), None, torch.tensor([0.9, 0.9]))
+    assert original.rows == 1, "top-p goes through the plugin's filter, once, and only the flat row is sorted"
     compiled = config(CompilationMode.VLLM_COMPILE, lora=True)
     platform.check_and_update_config(compiled)
     assert compiled.compilation_config.mode == CompilationMode.DYNAMO_TRACE_ONCE
@@ -87,10 +115,11 @@ def test_on_the_cpu_it_swaps_the_wrapper_and_keeps_the_model_compiled(platform, 
 
 
 @pytest.mark.parametrize("platform", [True], indirect=True)
-def test_without_the_switch_vllm_is_untouched(platform, monkeypatch) -> None:
+def test_without_the_switch_vllm_is_untouched(platform, sampler, monkeypatch) -> None:
+    original = sampler.apply_top_k_top_p
     monkeypatch.setenv(SWITCH, "0")
     register()
-    assert platform.get_punica_wrapper() != WRAPPER
+    assert platform.get_punica_wrapper() != WRAPPER and sampler.apply_top_k_top_p is original
     compiled = config(CompilationMode.VLLM_COMPILE, lora=True)
     platform.check_and_update_config(compiled)
     assert compiled.compilation_config.mode == CompilationMode.NONE
