@@ -18,6 +18,7 @@ import argparse
 import asyncio
 import os
 import random
+import re
 import shutil
 import subprocess
 import sys
@@ -190,7 +191,9 @@ def report(rows: list[Row], args: argparse.Namespace) -> str:
         f"clients asking for {args.tokens}-token replies for {args.seconds:.0f} s per row, each to a random model "
         "of the row; adapter loads and evictions as seen at `/metrics` scrapes; "
         f"temperature {TEMPERATURE}, top_p {args.top_p} on every row; "
-        f"{os.cpu_count()} cores. Listings are timed once a second while the clients run.\n",
+        f"{os.cpu_count()} cores; adapter cache (`--max-cpu-loras`) "
+        f"{args.adapter_cache} adapters ({'set' if args.max_cpu_loras else 'sized from memory'}). "
+        "Listings are timed once a second while the clients run.\n",
         "| W (personas in use) | output tokens/s | first token p50 / p95 | `/v1/models` p50 / max "
         "| `/v1/personas` p50 / max | adapter loads / evictions | errors |",
         "| --- | --- | --- | --- | --- | --- | --- |",
@@ -215,6 +218,9 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=32)
     parser.add_argument("--seconds", type=float, default=60.0, help="load per row")
     parser.add_argument("--top-p", type=float, default=1.0, help="every request's top_p (a card's is often 0.9)")
+    parser.add_argument(
+        "--max-cpu-loras", type=int, default=0, help="the server's adapter cache (0: its default, sized from memory)"
+    )
     parser.add_argument("--distinct", type=int, default=0, help="distinct adapters (0: all); the rest are copies")
     parser.add_argument("--no-append", action="store_true", help="print only, append nothing to RESULTS.md")
     parser.add_argument("--keep", action="store_true", help="keep the generated personas folder")
@@ -240,6 +246,7 @@ def main() -> None:
         "PERSONA_PORT": str(port),
         "PERSONA_UI": "false",
         "PERSONA_TRAIN": "false",
+        "PERSONA_MAX_CPU_LORAS": str(args.max_cpu_loras),
     }
     url = f"http://127.0.0.1:{port}/v1"
     rows: list[Row] = []
@@ -253,6 +260,8 @@ def main() -> None:
         )
         try:
             wait_healthy(f"http://127.0.0.1:{port}/health", process)
+            found = re.search(r"keeping up to (\d+) adapters", (logs / "many-personas.log").read_text(errors="replace"))
+            args.adapter_cache = found.group(1) if found else "?"
             for label, models in [("base model only", [base.id])] + [(str(w), names[:w]) for w in widths]:
                 print(f"row {label}", flush=True)
                 before = adapter_counts(url)
