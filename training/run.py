@@ -166,7 +166,8 @@ def _preference_stage(
     report: _ProgressFile,
 ) -> dict[str, Any]:
     """DPO on the supervised adapter (:mod:`training.preference`): the character's training replies
-    preferred to the generic voice's replies to the same user turns; returns the stage's figures."""
+    preferred to the generic voice's replies to the same user turns; returns the stage's figures, with
+    the held-out loss after it (the supervised run's is the metadata's ``eval_loss_after``)."""
     from store.preference import read_persona_pairs
 
     from .preference import Pair, PreferenceRecipe, last_user_turns, preference_pairs, prompt_turns
@@ -178,7 +179,7 @@ def _preference_stage(
         stage = PreferenceRecipe(outcome.model, outcome.tokenizer, config, on_step=report,
                                  description=f"{persona.name} preference")  # fmt: skip
         stage.setup([Pair(p.prompt, p.chosen, p.rejected) for p in given])
-        return stage.train() | {"rejected": "given"}
+        return _with_heldout_loss(stage.train() | {"rejected": "given"}, config, examples, outcome)
     turns = prompt_turns(examples.train)
     report.say(f"preference pairs: {len(turns)} replies against the {config.preference_rejected} voice")
     rejected = rejected_replies(
@@ -189,10 +190,22 @@ def _preference_stage(
     stage = PreferenceRecipe(outcome.model, outcome.tokenizer, config, on_step=report,
                              description=f"{persona.name} preference")  # fmt: skip
     stage.setup(preference_pairs(turns, rejected))
-    figures = stage.train()
+    figures = _with_heldout_loss(stage.train(), config, examples, outcome)
+    after = figures["eval_loss_after"]
     report.say(f"preference stage: {figures['steps']} steps, margin {figures['margin']:.3f}, "
-               f"accuracy {figures['accuracy']:.2f}")  # fmt: skip
+               f"accuracy {figures['accuracy']:.2f}, held-out loss "
+               f"{outcome.eval_loss_after or 0:.4f} -> {after if after is not None else float('nan'):.4f}")  # fmt: skip
     return figures
+
+
+def _with_heldout_loss(figures: dict[str, Any], config: TrainConfig, examples: ExampleSet, outcome: TrainResult):
+    """The stage's figures and the held-out loss of the adapter it leaves (what is published)."""
+    from .batches import encode_split, pad_id
+    from .model import heldout_loss
+
+    split = encode_split(outcome.tokenizer, examples.heldout, config.max_seq_length)
+    loss = heldout_loss(outcome.model, split, config.batch_tokens * 2, pad_id(outcome.tokenizer), config.bf16)
+    return figures | {"eval_loss_after": None if loss is None else round(loss, 5)}
 
 
 def _train_locked(

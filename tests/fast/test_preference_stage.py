@@ -66,4 +66,6 @@ def test_a_persona_run_with_the_stage_publishes_its_figures(tiny_lm, tmp_path, r
     result = train_persona(settings, "echo", max_lora_rank=16, progress=False, on_step=seen.append)
     figures = adapters.read_metadata(result.path).model_extra["preference"]
     assert figures["steps"] == 2 and figures["rejected"] == rejected and figures["pairs"] >= 1
+    supervised = adapters.read_metadata(result.path).eval_loss_after
+    assert figures["eval_loss_after"] > 0 and figures["eval_loss_after"] != supervised, "the stage's own held-out loss"
     assert any(r.message.endswith("preference") for r in seen)
