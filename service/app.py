@@ -23,6 +23,7 @@ from .fine_tuning import FileStore
 from .metrics import Metrics
 from .openapi import install_openapi
 from .personas import routes as personas
+from .personas.status import StatusCache
 from .pinning import AdapterPins
 from .resolver import ModelResolver
 from .routes import api, ops
@@ -78,6 +79,7 @@ def create_app(settings: ServeSettings, engine_factory: EngineFactory = vllm_eng
     app.state.metrics = metrics
     app.state.store = store
     app.state.catalog = Catalog(store)
+    app.state.statuses = StatusCache(app.state.catalog)
     app.state.chat = None
     app.state.pins = None
     app.state.training = None

@@ -23,7 +23,7 @@ from .chat_replies import event_stream, whole_reply
 from .errors import MODEL_LOADING, model_not_found, require
 from .openapi import EVENT_STREAM, error_responses
 from .personas.protocol import PERSONA_STATES
-from .personas.status import persona_status
+from .personas.status import StatusCache, statuses_of
 from .protocol import ChatCompletionRequest, ChatCompletionResponse, ModelCard, ModelList
 from .sampling import warning_header
 
@@ -62,17 +62,17 @@ async def chat_completions(body: ChatCompletionRequest, chat: ChatService = Depe
 @api.get("/models", response_model=ModelList, responses=error_responses(503))
 async def list_models(request: Request, chat: ChatService = Depends(chat_service)) -> ModelList:
     """The base model, each persona (its live version) and each of its versions (``name@vN``)."""
-    return await asyncio.to_thread(_model_list, chat, getattr(request.app.state, "catalog", None))
+    state = request.app.state
+    return await asyncio.to_thread(_model_list, chat, getattr(state, "catalog", None), getattr(state, "statuses", None))
 
 
-def _model_list(chat: ChatService, catalog: Catalog | None) -> ModelList:
+def _model_list(chat: ChatService, catalog: Catalog | None, cache: StatusCache | None) -> ModelList:
     """The listing, read off the event loop so that streams in flight keep flowing."""
     base = chat.resolver.base
     cards = [ModelCard(id=base.id, root=str(base.path))]
     personas, _ = catalog.scan() if catalog is not None else chat.resolver.store.scan()
     jobs = JobStore(chat.resolver.store.root).all()
-    for persona in personas:
-        status = persona_status(persona, jobs)
+    for persona, status in zip(personas, statuses_of(personas, jobs, cache), strict=True):
         cards.append(ModelCard(id=persona.name, root=base.id, parent=base.id, persona=status))
         for version in persona.versions:
             name = f"{persona.name}@{version_name(version)}"
@@ -108,7 +108,7 @@ async def metrics(request: Request) -> Response:
     pins = getattr(request.app.state, "pins", None)
     if pins is not None:
         await pins.observe()
-    counts = Counter(persona_status(p, jobs).status for p in personas)
+    counts = Counter(s.status for s in statuses_of(personas, jobs, getattr(request.app.state, "statuses", None)))
     gauge = request.app.state.metrics.personas
     for state in SERVED_STATES:
         gauge.labels(status=state).set(counts[state])

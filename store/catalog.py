@@ -23,7 +23,7 @@ Signature = tuple[Hashable, ...]
 Entry = Persona | StoreError
 
 
-def _entries(folder: Path) -> tuple[tuple[str, int, int], ...]:
+def _entries(folder: str) -> tuple[tuple[str, int, int], ...]:
     """Name, modification time and size of each entry of ``folder`` (empty when it is missing)."""
     try:
         with os.scandir(folder) as found:
@@ -40,9 +40,15 @@ def _entries(folder: Path) -> tuple[tuple[str, int, int], ...]:
 
 
 def signature(folder: Path) -> Signature:
-    """What changes whenever anything a persona listing shows of ``folder`` may have changed."""
-    adapters = folder / ADAPTERS_DIR
-    return (_entries(folder), _entries(adapters), _entries(adapters / WORK_DIR))
+    """What changes whenever anything a persona listing shows of ``folder`` may have changed (plain
+    strings and no look into a subfolder that is not there: a listing takes one of these per persona)."""
+    top = _entries(str(folder))
+    if not any(name == ADAPTERS_DIR for name, _, _ in top):
+        return (top, (), ())
+    adapters = os.path.join(folder, ADAPTERS_DIR)
+    inner = _entries(adapters)
+    work = _entries(os.path.join(adapters, WORK_DIR)) if any(name == WORK_DIR for name, _, _ in inner) else ()
+    return (top, inner, work)
 
 
 class Catalog:

@@ -77,7 +77,8 @@ async def _chunks(file: UploadFile) -> AsyncIterator[bytes]:
 async def list_personas(request: Request) -> PersonaList:
     """Every persona with its card, versions and training (one whose card does not validate is listed
     with status ``invalid card`` and the error); folders that cannot be served, with why."""
-    statuses, problems = await asyncio.to_thread(all_statuses, request.app.state.store, _catalog(request))
+    cache = getattr(request.app.state, "statuses", None)
+    statuses, problems = await asyncio.to_thread(all_statuses, request.app.state.store, _catalog(request), cache)
     return PersonaList(
         data=statuses,
         problems=[PersonaProblem(persona=name, message=message) for name, message in problems.items()],

@@ -4,7 +4,9 @@ training; and a persona whose card does not validate, shown with its error rathe
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import threading
+from collections import defaultdict
+from collections.abc import Callable, Hashable
 from pathlib import Path
 
 from store.adapters import is_pinned
@@ -142,18 +144,75 @@ def status_by_name(store: PersonaStore, name: str, jobs: list[Job] | None = None
     return persona_status(persona, jobs)
 
 
-def all_statuses(store: PersonaStore, catalog: Catalog | None = None) -> tuple[list[PersonaStatus], Problems]:
+SETTLED = ("card", "trained", "failed")
+"""States a status may be kept in: nothing moves until a file or a job record changes."""
+
+
+class StatusCache:
+    """Statuses as last built, each built again only when the catalog's signature of its folder or the
+    states of its jobs changed. A persona training or queued is always built afresh (its progress
+    moves, and a training process that died reads as failed)."""
+
+    def __init__(self, catalog: Catalog) -> None:
+        self.catalog = catalog
+        self.builds = 0
+        """Statuses built (a listing that found nothing changed builds none)."""
+        self._lock = threading.Lock()
+        self._known: dict[str, tuple[Hashable, PersonaStatus]] = {}
+
+    def status(self, persona: Persona, jobs: list[Job], own: list[Job]) -> PersonaStatus:
+        """``persona``'s status; ``jobs`` are every job record, ``own`` its own."""
+        signature = self.catalog.signature_of(persona.name)
+        key = (signature, tuple((job.id, job.status) for job in own))
+        with self._lock:
+            known = self._known.get(persona.name)
+        if signature is not None and known is not None and known[0] == key:
+            return known[1]
+        status = persona_status(persona, jobs)
+        self.builds += 1
+        settled = status.status in SETTLED and (status.training is None or status.training.state != "running")
+        with self._lock:
+            if signature is not None and settled:
+                self._known[persona.name] = (key, status)
+            else:
+                self._known.pop(persona.name, None)
+        return status
+
+
+def jobs_by_persona(jobs: list[Job]) -> defaultdict[str, list[Job]]:
+    own: defaultdict[str, list[Job]] = defaultdict(list)
+    for job in jobs:
+        own[job.persona].append(job)
+    return own
+
+
+def statuses_of(personas: list[Persona], jobs: list[Job], cache: StatusCache | None) -> list[PersonaStatus]:
+    """The statuses of ``personas`` (through ``cache`` when given), the job records grouped once."""
+    if cache is None:
+        return [persona_status(persona, jobs) for persona in personas]
+    own = jobs_by_persona(jobs)
+    return [cache.status(persona, jobs, own[persona.name]) for persona in personas]
+
+
+def all_statuses(
+    store: PersonaStore, catalog: Catalog | None = None, cache: StatusCache | None = None
+) -> tuple[list[PersonaStatus], Problems]:
     """Every persona folder's status (invalid cards included), and for each one that cannot be served
     the reason; the job records are read once for all of them, the folders through ``catalog`` when
-    given (only those that changed are parsed again)."""
+    given (only those that changed are parsed again), the statuses through ``cache`` (only those
+    whose folder or jobs changed are built again)."""
     jobs = JobStore(store.root).all()
+    catalog = cache.catalog if cache is not None else catalog
     entries = catalog.entries() if catalog is not None else None
     statuses: list[PersonaStatus] = []
     problems: Problems = {}
+    own = jobs_by_persona(jobs)
     for name in entries if entries is not None else store.names():
         try:
             if entries is None:
                 statuses.append(status_by_name(store, name, jobs))
+            elif cache is not None and isinstance(entries[name], Persona):
+                statuses.append(cache.status(entries[name], jobs, own[name]))
             else:
                 statuses.append(_entry_status(name, entries[name], jobs))
         except StoreError as exc:

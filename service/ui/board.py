@@ -57,7 +57,8 @@ class StatusBoard:
             recent = time.monotonic() - self._read_at < MAX_AGE_S
             if not fresh and token is not None and token == self._token and recent:
                 return self._snapshot
-            self._snapshot = all_statuses(self.store, getattr(self.app.state, "catalog", None))
+            state = self.app.state
+            self._snapshot = all_statuses(self.store, getattr(state, "catalog", None), getattr(state, "statuses", None))
             self._token, self._read_at = token, time.monotonic()
             self.reads += 1
             return self._snapshot

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import socket
 import threading
 import time
@@ -16,12 +17,15 @@ import uvicorn
 
 from service.app import create_app
 from service.engine import AdapterRef, Chunk, GenerationParams
+from service.personas.status import StatusCache, all_statuses
 from service.settings import ServeSettings
 from store.catalog import Catalog, signature
+from store.jobs import JobError, JobStore
+from store.progress import TrainingProgress, write_progress
 from store.registry import PersonaStore
 
 from .fake_engine import SERVE_ONLY, FakeEngine
-from .fake_store import write_version
+from .fake_store import write_report, write_version
 
 COUNT = 1000
 SCAN_S = 3.0
@@ -85,6 +89,39 @@ def test_the_catalog_reads_again_only_what_changed(tmp_path: Path, base_model) -
 
     write_version(root / "p0001", 2, base_model.hash)
     assert {p.name: p for p in catalog.scan()[0]}["p0001"].live == 2
+
+
+def test_statuses_are_built_again_only_for_the_personas_that_changed(tmp_path: Path, base_model) -> None:
+    root = tmp_path / "personas"
+    make_personas(root, 5)
+    store = PersonaStore(root)
+    cache = StatusCache(Catalog(store))
+
+    def listing() -> dict:
+        statuses, problems = all_statuses(store, cache=cache)
+        assert not problems
+        return {s.name: s for s in statuses}
+
+    assert set(listing()) == {f"p{i:04d}" for i in range(5)} and cache.builds == 5
+    listing()
+    assert cache.builds == 5, "nothing changed, nothing built"
+
+    version = write_version(root / "p0001", 1, base_model.hash)
+    (root / "p0002" / "persona.yaml").write_text("display_name: Renamed\n")
+    jobs = JobStore(root)
+    job = jobs.create("p0003", "cli")
+    jobs.update(job.id, status="failed", error=JobError(code="training_failed", message="out of memory"))
+    now = listing()
+    assert cache.builds == 8
+    assert now["p0001"].status == "trained" and now["p0001"].live_version == "v1"
+    assert now["p0002"].display_name == "Renamed" and now["p0003"].last_failure == "out of memory"
+
+    write_report(version, {name: {"perplexity": 20.0} for name in ("base", "card", "adapter")})
+    assert listing()["p0001"].versions[0].fidelity is not None and cache.builds == 9
+
+    write_progress(root / "p0004", TrainingProgress(state="running", step=3, total_steps=9, pid=os.getpid()))
+    assert listing()["p0004"].training.step == 3
+    assert listing()["p0004"].training.step == 3 and cache.builds == 11, "a running training is read each time"
 
 
 @pytest.fixture()
