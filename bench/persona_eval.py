@@ -4,7 +4,7 @@ Run by hand: ``.venv/bin/python bench/persona_eval.py wren`` trains a copy of th
 defaults (several minutes; ``--set whole_sessions=true --set epochs=6`` tries other settings, written
 into the copy's ``persona.yaml`` ``training:``, and ``--card system_prompt=...`` changes a field of the
 copy's card), starts ``persona serve`` on it and writes the version's fidelity report
-(:mod:`training.fidelity`: held-out perplexity, style similarity, consistency across sessions,
+(:mod:`training.fidelity`: held-out perplexity, style similarity, identity turn by turn,
 prompt tokens, voice markers, forgetting; base model vs prompt-only persona with the full card vs
 adapter). ``--no-train`` measures the live version of the persona in ``personas/`` (or in
 ``--personas-dir``) instead. Appends the training wall time and the report's figures to
@@ -96,7 +96,7 @@ def main() -> None:
     from store.registry import PersonaStore
     from store.settings import StoreSettings
     from training.fidelity import evaluate_version, served
-    from training.fidelity.report import figure_table
+    from training.fidelity.report import figure_table, identity_lines
 
     cache = Path(os.environ.get("PERSONA_CACHE_DIR", REPO / ".cache"))
     env = {**os.environ, "PERSONA_CACHE_DIR": str(cache)}
@@ -135,6 +135,8 @@ def main() -> None:
         f"{report.prompts} prompts answered, {len(report.probes)} probes x {report.sessions} sessions.",
         "",
         *figure_table(report),
+        "",
+        *(line.replace("## ", "### ", 1) if line.startswith("## ") else line for line in identity_lines(report)),
         "",
     ]
     if report.forgetting is not None:
