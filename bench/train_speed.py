@@ -6,6 +6,7 @@ Run by hand on quiet cores (results are printed and appended to ``bench/RESULTS.
     .venv/bin/python bench/train_speed.py --epochs 2 --rounds 2 --persona wren
     .venv/bin/python bench/train_speed.py --synthetic     # a generated chat set instead of a persona
     .venv/bin/python bench/train_speed.py --ablate        # each speed-up turned off in turn
+    .venv/bin/python bench/train_speed.py --ablate --levers-only   # only the levers off by default, on
 
 The data are an example persona's examples (through ``training.ingest`` when ``personas/*/logs``
 exist), otherwise a synthetic chat set; the settings are ``TrainConfig``'s defaults (LoRA r=16 on every
@@ -21,13 +22,15 @@ Compared (default):
     every example the same number of times (the same target tokens).
 
 ``--ablate`` runs this trainer with every speed-up on, then with each one off in turn, then with each
-memory saver (gradient checkpointing, 8-bit base) on; every row in a fresh process, since the
-allocator tuning is process-wide and lasting.
+lever that is off by default (bfloat16 autocast, a compiled decoder) and each memory saver (gradient
+checkpointing, 8-bit base) on; every row in a fresh process, since the allocator tuning is
+process-wide and lasting.
 
-Figures: training tokens/s (real, unpadded tokens over the time spent in training steps) by wall clock
-and by process CPU time (steadier when other programs share the cores; divided by the thread count to
-read as tokens/s), the held-out loss of the final adapters, measured by the same function, and the
-peak resident memory. ``--rounds N`` repeats the runs and reports medians.
+Figures: training tokens/s (real, unpadded tokens over the time spent in training steps) by wall clock,
+also leaving out the first step (where a compiled decoder pays for its compile), and by process CPU
+time (steadier when other programs share the cores; divided by the thread count to read as
+tokens/s), the held-out loss of the final adapters, measured by the same function, and the peak
+resident memory. ``--rounds N`` repeats the runs and reports medians.
 """
 
 from __future__ import annotations
@@ -53,6 +56,8 @@ SPEEDUPS = ("fused_lora", "head_on_trained_positions", "shared_dropout", "fast_d
 """``TrainConfig`` switches that only make training faster: each gets an ablation row."""
 MEMORY_SAVERS = ("gradient_checkpointing", "load_in_8bit")
 """``TrainConfig`` switches that trade speed for memory: each gets a row with it turned on."""
+LEVERS = ("bf16", "compile_decoder")
+"""``TrainConfig`` switches off by default that may make training faster: each gets a row with it on."""
 
 
 def load_rows(persona: str | None, synthetic: bool):
@@ -157,6 +162,8 @@ def run_ours(base, tokenizer, train_rows, heldout_rows, config) -> dict[str, Any
         "tokens": sum(h["tokens"] for h in outcome.history),
         "targets": sum(h["targets"] for h in outcome.history),
         "wall_s": outcome.train_seconds,
+        "later_tokens": sum(h["tokens"] for h in outcome.history[1:]),
+        "later_s": sum(h["seconds"] for h in outcome.history[1:]),
         "cpu_s": sum(step_cpu),
         "eval_before": outcome.eval_loss_before,
         "eval_after": outcome.evals[-1]["loss"],
@@ -245,6 +252,7 @@ def describe(source: str, train_split, heldout_split, base, config, threads: int
 def command_line(args: argparse.Namespace) -> str:
     flags = [f"--epochs {args.epochs}", f"--rounds {args.rounds}"]
     flags += ["--ablate"] if args.ablate else []
+    flags += ["--levers-only"] if args.levers_only else []
     flags += [f"--max-steps {args.max_steps}"] if args.max_steps else []
     flags += [f"--persona {args.persona}"] if args.persona else []
     flags += ["--synthetic"] if args.synthetic else []
@@ -333,15 +341,24 @@ def measure_variant(args: argparse.Namespace, overrides: dict[str, bool]) -> dic
 def ablate(args: argparse.Namespace) -> list[str]:
     """Every speed-up on, each off in turn, each memory saver on; the lines of the results section."""
     variants = [("all speed-ups on", {})]
-    variants += [(f"without {name}", {name: False}) for name in SPEEDUPS]
-    variants += [(f"with {name}", {name: True}) for name in MEMORY_SAVERS]
+    if not args.levers_only:
+        variants += [(f"without {name}", {name: False}) for name in SPEEDUPS]
+    variants += [(f"with {name}", {name: True}) for name in LEVERS]
+    if not args.levers_only:
+        variants += [(f"with {name}", {name: True}) for name in MEMORY_SAVERS]
     rows: dict[str, list[dict[str, Any]]] = {label: [] for label, _ in variants}
+    failed: dict[str, str] = {}
     loads = []
     for _ in range(args.rounds):
         loads.append(os.getloadavg()[0])
         for label, overrides in variants:
             with ProcessPoolExecutor(max_workers=1, mp_context=get_context("spawn")) as fresh:
-                rows[label].append(fresh.submit(measure_variant, args, overrides).result())
+                try:
+                    rows[label].append(fresh.submit(measure_variant, args, overrides).result())
+                except Exception as exc:  # a lever that fails is a row saying so, not a lost run
+                    failed[label] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:120] if str(exc) else ''}"
+                    print(f"{label}: failed: {failed[label]}", flush=True)
+                    continue
             figures = rows[label][-1]
             print(f"{label}: {figures['tokens'] / figures['wall_s']:.0f} tok/s", flush=True)
     loads.append(os.getloadavg()[0])
@@ -357,16 +374,21 @@ def ablate(args: argparse.Namespace) -> list[str]:
         f"{command_line(args)}: {first['about']}, {first['steps']} steps, {threads} threads; each row in a fresh "
         f"process (load average {', '.join(f'{x:.1f}' for x in loads)}).",
         "",
-        "| this trainer | tokens/s (wall) | tokens/s (CPU time) | vs all on (wall) | held-out loss | peak RSS (MiB) |",
-        "|---|---|---|---|---|---|",
+        "| this trainer | tokens/s (wall) | after the first step | tokens/s (CPU time) | vs all on (wall) "
+        "| held-out loss | peak RSS (MiB) |",
+        "|---|---|---|---|---|---|---|",
     ]
     reference = med("all speed-ups on", "wall_s")
     for label, _ in variants:
+        if not rows[label]:
+            lines.append(f"| {label} | failed: {failed.get(label, '')} | | | | | |")
+            continue
         wall = med(label, "wall_s")
+        later = statistics.median(r["later_tokens"] / r["later_s"] if r["later_s"] else 0.0 for r in rows[label])
         cpu = statistics.median(r["tokens"] / r["cpu_s"] * threads for r in rows[label])
         last = rows[label][-1]
         lines.append(
-            f"| {label} | {wall:.0f} | {cpu:.0f} | {wall / reference:.2f}x | {last['eval_after']:.4f} | "
+            f"| {label} | {wall:.0f} | {later:.0f} | {cpu:.0f} | {wall / reference:.2f}x | {last['eval_after']:.4f} | "
             f"{last['peak_rss_mb']:.0f} |"
         )
     lines += ["", f"Medians of {args.rounds} rounds." if args.rounds > 1 else "One round.", ""]
@@ -380,7 +402,8 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=1, help="passes over the data (default 1)")
     parser.add_argument("--max-steps", type=int, default=None, help="stop every run after this many steps (trials)")
     parser.add_argument("--rounds", type=int, default=1, help="repeat the runs and report medians")
-    parser.add_argument("--ablate", action="store_true", help="each speed-up off in turn, each memory saver on")
+    parser.add_argument("--ablate", action="store_true", help="each speed-up off, each lever and memory saver on")
+    parser.add_argument("--levers-only", action="store_true", help="with --ablate: all on, then each lever on")
     parser.add_argument("--out", type=Path, default=RESULTS, help="where the section is appended")
     args = parser.parse_args()
     lines = ablate(args) if args.ablate else compare(args)

@@ -51,10 +51,11 @@ LINEAR_MODULES: tuple[str, ...] = SERVABLE_MODULES
 RESUME_FREE = (
     "max_steps", "time_budget_s", "preference_max_steps", "threads", "checkpoint_every", "eval_every",
     "early_stopping_patience", "early_stopping_min_delta", "tune_allocator", "gradient_checkpointing", "fused_lora",
-    "head_on_trained_positions",
+    "head_on_trained_positions", "compile_decoder",
 )  # fmt: skip
 """Settings a resumed run may change: they decide how long, how often or how fast, not what is learnt
-(the fused forward and the trimmed head compute the same values, up to float rounding)."""
+(the fused forward, the trimmed head and the compiled decoder compute the same values, up to float
+rounding)."""
 
 
 def example_keys() -> frozenset[str]:
@@ -191,8 +192,13 @@ class TrainConfig(BaseModel):
     """Recompute each decoder layer's activations in the backward pass instead of keeping them: much
     less memory for long examples or big models, at the cost of a second forward pass."""
     bf16: bool = False
-    """Compute in bfloat16 (autocast; the LoRA weights and optimizer stay fp32). Faster on GPUs and on
-    CPUs with AVX512-BF16 or AMX; the default computes in fp32."""
+    """Compute in bfloat16 (autocast; the LoRA weights and optimizer stay fp32). Faster on GPUs; on a
+    CPU measure it first (``bench/train_speed.py --ablate --levers-only``): even with AVX512-BF16 its
+    backward pass can fall to one slow thread. The default computes in fp32."""
+    compile_decoder: bool = False
+    """Compile the decoder's forward with ``torch.compile`` (dynamic shapes, as batch lengths vary): the
+    first step pays for the compile; off by default, as on the CPU it trains slower even after it
+    (``bench/train_speed.py --ablate --levers-only``)."""
     threads: Int | None = Field(None, ge=1)
     """Torch CPU threads; unset uses every core this process may run on."""
     checkpoint_every: Int = Field(25, ge=1)

@@ -191,9 +191,13 @@ class LossPath:
     decoder, then the output head either on the trained positions only or
     (``head_on_trained_positions=False``) on every position."""
 
-    def __init__(self, model: nn.Module, *, bf16: bool = False, head_on_trained_positions: bool = True) -> None:
+    def __init__(
+        self, model: nn.Module, *, bf16: bool = False, head_on_trained_positions: bool = True, compiled: bool = False
+    ) -> None:
         inner = model.get_base_model() if hasattr(model, "get_base_model") else model
         self.decoder = inner.get_decoder()
+        if compiled:
+            self.decoder = torch.compile(self.decoder, dynamic=True)
         self.head = inner.get_output_embeddings()
         self.cap = getattr(inner.config, "final_logit_softcapping", None)
         self.scale = getattr(inner.config, "logit_scale", None)
