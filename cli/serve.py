@@ -7,6 +7,7 @@ own flags come the same way from :class:`service.fleet.settings.FleetSettings`.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import typer
@@ -41,10 +42,21 @@ def serve(
 
     from service.app import create_app
 
+    show_service_log()
     typer.echo(f"API:       http://{settings.host}:{settings.port}/v1")
     if settings.ui:
         typer.echo(f"Chat page: http://{settings.host}:{settings.port}/ui")
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info")
+
+
+def show_service_log() -> None:
+    """The server's own lines (``persona.*`` loggers: the engine's adapter cache, the watcher, training
+    jobs) on stderr at INFO, beside uvicorn's; other libraries keep their own levels."""
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(levelname)s:     %(name)s: %(message)s"))
+    service = logging.getLogger("persona")
+    service.setLevel(logging.INFO)
+    service.addHandler(handler)
 
 
 def serve_fleet(settings: ServeSettings, fleet: FleetSettings) -> None:
