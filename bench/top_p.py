@@ -45,7 +45,8 @@ def next_token_logits(count: int):
     with torch.inference_mode():
         for index in range(count):
             messages = [{"role": "user", "content": PROMPTS[index % len(PROMPTS)]}]
-            ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt")
+            text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+            ids = tokenizer(text, return_tensors="pt", add_special_tokens=False).input_ids
             rows.append(model(input_ids=ids).logits[0, -1].float())
     return torch.stack(rows)
 
