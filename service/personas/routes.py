@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 
-from fastapi import APIRouter, Depends, File, Form, Request, UploadFile
+from fastapi import APIRouter, Depends, File, Form, Request, Response, UploadFile
 
 from store.catalog import Catalog
 from store.errors import StoreError
@@ -74,15 +74,21 @@ async def _chunks(file: UploadFile) -> AsyncIterator[bytes]:
 
 
 @router.get("", response_model=PersonaList)
-async def list_personas(request: Request) -> PersonaList:
+async def list_personas(request: Request) -> Response:
     """Every persona with its card, versions and training (one whose card does not validate is listed
-    with status ``invalid card`` and the error); folders that cannot be served, with why."""
+    with status ``invalid card`` and the error); folders that cannot be served, with why. Read and
+    written as JSON off the event loop."""
+    return Response(await asyncio.to_thread(_persona_list_json, request), media_type="application/json")
+
+
+def _persona_list_json(request: Request) -> str:
     cache = getattr(request.app.state, "statuses", None)
-    statuses, problems = await asyncio.to_thread(all_statuses, request.app.state.store, _catalog(request), cache)
-    return PersonaList(
+    statuses, problems = all_statuses(request.app.state.store, _catalog(request), cache)
+    listing = PersonaList(
         data=statuses,
         problems=[PersonaProblem(persona=name, message=message) for name, message in problems.items()],
     )
+    return listing.model_dump_json()
 
 
 @router.get("/{name}", response_model=PersonaStatus, responses=error_responses(404))
