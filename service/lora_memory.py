@@ -20,6 +20,9 @@ MEMORY_SHARE = 0.25
 MAX_AUTO = 4096
 """The most adapters sized automatically (vLLM's cache keeps one entry per adapter)."""
 
+UNSIZED = 32
+"""Adapters kept when the base model's ``config.json`` does not give the shapes to size them from."""
+
 
 def adapter_bytes(config: dict, rank: int, dtype_bytes: int = 4) -> int:
     """Bytes of one LoRA of ``rank`` on every linear layer of a Llama-style decoder (``config.json``)."""
@@ -43,8 +46,11 @@ def cpu_lora_capacity(settings: ServeSettings, model_path: Path, free_bytes: int
     never fewer than ``max_loras`` (vLLM's rule)."""
     if settings.max_cpu_loras:
         return max(settings.max_cpu_loras, settings.max_loras)
-    config = json.loads((Path(model_path) / "config.json").read_text(encoding="utf-8"))
+    try:
+        config = json.loads((Path(model_path) / "config.json").read_text(encoding="utf-8"))
+        one = adapter_bytes(config, settings.max_lora_rank)
+    except (OSError, ValueError, KeyError, TypeError, ZeroDivisionError):
+        return max(UNSIZED, settings.max_loras)  # not a Llama-style config: no shapes to size from
     free = free_memory_bytes() if free_bytes is None else free_bytes
     room = max(0.0, free - settings.kv_cache_gb * 2**30) * MEMORY_SHARE
-    fits = int(room // adapter_bytes(config, settings.max_lora_rank))
-    return max(settings.max_loras, min(fits, MAX_AUTO))
+    return max(settings.max_loras, min(int(room // one), MAX_AUTO))

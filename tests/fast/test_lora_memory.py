@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from service.lora_memory import MAX_AUTO, adapter_bytes, cpu_lora_capacity
+from service.lora_memory import MAX_AUTO, UNSIZED, adapter_bytes, cpu_lora_capacity
 from service.settings import ServeSettings
 
 CONFIG = {
@@ -64,3 +64,9 @@ def test_by_default_a_quarter_of_the_free_memory_after_the_kv_cache_holds_adapte
     assert cpu_lora_capacity(settings(tmp_path), model_dir, free_bytes=free) == int((free - 2 * 2**30) / 4 // one)
     assert cpu_lora_capacity(settings(tmp_path, max_loras=8), model_dir, free_bytes=2**30) == 8, "little memory"
     assert cpu_lora_capacity(settings(tmp_path), model_dir, free_bytes=2**50) == MAX_AUTO
+
+
+def test_a_base_whose_config_gives_no_shapes_keeps_a_fixed_number(tmp_path: Path) -> None:
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "llama", "vocab_size": 100}))
+    assert cpu_lora_capacity(settings(tmp_path), tmp_path, free_bytes=2**40) == UNSIZED
+    assert cpu_lora_capacity(settings(tmp_path), tmp_path / "missing", free_bytes=2**40) == UNSIZED
