@@ -182,6 +182,8 @@ class VllmEngine:
         self.model_path = model_path
         self.served_name = served_name
         self.max_model_len = settings.max_model_len
+        self.cpu_loras: int | None = None
+        """Adapters the engine keeps loaded in memory, once started."""
         self._engine = None
 
     async def start(self) -> None:
@@ -199,6 +201,7 @@ class VllmEngine:
             os.environ.update(switch)  # the setting decides, not a stale variable
             for key, value in defaults.items():
                 os.environ.setdefault(key, value)
+        self.cpu_loras = cpu_lora_capacity(self.settings, self.model_path)
         args = AsyncEngineArgs(
             model=str(self.model_path),
             served_model_name=[self.served_name],
@@ -207,7 +210,7 @@ class VllmEngine:
             max_model_len=self.settings.max_model_len,
             enable_lora=True,
             max_loras=self.settings.max_loras,
-            max_cpu_loras=cpu_lora_capacity(self.settings, self.model_path),
+            max_cpu_loras=self.cpu_loras,
             max_lora_rank=self.settings.max_lora_rank,
             max_num_seqs=self.settings.max_num_seqs,
             tensor_parallel_size=self.settings.tensor_parallel_size,

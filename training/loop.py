@@ -115,12 +115,8 @@ class LoraRecipe:
         model = load_model(self.base, config)
         model.train()
         self.device = model_device(model)
-        self.loss_sum = LossPath(
-            model,
-            bf16=config.bf16,
-            head_on_trained_positions=config.head_on_trained_positions,
-            compiled=config.compile_decoder,
-        )
+        self.loss_sum = LossPath(model, bf16=config.bf16, head_on_trained_positions=config.head_on_trained_positions,
+                                 compiled=config.compile_decoder)  # fmt: skip
         self.trainable = [p for p in model.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(
             self.trainable, lr=config.learning_rate, weight_decay=config.weight_decay, foreach=True

@@ -44,7 +44,12 @@ class EngineReplica:
             return HeldPersona(model)
 
         # Wired at start-up because the number held comes from the settings.
-        held = max_personas or cpu_lora_capacity(settings, self.app.state.resolver.base.path)
+        engine = self.app.state.chat.engine  # the number it chose at start, else sized the same way
+        held = (
+            max_personas
+            or getattr(engine, "cpu_loras", None)
+            or cpu_lora_capacity(settings, self.app.state.resolver.base.path)
+        )
         self.hold_persona = serve.multiplexed(max_num_models_per_replica=held)(hold)
         log.info("replica %s ready", self.replica)
 
