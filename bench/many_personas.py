@@ -192,7 +192,8 @@ def report(rows: list[Row], args: argparse.Namespace) -> str:
         "of the row; adapter loads and evictions as seen at `/metrics` scrapes; "
         f"temperature {TEMPERATURE}, top_p {args.top_p} on every row; "
         f"{os.cpu_count()} cores; adapter cache (`--max-cpu-loras`) "
-        f"{args.adapter_cache} adapters ({'set' if args.max_cpu_loras else 'sized from memory'}). "
+        f"{args.adapter_cache} adapters ({'set' if args.max_cpu_loras else 'sized from memory'}); "
+        f"adapters in one batch (`--max-loras`) {args.max_loras or 'the default'}. "
         "Listings are timed once a second while the clients run.\n",
         "| W (personas in use) | output tokens/s | first token p50 / p95 | `/v1/models` p50 / max "
         "| `/v1/personas` p50 / max | adapter loads / evictions | errors |",
@@ -221,6 +222,7 @@ def main() -> None:
     parser.add_argument(
         "--max-cpu-loras", type=int, default=0, help="the server's adapter cache (0: its default, sized from memory)"
     )
+    parser.add_argument("--max-loras", type=int, default=0, help="adapters in one batch (0: the server's default)")
     parser.add_argument("--distinct", type=int, default=0, help="distinct adapters (0: all); the rest are copies")
     parser.add_argument("--no-append", action="store_true", help="print only, append nothing to RESULTS.md")
     parser.add_argument("--keep", action="store_true", help="keep the generated personas folder")
@@ -248,6 +250,8 @@ def main() -> None:
         "PERSONA_TRAIN": "false",
         "PERSONA_MAX_CPU_LORAS": str(args.max_cpu_loras),
     }
+    if args.max_loras:
+        env["PERSONA_MAX_LORAS"] = str(args.max_loras)
     url = f"http://127.0.0.1:{port}/v1"
     rows: list[Row] = []
     with open(logs / "many-personas.log", "w") as out:

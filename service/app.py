@@ -28,6 +28,7 @@ from .pinning import AdapterPins
 from .resolver import ModelResolver
 from .routes import api, ops
 from .settings import ServeSettings
+from .store_changes import MAX_AGE_S, StoreChanges
 from .uploads import Uploads
 
 log = logging.getLogger("persona.service")
@@ -62,6 +63,7 @@ def create_app(settings: ServeSettings, engine_factory: EngineFactory = vllm_eng
         training = BackgroundTraining(settings, store, load)
         await training.start()
         app.state.training = training
+        app.state.changes.watcher = training.watcher
         log.info("serving %s with personas from %s", base.id, settings.personas_dir)
         try:
             yield
@@ -69,6 +71,7 @@ def create_app(settings: ServeSettings, engine_factory: EngineFactory = vllm_eng
             app.state.chat = None
             app.state.pins = None
             app.state.training = None
+            app.state.changes.watcher = None
             await training.stop()
             await engine.stop()
             if load:
@@ -78,7 +81,8 @@ def create_app(settings: ServeSettings, engine_factory: EngineFactory = vllm_eng
     app.state.settings = settings
     app.state.metrics = metrics
     app.state.store = store
-    app.state.catalog = Catalog(store)
+    app.state.changes = StoreChanges(settings.personas_dir)
+    app.state.catalog = Catalog(store, app.state.changes.token, MAX_AGE_S)
     app.state.statuses = StatusCache(app.state.catalog)
     app.state.chat = None
     app.state.pins = None

@@ -17,11 +17,12 @@ from .auth import require_key
 from .errors import APIError, bad_request
 from .openapi import error_responses
 from .personas.actions import get_persona
+from .store_changes import marks_changes
 from .synthetic_review import BatchReviewRequest, ReviewRequest, SyntheticList, listing, settle_batch
 
 router = APIRouter(
     prefix="/v1/personas",
-    dependencies=[Depends(require_key)],
+    dependencies=[Depends(require_key), Depends(marks_changes)],
     tags=["synthetic examples"],
     responses=error_responses(400, 401, 404, 409),
 )

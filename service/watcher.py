@@ -35,6 +35,8 @@ class PersonaWatcher:
         self.changes = 0
         self.batches = 0
         """Batches of file events handled, staged uploads too: whoever wrote a file can tell it was seen."""
+        self.running = False
+        """Watching now: a watcher that could not start, or stopped, sees no change."""
         self._changed: dict[str, float] = {}
         self._stop = asyncio.Event()
 
@@ -63,6 +65,7 @@ class PersonaWatcher:
 
         self.root.mkdir(parents=True, exist_ok=True)
         settle = asyncio.create_task(self._settle_loop())
+        self.running = True
         try:
             async for changes in awatch(
                 self.root, stop_event=self._stop, debounce=400, step=100, recursive=True, ignore_permission_denied=True
@@ -76,6 +79,7 @@ class PersonaWatcher:
                         self._changed[name] = now
                 self.batches += 1
         finally:
+            self.running = False
             settle.cancel()
 
     async def _settle_loop(self) -> None:

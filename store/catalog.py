@@ -4,14 +4,18 @@ Reading every card and adapter pointer on each listing costs a file parse per pe
 keeps what it read for each folder with a signature made of ``stat`` calls only (the folder's
 entries, its ``adapters/`` entries and the training work folder's entries): a folder whose
 signature is unchanged is not read again, so a card edited, a version published or a folder removed
-is seen at the next listing, without a restart and without a watcher. Safe to call from threads.
+is seen at the next listing, without a restart and without a watcher. Given a ``token`` (what moves
+whenever a folder may have changed, such as a watcher's count of changes), a listing whose token is
+the one of the last check, younger than ``max_age_s``, checks no folder at all. Safe to call from
+threads.
 """
 
 from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Hashable
+import time
+from collections.abc import Callable, Hashable
 from pathlib import Path
 
 from .adapters import ADAPTERS_DIR
@@ -21,6 +25,8 @@ from .registry import Persona, PersonaStore
 
 Signature = tuple[Hashable, ...]
 Entry = Persona | StoreError
+Token = Callable[[], Hashable | None]
+"""Equal between two calls only if no persona folder changed in between; None when that cannot be told."""
 
 
 def _entries(folder: str) -> tuple[tuple[str, int, int], ...]:
@@ -54,15 +60,26 @@ def signature(folder: Path) -> Signature:
 class Catalog:
     """Personas by name as last read, each re-read only when its folder's signature changed."""
 
-    def __init__(self, store: PersonaStore) -> None:
+    def __init__(self, store: PersonaStore, token: Token | None = None, max_age_s: float = 30.0) -> None:
         self.store = store
+        self.token = token
+        self.max_age_s = max_age_s
         self.reads = 0
         """Persona folders parsed (a listing that found nothing changed parses none)."""
+        self.checks = 0
+        """Listings that checked every folder (one whose token had not moved checks none)."""
         self._lock = threading.Lock()
         self._known: dict[str, tuple[Signature, Entry]] = {}
+        self._checked: tuple[Hashable | None, float] = (None, float("-inf"))
 
     def entries(self) -> dict[str, Entry]:
         """Every persona folder, as its :class:`Persona` or the error that keeps it from being read."""
+        token = self.token() if self.token is not None else None
+        began = time.monotonic()
+        with self._lock:
+            last, at = self._checked
+            if token is not None and token == last and began - at < self.max_age_s:
+                return {name: entry for name, (_, entry) in self._known.items()}
         names = self.store.names()
         fresh: dict[str, tuple[Signature, Entry]] = {}
         for name in names:
@@ -80,6 +97,8 @@ class Catalog:
             fresh[name] = (sig, entry)
         with self._lock:
             self._known = fresh
+            self._checked = (token, began)
+            self.checks += 1
         return {name: entry for name, (_, entry) in fresh.items()}
 
     def signature_of(self, name: str) -> Signature | None:

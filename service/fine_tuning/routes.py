@@ -23,6 +23,7 @@ from ..auth import require_key
 from ..background import BackgroundTraining
 from ..errors import NO_QUEUE, APIError, bad_request, require
 from ..openapi import error_responses
+from ..store_changes import marks_changes
 from .files import FileStore, file_not_found, first_chat_jsonl_problem
 from .jobs import (
     card_config,
@@ -53,7 +54,7 @@ from .protocol import (
 
 router = APIRouter(
     prefix="/v1",
-    dependencies=[Depends(require_key)],
+    dependencies=[Depends(require_key), Depends(marks_changes)],
     responses=error_responses(400, 401, 404, 503),
     tags=["fine-tuning"],
 )

@@ -18,6 +18,7 @@ from store.errors import StoreError
 from store.jobs import Job
 
 from ..auth import require_key
+from ..store_changes import marks_changes
 from ..errors import store_error
 from ..openapi import error_responses
 from ..protocol import ErrorResponse
@@ -39,7 +40,7 @@ from .status import all_statuses, status_by_name
 
 router = APIRouter(
     prefix="/v1/personas",
-    dependencies=[Depends(require_key)],
+    dependencies=[Depends(require_key), Depends(marks_changes)],
     tags=["personas"],
     responses=error_responses(401),
 )

@@ -1,27 +1,25 @@
 """The persona list every open tab of the page shows, read from the store only when something changed.
 
-Each tab asks every few seconds. The answer is kept and read again only when the folder watcher saw
-a change (a card, logs, a published version, a job's progress) or a job record was written; a store
-shared with other machines, whose changes the watcher cannot see, is read again at least every
-:data:`MAX_AGE_S` seconds.
+Each tab asks every few seconds. The answer is kept and read again only when the store's token moved
+(:mod:`service.store_changes`: the watcher saw a change, a job record was written, the API changed
+something) or after the page's own changes; a store shared with other machines, whose changes the
+watcher cannot see, is read again at least every :data:`MAX_AGE_S` seconds.
 """
 
 from __future__ import annotations
 
-import os
 import threading
 import time
+from collections.abc import Hashable
 from typing import Any
 
 from fastapi import FastAPI
 
-from store.jobs import JOBS_DIR
 from store.registry import PersonaStore
 
 from ..personas.protocol import PersonaStatus
 from ..personas.status import all_statuses
-
-MAX_AGE_S = 30.0
+from ..store_changes import MAX_AGE_S, StoreChanges
 
 Snapshot = tuple[list[PersonaStatus], dict[str, str]]
 """Every persona's status (an invalid card's with its error), and for each unreadable one the reason."""
@@ -38,21 +36,12 @@ class StatusBoard:
         self._snapshot: Snapshot = ([], {})
         self._read_at = float("-inf")
 
-    def token(self) -> Any:
-        """What changes whenever what the page shows may have: the watcher's counts and the job records'
-        folder (rewritten with every progress report). None without a watcher: always read."""
-        watcher = getattr(getattr(self.app.state, "training", None), "watcher", None)
-        if watcher is None:
-            return None
-        try:
-            jobs = os.stat(self.store.root / JOBS_DIR).st_mtime_ns
-        except OSError:
-            jobs = None
-        return (watcher.generation, watcher.changes, jobs)
-
     def snapshot(self, fresh: bool = False) -> Snapshot:
         """The statuses; ``fresh`` reads the store now (after the page itself changed something)."""
-        token = self.token()
+        changes: StoreChanges = self.app.state.changes
+        if fresh:
+            changes.wrote()
+        token: Hashable | None = changes.token()
         with self._lock:
             recent = time.monotonic() - self._read_at < MAX_AGE_S
             if not fresh and token is not None and token == self._token and recent:

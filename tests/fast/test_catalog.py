@@ -151,15 +151,28 @@ def server(tmp_path: Path, base_model):
     while httpx.get(url + "/health", timeout=10).status_code != 200 and time.monotonic() < deadline:
         time.sleep(0.05)
     try:
-        yield url, root, engine
+        yield url, root, engine, app
     finally:
         engine.finish.set()
         uv.should_exit = True
         thread.join(timeout=30)
 
 
+def _names(url: str) -> tuple[set[str], dict[str, dict]]:
+    """The ids ``/v1/models`` lists and the personas ``/v1/personas`` lists, by name."""
+    ids = {m["id"] for m in httpx.get(url + "/v1/models", timeout=120).json()["data"]}
+    return ids, {p["name"]: p for p in httpx.get(url + "/v1/personas", timeout=120).json()["data"]}
+
+
+def _until(check, timeout_s: float = 20.0):
+    deadline = time.monotonic() + timeout_s
+    while not (found := check()) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return found
+
+
 def test_listings_keep_a_stream_flowing_and_stay_current(server, monkeypatch) -> None:
-    url, root, engine = server
+    url, root, engine, app = server
 
     def slow_signature(folder: Path):
         time.sleep(SCAN_S / COUNT)
@@ -186,27 +199,44 @@ def test_listings_keep_a_stream_flowing_and_stay_current(server, monkeypatch) ->
 
     expected = {f"p{i:04d}" for i in range(COUNT)}
     began = time.monotonic()
-    listings = 0
-    added = False
-    for round_ in range(3):
-        if round_ == 1:
-            (root / "late").mkdir()
-            (root / "late" / "persona.yaml").write_text("display_name: Late\n")
-            expected.add("late")
-            added = True
-        ids = {m["id"] for m in httpx.get(url + "/v1/models", timeout=120).json()["data"]}
-        assert expected <= ids, sorted(expected - ids)[:5]
-        names = {p["name"] for p in httpx.get(url + "/v1/personas", timeout=120).json()["data"]}
-        assert expected <= names, sorted(expected - names)[:5]
-        listings += 1
+    ids, personas = _names(url)
+    assert expected <= ids and expected <= set(personas)
+    (root / "late").mkdir()
+    (root / "late" / "persona.yaml").write_text("display_name: Late\n")
+    ids, personas = _names(url)
+    assert "late" in ids and "late" in personas, "a persona added is listed at once"
+    (root / "p0001" / "persona.yaml").write_text("display_name: Edited\n")
+    assert _until(lambda: _names(url)[1]["p0001"]["display_name"] == "Edited"), "an edited card is seen"
     ended = time.monotonic()
     engine.finish.set()
     reader.join(timeout=60)
 
-    assert added and listings == 3
     during = [t for t in arrivals if began <= t <= ended]
     window = [began, *during, ended]
     gaps = [later - earlier for earlier, later in zip(window, window[1:], strict=False)]
     assert len(during) >= 5, "the stream received nothing while the models were listed"
-    assert ended - began >= 6 * SCAN_S * 0.9, "every listing checked every folder"
+    assert app.state.catalog.checks >= 3 and ended - began >= 3 * SCAN_S * 0.9, "the changes had folders checked"
     assert max(gaps) < SCAN_S / 2, f"the stream stalled for {max(gaps):.2f} s"
+
+
+def test_a_listing_with_nothing_changed_checks_no_folder_and_an_api_change_is_listed_at_once(server, base_model):
+    url, root, _, app = server
+    write_version(root / "p0001", 1, base_model.hash)
+    assert _until(lambda: _names(url)[1]["p0001"]["live_version"] == "v1"), "a published version is seen"
+    catalog = app.state.catalog
+
+    def settled() -> bool:
+        before = catalog.checks
+        _names(url)
+        return catalog.checks == before
+
+    assert _until(settled), "the listings kept checking every folder"
+    checks = catalog.checks
+    for _ in range(3):
+        ids, personas = _names(url)
+        assert len(personas) == COUNT and "p0001@v1" in ids
+    assert catalog.checks == checks, "nothing changed, yet folders were checked"
+
+    response = httpx.put(url + "/v1/personas/p0001/pin", json={"pinned": True}, timeout=30)
+    assert response.status_code == 200, response.text
+    assert _names(url)[1]["p0001"]["pinned"] is True
