@@ -32,7 +32,12 @@ class ServeSettings(StoreSettings):
     )
 
     # vLLM engine
-    max_loras: int = Field(default=8, ge=1, description="Adapters active in one batch.")
+    max_loras: int = Field(
+        default=16,
+        ge=1,
+        description="Adapters active in one batch: a request whose adapter finds no free slot waits, so with "
+        "many personas in use this, not the memory, holds users back.",
+    )
     max_cpu_loras: int = Field(
         default=0,
         ge=0,

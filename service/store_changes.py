@@ -4,9 +4,10 @@ checked on every listing.
 The token moves whenever something a listing shows may have changed: the folder watcher saw a batch
 of changes (a card, a published version, a job's progress), a persona folder was added or removed
 (the folder's own time), a job record was written, or this server's API or page changed the store.
-A change the token cannot see (a store shared with other machines, a watcher that stopped) is seen
-after :data:`MAX_AGE_S` at the latest. While a change through the API is in flight there is no
-token, so a listing never keeps what it read half-way through one.
+A change the token cannot see (a store shared with other machines, a watcher that stopped) is listed
+once :data:`MAX_AGE_S` have passed and a check made in the background has found it. While a change
+through the API is in flight there is no token, so a listing never keeps what it read half-way
+through one.
 """
 
 from __future__ import annotations

@@ -6,8 +6,8 @@ entries, its ``adapters/`` entries and the training work folder's entries): a fo
 signature is unchanged is not read again, so a card edited, a version published or a folder removed
 is seen at the next listing, without a restart and without a watcher. Given a ``token`` (what moves
 whenever a folder may have changed, such as a watcher's count of changes), a listing whose token is
-the one of the last check, younger than ``max_age_s``, checks no folder at all. Safe to call from
-threads.
+the one of the last check checks no folder at all (one older than ``max_age_s`` has them checked
+in the background, for a change the token cannot see). Safe to call from threads.
 """
 
 from __future__ import annotations
@@ -71,15 +71,33 @@ class Catalog:
         self._lock = threading.Lock()
         self._known: dict[str, tuple[Signature, Entry]] = {}
         self._checked: tuple[Hashable | None, float] = (None, float("-inf"))
+        self._rechecking = False
 
     def entries(self) -> dict[str, Entry]:
-        """Every persona folder, as its :class:`Persona` or the error that keeps it from being read."""
+        """Every persona folder, as its :class:`Persona` or the error that keeps it from being read.
+
+        With a token that has not moved, what was read last; once that is older than ``max_age_s``,
+        it is still what this call gets, while a check runs in the background for the next one."""
         token = self.token() if self.token is not None else None
-        began = time.monotonic()
         with self._lock:
             last, at = self._checked
-            if token is not None and token == last and began - at < self.max_age_s:
+            if token is not None and token == last:
+                if time.monotonic() - at >= self.max_age_s and not self._rechecking:
+                    self._rechecking = True
+                    threading.Thread(target=self._recheck, name="catalog-check", daemon=True).start()
                 return {name: entry for name, (_, entry) in self._known.items()}
+        return self._check(token)
+
+    def _recheck(self) -> None:
+        try:
+            self._check(self.token() if self.token is not None else None)
+        finally:
+            with self._lock:
+                self._rechecking = False
+
+    def _check(self, token: Hashable | None) -> dict[str, Entry]:
+        """Check every folder (reading again those whose signature changed), recorded under ``token``."""
+        began = time.monotonic()
         names = self.store.names()
         fresh: dict[str, tuple[Signature, Entry]] = {}
         for name in names:

@@ -91,6 +91,26 @@ def test_the_catalog_reads_again_only_what_changed(tmp_path: Path, base_model) -
     assert {p.name: p for p in catalog.scan()[0]}["p0001"].live == 2
 
 
+def test_with_a_token_a_listing_checks_no_folder_until_it_moves_or_ages(tmp_path: Path) -> None:
+    root = tmp_path / "personas"
+    make_personas(root, 3)
+    token = [0]
+    catalog = Catalog(PersonaStore(root), lambda: token[0], max_age_s=3600)
+    assert len(catalog.entries()) == 3 and catalog.checks == 1
+    (root / "p0001" / "persona.yaml").write_text("display_name: Edited\n")
+    assert catalog.entries()["p0001"].title == "Persona p0001" and catalog.checks == 1, "the token did not move"
+    token[0] += 1
+    assert catalog.entries()["p0001"].title == "Edited" and catalog.checks == 2
+
+    catalog.max_age_s = 0.0  # a change no token sees (another machine's): checked in the background
+    (root / "p0002" / "persona.yaml").write_text("display_name: Elsewhere\n")
+    assert catalog.entries()["p0002"].title == "Persona p0002", "the listing does not wait for the check"
+    deadline = time.monotonic() + 10
+    while catalog.checks < 3 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert catalog.entries()["p0002"].title == "Elsewhere"
+
+
 def test_statuses_are_built_again_only_for_the_personas_that_changed(tmp_path: Path, base_model) -> None:
     root = tmp_path / "personas"
     make_personas(root, 5)
