@@ -18,10 +18,10 @@ from store.errors import StoreError
 from store.jobs import Job
 
 from ..auth import require_key
-from ..store_changes import marks_changes
 from ..errors import store_error
 from ..openapi import error_responses
 from ..protocol import ErrorResponse
+from ..store_changes import marks_changes
 from ..uploads import CHUNK, Uploads
 from . import actions
 from .protocol import (
