@@ -11,7 +11,7 @@ from typing import Literal
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
-from store.settings import StoreSettings, WorkerSettings, machine_threads
+from store.settings import StoreSettings, WorkerSettings
 
 
 class ServeSettings(StoreSettings):
@@ -72,11 +72,11 @@ class ServeSettings(StoreSettings):
         description="Train a persona by itself when its logs appear or change (watched folder, start-up); off: "
         "only `persona train`, the page's Train button or the API queue a run.",
     )
-    train_threads: int | None = Field(
-        default=None,
+    train_threads: int = Field(
+        default=0,
         ge=0,
-        description="Torch threads of the worker's training runs; none = half the cores (serving keeps the "
-        "rest), 0 = every core, as for `persona worker`.",
+        description="Torch threads of the worker's training runs; 0 = every core, as for `persona worker` "
+        "(serving is kept fast by pausing training while the server generates, not by idle cores).",
     )
     train_yield_share: float = Field(
         default=0.1,
@@ -94,13 +94,12 @@ class ServeSettings(StoreSettings):
     max_upload_mb: int = Field(default=512, ge=1, description="Largest file accepted by POST /v1/files, in MiB.")
 
     def worker_settings(self) -> WorkerSettings:
-        """What the worker this server starts receives (handed on with ``to_env``): the store, an explicit
-        share of the cores, and this server's address, through which new versions are evaluated."""
+        """What the worker this server starts receives (handed on with ``to_env``): the store, its thread
+        count and yield share, and this server's address, through which new versions are evaluated."""
         host = "127.0.0.1" if self.host in ("0.0.0.0", "::", "") else self.host
-        threads = max(1, machine_threads() // 2) if self.train_threads is None else self.train_threads
         return WorkerSettings(
             **{name: getattr(self, name) for name in StoreSettings.model_fields},
-            train_threads=threads,
+            train_threads=self.train_threads,
             yield_share=self.train_yield_share,
             eval_url=f"http://{host}:{self.port}/v1",
             eval_api_key=(self.api_keys or [None])[0],

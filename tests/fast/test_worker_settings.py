@@ -98,15 +98,14 @@ def test_train_threads_mean_the_same_in_the_server_the_worker_and_the_job(
     tmp_path: Path, clean_env: pytest.MonkeyPatch
 ) -> None:
     store = {"personas_dir": tmp_path, "cache_dir": tmp_path / "cache"}
-    # The server's default is an explicit share of the cores, so what the worker reads needs no guess.
-    share = ServeSettings(**store).worker_settings()
-    assert share.train_threads == max(1, machine_threads() // 2) and share.threads() == share.train_threads
-    # 0 is every core, whoever reads it.
-    every = ServeSettings(**store, train_threads=0).worker_settings()
+    # 0, every core, is the default whoever reads it: the server pauses training while it generates.
+    every = ServeSettings(**store).worker_settings()
     assert every.train_threads == 0 and every.threads() == machine_threads()
     assert WorkerSettings(**store).threads() == machine_threads() == JobSettings(**store).threads()
-    assert ServeSettings(**store, train_threads=3).worker_settings().threads() == 3
-    assert _read_back(share.to_env(), clean_env).threads() == share.threads()
+    share = ServeSettings(**store, train_threads=3).worker_settings()
+    assert share.threads() == 3
+    assert _read_back(share.to_env(), clean_env).threads() == 3
+    assert _read_back(every.to_env(), clean_env).threads() == machine_threads()
 
 
 def test_unset_values_are_not_inherited_from_the_parents_environment(tmp_path: Path) -> None:
