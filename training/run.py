@@ -173,10 +173,16 @@ def _preference_stage(
     from .preference import Pair, PreferenceRecipe, last_user_turns, preference_pairs, prompt_turns
     from .preference_data import rejected_replies
 
+    def after(info: TrainingProgress) -> None:
+        """The stage's steps numbered after the supervised ones: the job's metrics events and progress
+        go on counting rather than starting again at step 1."""
+        done = outcome.steps
+        report(info.model_copy(update={"step": done + info.step, "total_steps": done + info.total_steps}))
+
     given = read_persona_pairs(persona.path)
     if given:  # pairs given with the persona (the fine-tuning API's preference files) win
         report.say(f"preference pairs: {len(given)} given")
-        stage = PreferenceRecipe(outcome.model, outcome.tokenizer, config, on_step=report,
+        stage = PreferenceRecipe(outcome.model, outcome.tokenizer, config, on_step=after,
                                  description=f"{persona.name} preference")  # fmt: skip
         stage.setup([Pair(p.prompt, p.chosen, p.rejected) for p in given])
         return _with_heldout_loss(stage.train() | {"rejected": "given"}, config, examples, outcome)
@@ -187,7 +193,7 @@ def _preference_stage(
         persona=persona.name, answerer=answerer, model=outcome.model, tokenizer=outcome.tokenizer,
         system_prompt=persona.card.effective_system_prompt(persona.name), say=report.say,
     )  # fmt: skip
-    stage = PreferenceRecipe(outcome.model, outcome.tokenizer, config, on_step=report,
+    stage = PreferenceRecipe(outcome.model, outcome.tokenizer, config, on_step=after,
                              description=f"{persona.name} preference")  # fmt: skip
     stage.setup(preference_pairs(turns, rejected))
     figures = _with_heldout_loss(stage.train(), config, examples, outcome)

@@ -188,16 +188,27 @@ def preference_problem(files: FileStore, file_id: str, param: str) -> str | None
 def copy_preference(files: FileStore, file_id: str, persona: Persona) -> str:
     """A preference file into the persona: the pairs into its preference folder, the preferred replies
     into its logs as chat JSONL (the supervised examples)."""
-    source = files.content_path(file_id)
-    name = f"{file_id}-{Path(files.get(file_id).filename).stem}.jsonl"
+    name = _upload_name(files, file_id)
     folder = persona.path / PREFERENCE_DIR
     folder.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(source, folder / name)
-    lines = [json.dumps(chat_line(pair), ensure_ascii=False) for pair in parse_preference_file(source)]
-    logs = Path(persona.logs_dir)
-    logs.mkdir(parents=True, exist_ok=True)
-    (logs / name).write_text("\n".join(lines) + "\n", encoding="utf-8")
+    shutil.copyfile(files.content_path(file_id), folder / name)
+    return copy_preferred(files, file_id, Path(persona.logs_dir))
+
+
+def copy_preferred(files: FileStore, file_id: str, folder: Path) -> str:
+    """A preference file's preferred replies into ``folder`` as chat JSONL: the supervised examples of
+    a training file, the held-out conversations of a validation file."""
+    name = _upload_name(files, file_id)
+    lines = [
+        json.dumps(chat_line(pair), ensure_ascii=False) for pair in parse_preference_file(files.content_path(file_id))
+    ]
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / name).write_text("\n".join(lines) + "\n", encoding="utf-8")
     return name
+
+
+def _upload_name(files: FileStore, file_id: str) -> str:
+    return f"{file_id}-{Path(files.get(file_id).filename).stem}.jsonl"
 
 
 def copy_into(files: FileStore, file_id: str, folder: Path) -> str:

@@ -2,7 +2,8 @@
 
 A job with ``suffix="nova"`` creates (or retrains) the persona ``nova``: its training file is copied
 into ``personas/nova/logs/``, its validation file (the held-out set the version is evaluated on) into
-``personas/nova/validation/``, and the job joins the one queue every other source uses, so
+``personas/nova/validation/`` (a DPO job's files hold preference pairs: their preferred replies are
+what is trained and held out), and the job joins the one queue every other source uses, so
 ``GET /v1/fine_tuning/jobs`` lists the watcher's, the page's and ``persona train``'s jobs as well.
 """
 
@@ -29,6 +30,7 @@ from .jobs import (
     card_config,
     copy_into,
     copy_preference,
+    copy_preferred,
     dpo_overrides,
     job_object,
     persona_for,
@@ -180,7 +182,7 @@ async def create_job(request: Request, body: JobCreateRequest) -> FineTuningJob:
     for file_id, param in ((body.training_file, "training_file"), (body.validation_file, "validation_file")):
         if file_id is None:
             continue
-        if dpo is not None and param == "training_file":
+        if dpo is not None:  # both files hold preference pairs, as OpenAI's DPO jobs take them
             message = preference_problem(files, file_id, param)
             if message:
                 raise bad_request(message, param, "invalid_file_format")
@@ -212,7 +214,12 @@ async def create_job(request: Request, body: JobCreateRequest) -> FineTuningJob:
         copied = copy_into(files, body.training_file, Path(persona.logs_dir))
         training.jobs.log(job.id, f"Training file {body.training_file} added to personas/{name}/{LOGS_DIR} as {copied}")
     if body.validation_file is not None:
-        copied = copy_into(files, body.validation_file, persona.path / VALIDATION_DIR)
+        folder = persona.path / VALIDATION_DIR
+        copied = (
+            copy_preferred(files, body.validation_file, folder)
+            if dpo is not None
+            else copy_into(files, body.validation_file, folder)
+        )
         training.jobs.log(
             job.id,
             f"Validation file {body.validation_file} added to personas/{name}/{VALIDATION_DIR} as {copied}: "

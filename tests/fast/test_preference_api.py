@@ -77,6 +77,29 @@ def test_a_dpo_job_is_accepted_and_its_hyperparameters_reach_the_settings(client
     assert json.loads(log.read_text().splitlines()[0])["messages"][-1]["role"] == "assistant"
 
 
+def test_a_dpo_validation_file_holds_out_its_preferred_replies(client: TestClient, tmp_path) -> None:  # noqa: F811
+    from store.registry import PersonaStore
+    from training.ingest import persona_examples
+
+    train = upload(client, jsonl(*(pair_line(i) for i in range(24))), name="wren.jsonl").json()["id"]
+    held = {"input": {"messages": [{"role": "user", "content": "Open on Sunday?"}]},
+            "preferred_output": [{"role": "assistant", "content": "Never on a Sunday, petal."}],
+            "non_preferred_output": [{"role": "assistant", "content": "Opening hours vary."}]}  # fmt: skip
+    validation = upload(client, jsonl(held), name="held.jsonl").json()["id"]
+    body = _dpo_body(train) | {"validation_file": validation}
+    response = client.post("/v1/fine_tuning/jobs", json=body)
+    assert response.status_code == 200, response.text
+    assert FineTuningJob.model_validate(response.json()).validation_file == validation
+    examples = persona_examples(PersonaStore(tmp_path / "personas").get("wren"))
+    replies = [m["content"] for c in examples.heldout for m in c["messages"] if m["role"] == "assistant"]
+    assert replies == ["Never on a Sunday, petal."], "the preferred reply is the held-out set, not the rejected one"
+    chat = {"messages": [{"role": "user", "content": "Hi?"}, {"role": "assistant", "content": "Hello."}]}
+    wrong = upload(client, jsonl(chat)).json()["id"]
+    response = client.post("/v1/fine_tuning/jobs", json=_dpo_body(train) | {"validation_file": wrong})
+    assert_openai_error(response, 400, code="invalid_file_format")
+    assert f"validation_file {wrong}: line 1: field 'input.messages'" in response.json()["error"]["message"]
+
+
 def test_a_supervised_job_echoes_its_method(client: TestClient) -> None:  # noqa: F811
     line = {"messages": [{"role": "user", "content": "Hi?"}, {"role": "assistant", "content": "Hello, petal."}]}
     file_id = upload(client, jsonl(line, line)).json()["id"]

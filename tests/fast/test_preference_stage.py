@@ -68,4 +68,5 @@ def test_a_persona_run_with_the_stage_publishes_its_figures(tiny_lm, tmp_path, r
     assert figures["steps"] == 2 and figures["rejected"] == rejected and figures["pairs"] >= 1
     supervised = adapters.read_metadata(result.path).eval_loss_after
     assert figures["eval_loss_after"] > 0 and figures["eval_loss_after"] != supervised, "the stage's own held-out loss"
-    assert any(r.message.endswith("preference") for r in seen)
+    stage = [r for r in seen if r.message.endswith("preference")]
+    assert [(r.step, r.total_steps) for r in stage] == [(2, 3), (3, 3)], "its steps follow the supervised one"
