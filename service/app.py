@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -23,7 +24,7 @@ from .fine_tuning import FileStore
 from .metrics import Metrics
 from .openapi import install_openapi
 from .personas import routes as personas
-from .personas.status import StatusCache
+from .personas.status import StatusCache, all_statuses
 from .pinning import AdapterPins
 from .resolver import ModelResolver
 from .routes import api, ops
@@ -64,10 +65,13 @@ def create_app(settings: ServeSettings, engine_factory: EngineFactory = vllm_eng
         await training.start()
         app.state.training = training
         app.state.changes.watcher = training.watcher
+        # Every status built once now, off the loop: the first listing then finds them ready.
+        ready = asyncio.create_task(asyncio.to_thread(all_statuses, store, None, app.state.statuses))
         log.info("serving %s with personas from %s", base.id, settings.personas_dir)
         try:
             yield
         finally:
+            await asyncio.gather(ready, return_exceptions=True)
             app.state.chat = None
             app.state.pins = None
             app.state.training = None

@@ -191,6 +191,16 @@ def _until(check, timeout_s: float = 20.0):
     return found
 
 
+def test_statuses_are_built_at_start_up_so_the_first_listing_builds_none(server) -> None:
+    url, _, _, app = server
+    cache = app.state.statuses
+    assert _until(lambda: cache.builds >= COUNT), "the statuses were not built at start-up"
+    built = cache.builds
+    ids, personas = _names(url)
+    assert len(personas) == COUNT and {"p0000", "p0999"} <= ids
+    assert cache.builds == built, "the first listing built every status again"
+
+
 def test_listings_keep_a_stream_flowing_and_stay_current(server, monkeypatch) -> None:
     url, root, engine, app = server
 
