@@ -1,14 +1,14 @@
 """Does training give the character its voice? One persona, trained with the defaults, measured.
 
 Run by hand: ``.venv/bin/python bench/persona_eval.py wren`` trains a copy of the persona with the
-defaults (several minutes; ``--set whole_sessions=true --set epochs=6`` tries other settings, written
-into the copy's ``persona.yaml`` ``training:``, and ``--card system_prompt=...`` changes a field of the
-copy's card), starts ``persona serve`` on it and writes the version's fidelity report
-(:mod:`training.fidelity`: held-out perplexity, style similarity, identity turn by turn,
-prompt tokens, voice markers, forgetting; base model vs prompt-only persona with the full card vs
-adapter). ``--no-train`` measures the live version of the persona in ``personas/`` (or in
-``--personas-dir``) instead. Appends the training wall time and the report's figures to
-``bench/RESULTS.md`` (``--out`` elsewhere).
+defaults (several minutes; ``--personas-dir`` trains one kept elsewhere, ``--set whole_sessions=true
+--set epochs=6`` tries other settings, written into the copy's ``persona.yaml`` ``training:``, and
+``--card system_prompt=...`` changes a field of the copy's card), starts ``persona serve`` on it and
+writes the version's fidelity report (:mod:`training.fidelity`: held-out perplexity, style
+similarity, identity turn by turn, prompt tokens, voice markers, forgetting; base model vs
+prompt-only persona with the full card vs adapter). ``--no-train`` measures the live version of the
+persona in ``personas/`` (or in ``--personas-dir``) instead. Appends the training wall time and the
+report's figures to ``bench/RESULTS.md`` (``--out`` elsewhere).
 """
 
 from __future__ import annotations
@@ -54,18 +54,19 @@ def copy_persona(
     shutil.copytree(source / name, root / name, ignore=ignore)
     if overrides or card_fields:
         card_file = root / name / "persona.yaml"
-        card = yaml.safe_load(card_file.read_text(encoding="utf-8")) or {}
+        card = yaml.safe_load(card_file.read_text(encoding="utf-8")) if card_file.exists() else {}
+        card = card or {}
         card = {**card, **card_fields, "training": {**(card.get("training") or {}), **overrides}}
         card_file.write_text(yaml.safe_dump(card, sort_keys=False, allow_unicode=True), encoding="utf-8")
     return root
 
 
 def train_copy(
-    name: str, env: dict[str, str], overrides: dict[str, Any], card_fields: dict[str, Any]
+    name: str, source: Path, env: dict[str, str], overrides: dict[str, Any], card_fields: dict[str, Any]
 ) -> tuple[Path, float]:
-    """A copy of ``personas/<name>`` (no adapters) trained with the defaults and the changes of
+    """A copy of ``source/<name>`` (no adapters) trained with the defaults and the changes of
     :func:`copy_persona`; its folder and wall time."""
-    root = copy_persona(name, REPO / "personas", overrides, card_fields, adapters=False)
+    root = copy_persona(name, source, overrides, card_fields, adapters=False)
     changed = {**overrides, **card_fields}
     print(f"training {name} with the defaults{' and ' + str(changed) if changed else ''} in {root}", flush=True)
     started = time.perf_counter()
@@ -75,11 +76,28 @@ def train_copy(
     return root, time.perf_counter() - started
 
 
+def preference_line(figures: dict[str, Any] | None) -> list[str]:
+    """The preference stage's figures, when the version had one."""
+    if not figures:
+        return []
+    after = figures.get("eval_loss_after")
+    return [
+        "",
+        f"Preference stage: {figures.get('pairs')} pairs against the {figures.get('rejected')} voice, "
+        f"{figures.get('steps')} steps in {figures.get('seconds')} s (beta {figures.get('beta')}), "
+        f"margin {figures.get('margin')}, accuracy {figures.get('accuracy')}, held-out loss after it "
+        f"{'n/a' if after is None else f'{after:.4f}'}.",
+    ]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("persona")
     parser.add_argument("--no-train", action="store_true", help="measure the live version, trained before")
-    parser.add_argument("--personas-dir", type=Path, default=REPO / "personas", help="with --no-train: where it is")
+    parser.add_argument(
+        "--personas-dir", type=Path, default=REPO / "personas",
+        help="where the persona is: the folder whose copy is trained, or with --no-train the one measured",
+    )  # fmt: skip
     parser.add_argument("--server", help="a running server's API root serving the personas folder")
     parser.add_argument(
         "--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
@@ -105,7 +123,9 @@ def main() -> None:
     elif args.no_train:
         root, trained_s = args.personas_dir, None
     else:
-        root, trained_s = train_copy(args.persona, env, parse_sets(args.sets), parse_sets(args.card_fields))
+        root, trained_s = train_copy(
+            args.persona, args.personas_dir, env, parse_sets(args.sets), parse_sets(args.card_fields)
+        )
     settings = StoreSettings(personas_dir=root, cache_dir=cache)
     persona = PersonaStore(root).get(args.persona)
     if persona.live is None:
@@ -123,6 +143,7 @@ def main() -> None:
     lines = [
         f"\n## Persona fidelity: {args.persona} {report.version}, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC",
         f"`bench/persona_eval.py {args.persona}{' --no-train' if args.no_train else ''}"
+        f"{'' if args.personas_dir == REPO / 'personas' else f' --personas-dir {args.personas_dir}'}"
         f"{''.join(f' --set {item}' for item in args.sets)}"
         f"{''.join(f' --card {item!r}' for item in args.card_fields)}`; {os.cpu_count()} cores; "
         f"{training}report in {report.duration_s:.0f} s; tokens {meta.tokens}.",
@@ -130,6 +151,7 @@ def main() -> None:
         f"Training: {extra.get('epochs')} epochs of {extra.get('steps_per_epoch')} steps, best held-out loss "
         f"at step {extra.get('best_step')} of {extra.get('steps')}: {meta.eval_loss_before or 0:.4f} before, "
         f"{meta.eval_loss_after or 0:.4f} after.",
+        *preference_line(extra.get("preference")),
         "",
         f"{report.heldout_sessions} held-out sessions, {report.scored_examples} real replies scored, "
         f"{report.prompts} prompts answered, {len(report.probes)} probes x {report.sessions} sessions.",
