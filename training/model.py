@@ -213,6 +213,10 @@ class LossPath:
         return logits
 
     def __call__(self, batch: Batch) -> torch.Tensor:
+        return torch.dot(self.token_losses(batch), batch.weights)
+
+    def token_losses(self, batch: Batch) -> torch.Tensor:
+        """Cross-entropy of each trained token (``batch.positions``), unweighted."""
         with torch.autocast(batch.input_ids.device.type, dtype=torch.bfloat16, enabled=self.bf16):
             hidden = self.decoder(input_ids=batch.input_ids, use_cache=False).last_hidden_state
             hidden = hidden.reshape(-1, hidden.shape[-1])
@@ -220,7 +224,7 @@ class LossPath:
                 logits = self.logits(hidden.index_select(0, batch.positions))
             else:
                 logits = self.logits(hidden).index_select(0, batch.positions)
-        return torch.dot(F.cross_entropy(logits.float(), batch.labels, reduction="none"), batch.weights)
+        return F.cross_entropy(logits.float(), batch.labels, reduction="none")
 
 
 def heldout_loss(

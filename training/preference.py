@@ -29,9 +29,9 @@ import torch.nn.functional as F
 from store.chat_format import render_conversation
 from store.progress import TrainingProgress
 
-from .batches import pad_id
+from .batches import EncodedSplit, collate, pad_id, plan_batches
 from .config import TrainConfig, TrainingError
-from .model import model_device
+from .model import LossPath, model_device
 
 __all__ = ["Pair", "PreferenceRecipe", "last_user_turns", "preference_pairs", "prompt_turns"]
 
@@ -88,21 +88,14 @@ def _encode(tokenizer: Any, prompt: Sequence[dict[str, str]], reply: str, max_le
 
 
 def sequence_logps(model: Any, rows: Sequence[_Encoded], pad: int) -> torch.Tensor:
-    """Summed log-probabilities of each row's trained tokens (the reply), one value per row."""
-    device = model_device(model)
-    width = max(len(r.ids) for r in rows)
-    ids = torch.full((len(rows), width), pad, dtype=torch.long)
-    attention = torch.zeros((len(rows), width), dtype=torch.long)
-    mask = torch.zeros((len(rows), width), dtype=torch.bool)
-    for i, row in enumerate(rows):
-        ids[i, : len(row.ids)] = torch.tensor(row.ids)
-        attention[i, : len(row.ids)] = 1
-        mask[i, : len(row.ids)] = torch.tensor(row.trained)
-    ids, attention, mask = ids.to(device), attention.to(device), mask.to(device)
-    logits = model(input_ids=ids, attention_mask=attention).logits[:, :-1].float()
-    targets, trained = ids[:, 1:], mask[:, 1:]
-    logps = torch.gather(logits.log_softmax(-1), 2, targets.unsqueeze(-1)).squeeze(-1)
-    return (logps * trained).sum(-1)
+    """Summed log-probabilities of each row's trained tokens (the reply), one value per row. The output
+    head runs on the trained positions only: a vocabulary of logits for every position of every row
+    would take gigabytes for a real persona's pairs."""
+    split = EncodedSplit(ids=[r.ids for r in rows], masks=[[1.0 if t else 0.0 for t in r.trained] for r in rows])
+    batch = collate(split, range(len(rows)), pad, model_device(model))
+    logps = -LossPath(model).token_losses(batch)
+    row_of = torch.div(batch.positions, batch.input_ids.shape[1], rounding_mode="floor")
+    return torch.zeros(len(rows), dtype=logps.dtype, device=logps.device).index_add(0, row_of, logps)
 
 
 def dpo_loss(
@@ -150,13 +143,20 @@ class PreferenceRecipe:
         self.history: list[dict[str, float]] = []
 
     def logps(self, indices: Sequence[int], grad: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
-        """The adapter's log-probabilities of the chosen and rejected replies of the pairs at ``indices``."""
+        """The adapter's log-probabilities of the chosen and rejected replies of the pairs at ``indices``:
+        one batch for a training step, batches of ``batch_tokens`` without gradients (all the pairs)."""
         rows = [self.chosen[i] for i in indices] + [self.rejected[i] for i in indices]
-        with torch.set_grad_enabled(grad):
-            if not grad:
-                self.model.eval()
+        if grad:
             out = sequence_logps(self.model, rows, self.pad)
-            self.model.train()
+        else:
+            self.model.eval()
+            try:
+                with torch.inference_mode():
+                    out = torch.empty(len(rows), device=model_device(self.model))
+                    for part in plan_batches([len(r.ids) for r in rows], self.config.batch_tokens, 0, 0):
+                        out[part] = sequence_logps(self.model, [rows[i] for i in part], self.pad)
+            finally:
+                self.model.train()
         return out[: len(indices)], out[len(indices) :]
 
     def margins(self) -> torch.Tensor:

@@ -40,6 +40,40 @@ def test_a_few_dpo_steps_raise_the_margin_of_the_real_reply(tiny_lm, tmp_path): 
     assert [r.step for r in reports] == [1, 2, 3, 4] and reports[-1].total_steps == 4
 
 
+def test_reference_log_probs_match_the_full_vocabulary_and_come_in_batches_within_the_budget(
+    tiny_lm,  # noqa: F811
+    tmp_path,
+    monkeypatch,
+):
+    import torch
+
+    from training import preference
+
+    config = TrainConfig(**(QUICK | {"batch_tokens": 64}), max_steps=1, preference=True)
+    sft = LoraRecipe(tiny_lm, config, work_dir=tmp_path, progress=False)
+    sft.setup(TRAIN, HELDOUT)
+    result = sft.train()
+    turns = prompt_turns(TRAIN) * 6  # more pairs than one batch of 64 tokens holds
+    stage = PreferenceRecipe(result.model, result.tokenizer, config)
+    batches = []
+    inner = preference.sequence_logps
+
+    def recording(model, rows, pad):
+        batches.append((max(len(r.ids) for r in rows) * len(rows), len(rows)))
+        return inner(model, rows, pad)
+
+    monkeypatch.setattr(preference, "sequence_logps", recording)
+    stage.setup(preference_pairs(turns, [GENERIC] * len(turns)))
+    assert len(batches) > 1 and sum(count for _, count in batches) == 2 * len(turns)
+    assert all(size <= 64 or count == 1 for size, count in batches), "a real persona's pairs at once would not fit"
+    model, row = result.model, stage.chosen[0]
+    model.eval()
+    with torch.no_grad():  # the reply's log-probability from every position's full logits
+        logits = model(input_ids=torch.tensor([row.ids])).logits[0, :-1].log_softmax(-1)
+    full = sum(float(logits[t - 1, row.ids[t]]) for t in range(1, len(row.ids)) if row.trained[t])
+    assert abs(float(stage.ref_chosen[0]) - full) < 1e-3
+
+
 def _write_logs(persona, count: int) -> None:
     blocks = [f"User: Any scones {i}?\nEcho: {PHRASE_OF_ECHO}" for i in range(count)]
     (persona / "logs" / "chat.txt").write_text("\n\n".join(blocks) + "\n", encoding="utf-8")
