@@ -166,6 +166,10 @@ class TrainConfig(BaseModel):
     adapter moves away from the assistant voice. Off until measured on every example persona."""
     preference_beta: Float = Field(0.1, gt=0)
     """DPO's beta: how far the adapter may move from the supervised one (smaller moves further)."""
+    preference_sft_weight: Float = Field(1.0, ge=0)
+    """Weight of the real reply's own loss (negative log-likelihood per trained token) added to DPO's,
+    as RPO does (TRL's ``rpo_alpha``): DPO alone pushes the real replies' likelihood down along with
+    the generic ones' (bench/RESULTS.md). 0 is plain DPO."""
     preference_epochs: Int = Field(1, ge=1)
     """Passes over the preference pairs."""
     preference_max_steps: Int | None = Field(None, ge=1)

@@ -6,6 +6,8 @@
 The loss is DPO's sigmoid loss, as TRL's ``DPOTrainer`` computes it (``loss_type="sigmoid"``) with
 ``precompute_ref_log_probs=True``: the reference log-probabilities are those of the supervised adapter,
 taken once before the stage, so neither a second copy of the model nor a second adapter is needed.
+With ``preference_sft_weight`` the real reply's own negative log-likelihood per token is added, as
+TRL's ``rpo_alpha`` adds it, so that the real replies stay likely while the generic ones fall.
 ``DPOTrainer`` itself is not used: it drives its own ``transformers.Trainer`` (schedule, checkpoints,
 datasets, logging), which would run beside this project's loop, progress reports and yielding rather
 than inside them, for a loss of three lines.
@@ -181,6 +183,7 @@ class PreferenceRecipe:
             "steps": step,
             "pairs": len(self.chosen),
             "beta": config.preference_beta,
+            "sft_weight": config.preference_sft_weight,
             "rejected": config.preference_rejected,
             "loss": self.history[-1]["loss"] if self.history else None,
             "margin": round(float(margins.mean()), 5),
@@ -194,6 +197,9 @@ class PreferenceRecipe:
         loss, margin = dpo_loss(
             chosen, rejected, self.ref_chosen[indices], self.ref_rejected[indices], self.config.preference_beta
         )
+        if self.config.preference_sft_weight:
+            tokens = sum(sum(self.chosen[i].trained) for i in indices) or 1
+            loss = loss - self.config.preference_sft_weight * chosen.sum() / tokens
         loss.backward()
         if self.config.max_grad_norm > 0:
             torch.nn.utils.clip_grad_norm_(self.trainable, self.config.max_grad_norm)

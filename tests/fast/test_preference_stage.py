@@ -40,6 +40,24 @@ def test_a_few_dpo_steps_raise_the_margin_of_the_real_reply(tiny_lm, tmp_path): 
     assert [r.step for r in reports] == [1, 2, 3, 4] and reports[-1].total_steps == 4
 
 
+def test_the_real_replies_own_loss_keeps_them_likely(tiny_lm, tmp_path):  # noqa: F811
+    gains = {}
+    for weight in (0.0, 1.0):
+        config = TrainConfig(**QUICK, max_steps=2, preference=True, preference_max_steps=6,
+                             preference_sft_weight=weight, preference_learning_rate=1e-2,
+                             preference_pairs_per_step=2)  # fmt: skip
+        sft = LoraRecipe(tiny_lm, config, work_dir=tmp_path / str(weight), progress=False)
+        sft.setup(TRAIN, HELDOUT)
+        result = sft.train()
+        turns = prompt_turns(TRAIN)
+        stage = PreferenceRecipe(result.model, result.tokenizer, config)
+        stage.setup(preference_pairs(turns, [GENERIC] * len(turns)))
+        assert stage.train()["margin"] > 0
+        chosen, _ = stage.logps(range(len(stage.chosen)), grad=False)
+        gains[weight] = float((chosen - stage.ref_chosen).mean())
+    assert gains[1.0] > gains[0.0] and gains[1.0] > 0, f"the real replies' log-probability moved {gains}"
+
+
 def test_reference_log_probs_match_the_full_vocabulary_and_come_in_batches_within_the_budget(
     tiny_lm,  # noqa: F811
     tmp_path,
