@@ -84,7 +84,8 @@ def preference_line(figures: dict[str, Any] | None) -> list[str]:
     return [
         "",
         f"Preference stage: {figures.get('pairs')} pairs against the {figures.get('rejected')} voice, "
-        f"{figures.get('steps')} steps in {figures.get('seconds')} s (beta {figures.get('beta')}), "
+        f"{figures.get('steps')} steps in {figures.get('seconds')} s (beta {figures.get('beta')}, the real "
+        f"reply's own loss at weight {figures.get('sft_weight', 0)}), "
         f"margin {figures.get('margin')}, accuracy {figures.get('accuracy')}, held-out loss after it "
         f"{'n/a' if after is None else f'{after:.4f}'}.",
     ]
