@@ -163,7 +163,9 @@ class TrainConfig(BaseModel):
     preference: bool = False
     """After supervised training, a DPO stage: the character's real reply is preferred to a generic
     reply to the same turns (preference_rejected), with the supervised adapter as the reference, so the
-    adapter moves away from the assistant voice. Off until measured on every example persona."""
+    adapter moves away from the assistant voice. Off by default: on the example personas it raised the
+    character's identity on one and lowered it on two, with more forgetting, for more than twice the
+    training time (bench/RESULTS.md)."""
     preference_beta: Float = Field(0.1, gt=0)
     """DPO's beta: how far the adapter may move from the supervised one (smaller moves further)."""
     preference_sft_weight: Float = Field(1.0, ge=0)
