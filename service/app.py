@@ -24,7 +24,7 @@ from .fine_tuning import FileStore
 from .metrics import Metrics
 from .openapi import install_openapi
 from .personas import routes as personas
-from .personas.status import StatusCache, all_statuses
+from .personas.status import StatusCache, prebuild_statuses
 from .pinning import AdapterPins
 from .resolver import ModelResolver
 from .routes import api, ops
@@ -65,8 +65,7 @@ def create_app(settings: ServeSettings, engine_factory: EngineFactory = vllm_eng
         await training.start()
         app.state.training = training
         app.state.changes.watcher = training.watcher
-        # Every status built once now, off the loop: the first listing then finds them ready.
-        ready = asyncio.create_task(asyncio.to_thread(all_statuses, store, None, app.state.statuses))
+        ready = asyncio.create_task(asyncio.to_thread(prebuild_statuses, store, app.state.statuses))
         log.info("serving %s with personas from %s", base.id, settings.personas_dir)
         try:
             yield

@@ -88,6 +88,11 @@ class Catalog:
                 return {name: entry for name, (_, entry) in self._known.items()}
         return self._check(token)
 
+    def refresh(self) -> dict[str, Entry]:
+        """Check every folder now and record it under no token: the next listing still checks every
+        folder's signature (so a change made meanwhile is listed), but reads only those that changed."""
+        return self._check(None, listing=False)
+
     def _recheck(self) -> None:
         try:
             self._check(self.token() if self.token is not None else None)
@@ -95,8 +100,9 @@ class Catalog:
             with self._lock:
                 self._rechecking = False
 
-    def _check(self, token: Hashable | None) -> dict[str, Entry]:
-        """Check every folder (reading again those whose signature changed), recorded under ``token``."""
+    def _check(self, token: Hashable | None, listing: bool = True) -> dict[str, Entry]:
+        """Check every folder (reading again those whose signature changed), recorded under ``token``;
+        counted in :attr:`checks` when made for a listing."""
         began = time.monotonic()
         names = self.store.names()
         fresh: dict[str, tuple[Signature, Entry]] = {}
@@ -114,9 +120,10 @@ class Catalog:
             self.reads += 1
             fresh[name] = (sig, entry)
         with self._lock:
-            self._known = fresh
-            self._checked = (token, began)
-            self.checks += 1
+            if began >= self._checked[1]:  # a check that began later and ended first stays recorded
+                self._known = fresh
+                self._checked = (token, began)
+            self.checks += listing
         return {name: entry for name, (_, entry) in fresh.items()}
 
     def signature_of(self, name: str) -> Signature | None:

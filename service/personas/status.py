@@ -4,6 +4,8 @@ training; and a persona whose card does not validate, shown with its error rathe
 
 from __future__ import annotations
 
+import contextlib
+
 import threading
 from collections import defaultdict
 from collections.abc import Callable, Hashable
@@ -221,6 +223,18 @@ def all_statuses(
         if statuses[-1].error:
             problems[name] = statuses[-1].error
     return statuses, problems
+
+
+def prebuild_statuses(store: PersonaStore, cache: StatusCache) -> None:
+    """Every persona read and its status built ahead of the first listing (at start-up, off the loop):
+    that listing then checks each folder but reads and builds only what changed since."""
+    entries = cache.catalog.refresh()
+    jobs = JobStore(store.root).all()
+    own = jobs_by_persona(jobs)
+    for name, entry in entries.items():
+        if isinstance(entry, Persona):
+            with contextlib.suppress(StoreError):
+                cache.status(entry, jobs, own[name])
 
 
 def _entry_status(name: str, entry: Persona | StoreError, jobs: list[Job]) -> PersonaStatus:

@@ -256,7 +256,10 @@ def test_a_listing_with_nothing_changed_checks_no_folder_and_an_api_change_is_li
     catalog = app.state.catalog
 
     def settled() -> bool:
+        """No folder checked by listings a second apart: the watcher has reported the version."""
         before = catalog.checks
+        _names(url)
+        time.sleep(1.0)
         _names(url)
         return catalog.checks == before
 
