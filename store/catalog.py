@@ -123,7 +123,8 @@ class Catalog:
             if began >= self._checked[1]:  # a check that began later and ended first stays recorded
                 self._known = fresh
                 self._checked = (token, began)
-            self.checks += listing
+            if listing:
+                self.checks += 1
         return {name: entry for name, (_, entry) in fresh.items()}
 
     def signature_of(self, name: str) -> Signature | None:

@@ -4,8 +4,6 @@ training; and a persona whose card does not validate, shown with its error rathe
 
 from __future__ import annotations
 
-import contextlib
-
 import threading
 from collections import defaultdict
 from collections.abc import Callable, Hashable
@@ -228,13 +226,8 @@ def all_statuses(
 def prebuild_statuses(store: PersonaStore, cache: StatusCache) -> None:
     """Every persona read and its status built ahead of the first listing (at start-up, off the loop):
     that listing then checks each folder but reads and builds only what changed since."""
-    entries = cache.catalog.refresh()
-    jobs = JobStore(store.root).all()
-    own = jobs_by_persona(jobs)
-    for name, entry in entries.items():
-        if isinstance(entry, Persona):
-            with contextlib.suppress(StoreError):
-                cache.status(entry, jobs, own[name])
+    personas = [entry for entry in cache.catalog.refresh().values() if isinstance(entry, Persona)]
+    statuses_of(personas, JobStore(store.root).all(), cache)
 
 
 def _entry_status(name: str, entry: Persona | StoreError, jobs: list[Job]) -> PersonaStatus:
