@@ -56,8 +56,9 @@ SPEEDUPS = ("fused_lora", "head_on_trained_positions", "shared_dropout", "fast_d
 """``TrainConfig`` switches that only make training faster: each gets an ablation row."""
 MEMORY_SAVERS = ("gradient_checkpointing", "load_in_8bit")
 """``TrainConfig`` switches that trade speed for memory: each gets a row with it turned on."""
-LEVERS = ("bf16", "compile_decoder")
-"""``TrainConfig`` switches off by default that may make training faster: each gets a row with it on."""
+LEVERS = {"bf16": (True, False), "compile_decoder": (True,)}
+"""``TrainConfig`` switches that may make training faster, and the values each gets a row with (``bf16``
+is on by default on CPUs with AMX and off elsewhere, so it gets both)."""
 
 
 def load_rows(persona: str | None, synthetic: bool):
@@ -128,7 +129,7 @@ def setup(args: argparse.Namespace, **overrides: Any):
     """(base, tokenizer, data source, train rows, held-out rows, settings) of a measurement."""
     from store.base_model import resolve_base_model
     from training.config import TrainConfig
-    from training.model import load_tokenizer
+    from training.model import load_tokenizer, resolved_dtype
 
     cache = Path(os.environ.get("PERSONA_CACHE_DIR", REPO / ".cache"))
     base = resolve_base_model(os.environ.get("PERSONA_BASE_MODEL", "bundled"), cache)
@@ -141,7 +142,7 @@ def setup(args: argparse.Namespace, **overrides: Any):
         checkpoint_every=10**9,
         **overrides,
     )
-    return base, load_tokenizer(base), source, train_rows, heldout_rows, config
+    return base, load_tokenizer(base), source, train_rows, heldout_rows, resolved_dtype(config)
 
 
 def run_ours(base, tokenizer, train_rows, heldout_rows, config) -> dict[str, Any]:
@@ -193,7 +194,7 @@ def standard_trainer(base, tokenizer, train_split, config, batch_size: int, epoc
         learning_rate=config.learning_rate, weight_decay=config.weight_decay, max_grad_norm=config.max_grad_norm,
         warmup_steps=warmup, **schedule, train_sampling_strategy="group_by_length", seed=config.seed,
         logging_steps=1, save_strategy="no", eval_strategy="no", report_to=[], use_cpu=True,
-        dataloader_num_workers=0, remove_unused_columns=False,
+        dataloader_num_workers=0, remove_unused_columns=False, bf16=bool(config.bf16),
     )  # fmt: skip
     collator = DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=-100)
     return Trainer(model=model, args=args, train_dataset=data, data_collator=collator, processing_class=tokenizer)
@@ -244,7 +245,8 @@ def describe(source: str, train_split, heldout_split, base, config, threads: int
     return (
         f"{source}, {len(train_split)} training examples ({train_split.tokens} tokens, "
         f"{train_split.target_tokens} trained per epoch), {len(heldout_split)} held out; {base.id}, LoRA "
-        f"r={config.lora_r} on {len(config.target_modules)} linear layers, fp32, lr {config.learning_rate:g}, "
+        f"r={config.lora_r} on {len(config.target_modules)} linear layers, "
+        f"{'bfloat16 autocast' if config.bf16 else 'fp32'} (both recipes), lr {config.learning_rate:g}, "
         f"{threads} threads"
     )
 
@@ -343,7 +345,7 @@ def ablate(args: argparse.Namespace) -> list[str]:
     variants = [("all speed-ups on", {})]
     if not args.levers_only:
         variants += [(f"without {name}", {name: False}) for name in SPEEDUPS]
-    variants += [(f"with {name}", {name: True}) for name in LEVERS]
+    variants += [(f"{name} {'on' if v else 'off'}", {name: v}) for name, values in LEVERS.items() for v in values]
     if not args.levers_only:
         variants += [(f"with {name}", {name: True}) for name in MEMORY_SAVERS]
     rows: dict[str, list[dict[str, Any]]] = {label: [] for label, _ in variants}
@@ -403,7 +405,7 @@ def main() -> None:
     parser.add_argument("--max-steps", type=int, default=None, help="stop every run after this many steps (trials)")
     parser.add_argument("--rounds", type=int, default=1, help="repeat the runs and report medians")
     parser.add_argument("--ablate", action="store_true", help="each speed-up off, each lever and memory saver on")
-    parser.add_argument("--levers-only", action="store_true", help="with --ablate: all on, then each lever on")
+    parser.add_argument("--levers-only", action="store_true", help="with --ablate: all on, then the levers")
     parser.add_argument("--out", type=Path, default=RESULTS, help="where the section is appended")
     args = parser.parse_args()
     lines = ablate(args) if args.ablate else compare(args)

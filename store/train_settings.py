@@ -153,9 +153,10 @@ class TrainConfig(BaseModel):
     eval_every: Int | None = Field(None, ge=1)
     """Held-out evaluation every N steps (and before training and at the end); unset means twice per
     epoch."""
-    early_stopping_patience: Int = Field(3, ge=0)
+    early_stopping_patience: Int = Field(1, ge=0)
     """Stop after this many evaluations without a better held-out loss (0 turns it off). The adapter
-    with the best held-out loss is the one published."""
+    with the best held-out loss is the one published. One: once a persona's held-out loss rises it has
+    kept rising on every persona measured, so waiting longer only spends the user's time."""
     early_stopping_min_delta: Float = Field(0.001, ge=0)
     """How much lower a held-out loss must be to count as better."""
 
@@ -197,10 +198,11 @@ class TrainConfig(BaseModel):
     gradient_checkpointing: bool = False
     """Recompute each decoder layer's activations in the backward pass instead of keeping them: much
     less memory for long examples or big models, at the cost of a second forward pass."""
-    bf16: bool = False
-    """Compute in bfloat16 (autocast; the LoRA weights and optimizer stay fp32). Faster on GPUs; on a
-    CPU measure it first (``bench/train_speed.py --ablate --levers-only``): even with AVX512-BF16 its
-    backward pass can fall to one slow thread. The default computes in fp32."""
+    bf16: bool | None = None
+    """Compute in bfloat16 (autocast; the LoRA weights and optimizer stay fp32). Unset: on where the run
+    is on a CPU with AMX tiles for bfloat16 (``amx_bf16``), which multiply bfloat16 several times
+    faster than fp32 with the same held-out loss; off on other CPUs, where the backward pass can fall to
+    one slow thread, and on GPUs (set it there). ``bench/train_step.py`` measures both."""
     compile_decoder: bool = False
     """Compile the decoder's forward with ``torch.compile`` (dynamic shapes, as batch lengths vary): the
     first step pays for the compile; off by default, as on the CPU it trains slower even after it
@@ -336,6 +338,10 @@ class TrainConfig(BaseModel):
 
     def resolve_threads(self) -> int:
         return self.threads or machine_threads()
+
+    def resolve_bf16(self, *, cuda: bool, amx_bf16: bool) -> bool:
+        """Whether the run computes in bfloat16: ``bf16`` when set, else on a CPU with AMX for bfloat16."""
+        return self.bf16 if self.bf16 is not None else (amx_bf16 and not cuda)
 
 
 def flag_name(field: str) -> str:

@@ -51,6 +51,7 @@ from .model import (
     model_device,
     peak_memory,
     reset_peak_memory,
+    resolved_dtype,
     set_threads,
 )
 from .result import TrainResult
@@ -84,7 +85,7 @@ class LoraRecipe:
     # --- setup -----------------------------------------------------------------------------------
     def setup(self, train_rows: Any, heldout_rows: Any, resume: bool = False) -> None:
         """Encode the data, plan the run, load the model and optimizer, or resume them."""
-        config = self.config
+        self.config = config = resolved_dtype(self.config)
         self.started = time.perf_counter()
         reset_peak_memory()
         if config.tune_allocator:

@@ -46,12 +46,27 @@ __all__ = [
     "model_device",
     "peak_memory",
     "reset_peak_memory",
+    "resolved_dtype",
     "set_threads",
     "training_device",
 ]
 
 
 # --- the process ----------------------------------------------------------------------------------
+
+
+def cpu_has_amx_bf16() -> bool:
+    """Whether this CPU multiplies bfloat16 in AMX tiles (Linux reports the ``amx_bf16`` flag)."""
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as cpuinfo:
+            return any(line.startswith("flags") and " amx_bf16" in line for line in cpuinfo)
+    except OSError:
+        return False
+
+
+def resolved_dtype(config: TrainConfig) -> TrainConfig:
+    """``config`` with ``bf16`` decided for this machine (:meth:`TrainConfig.resolve_bf16`), as recorded."""
+    return config.replace(bf16=config.resolve_bf16(cuda=torch.cuda.is_available(), amx_bf16=cpu_has_amx_bf16()))
 
 
 def training_device() -> torch.device:

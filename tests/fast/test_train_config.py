@@ -20,6 +20,15 @@ def test_defaults_are_a_rank_16_lora_on_every_linear_layer():
     assert config.fast_dropout and config.tune_allocator and not config.gradient_checkpointing
 
 
+def test_unset_bf16_means_on_for_a_cpu_with_amx_and_a_set_value_wins():
+    assert TrainConfig().bf16 is None
+    assert TrainConfig().resolve_bf16(cuda=False, amx_bf16=True) is True
+    assert TrainConfig().resolve_bf16(cuda=False, amx_bf16=False) is False
+    assert TrainConfig().resolve_bf16(cuda=True, amx_bf16=True) is False
+    assert TrainConfig(bf16=False).resolve_bf16(cuda=False, amx_bf16=True) is False
+    assert TrainConfig(bf16=True).resolve_bf16(cuda=True, amx_bf16=False) is True
+
+
 def test_card_overrides_then_flags_win():
     config = TrainConfig.from_overrides(
         {"lora_r": 8, "learning_rate": 1e-4, "epochs": 2, "target_modules": ["q_proj", "v_proj"]},
