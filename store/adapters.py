@@ -115,6 +115,14 @@ def set_live(persona_path: Path, version: int) -> None:
     atomic_write(adapters_root(persona_path) / LIVE_FILE, version_name(version) + "\n")
 
 
+def restore_live(persona_path: Path, version: int | None) -> None:
+    """Put back the live version as it was before a publish: ``version``, or none (the card alone)."""
+    if version is not None:
+        set_live(persona_path, version)
+    else:
+        (adapters_root(persona_path) / LIVE_FILE).unlink(missing_ok=True)
+
+
 def rollback(persona_path: Path, to: int | None = None) -> int:
     """Make ``to`` live, or by default the newest version older than the live one; returns it."""
     versions = list_versions(persona_path)

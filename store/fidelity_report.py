@@ -170,6 +170,12 @@ class GateDecision(BaseModel):
     """Figures the gate could not take, each with the reason (e.g. no server to generate through)."""
     forced: bool = False
     """The decision was overridden (``force``): the version went live whatever the figures said."""
+    provisional: bool = False
+    """Live on its held-out perplexity alone while the whole report is measured through the server;
+    the report's decision replaces this one, and a version it fails is taken back."""
+    taken_back: bool = False
+    """The version went live on its held-out perplexity and the whole report then held it back: the
+    version live before it is live again."""
 
 
 class FidelityReport(BaseModel):

@@ -51,6 +51,11 @@ class GateThresholds(BaseModel):
     max_identity_drop: float = Field(default=0.05, ge=0.0)
     """Absolute: the adapter's mean identity through the held-out conversations (turn by turn) may drop
     by at most this much below the live version's."""
+    live_on_perplexity: bool = True
+    """With a server to evaluate through (the living service): a new version goes live as soon as its
+    held-out perplexity passes, measured in seconds in the training process, so the user talks to it
+    while the rest of the report is measured; if the whole report then holds it back, the version live
+    before is live again. Off: the version waits for the whole report."""
 
 
 class FidelitySettings(BaseModel):

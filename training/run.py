@@ -249,8 +249,8 @@ def _train_locked(
                         progress=progress, on_step=report, description=name, lock=False)  # fmt: skip
         outcome.examples = mix.counts
         if config.preference:
-            outcome.preference = _preference_stage(store_settings, persona, base, config, examples, outcome,
-                                                   answerer, report)  # fmt: skip
+            outcome.preference = _preference_stage(store_settings, persona, base, outcome.config, examples,
+                                                   outcome, answerer, report)  # fmt: skip
         report.write(TrainingProgress(state="running", step=outcome.steps, total_steps=outcome.total_steps,
                                       eval_loss=outcome.eval_loss_after, message="publishing"))  # fmt: skip
         version, path = publish_adapter(

@@ -19,9 +19,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from store.adapters import PinEffect, list_versions, pin_effect, read_live, set_live
+from store.adapters import PinEffect, list_versions, pin_effect, read_live, restore_live, set_live
 from store.errors import BaseModelMismatch, StoreError
-from store.fidelity_report import GateDecision
+from store.fidelity_report import GateDecision, write_gate
 from store.fingerprint import logs_fingerprint, write_seen
 from store.jobs import Job, JobError, JobStore, this_process
 from store.progress import TrainingProgress, write_progress
@@ -29,7 +29,7 @@ from store.registry import LOGS_DIR, Persona, PersonaStore
 
 from .checkpoint import CheckpointMismatch
 from .config import TrainConfig, TrainingError
-from .fidelity import judge_version
+from .fidelity import judge_version, settings_for
 from .ingest import ExampleSet, IngestError, persona_examples
 from .job_events import log_result, progress_writer
 from .result import TrainResult
@@ -160,15 +160,35 @@ def _gate(
     effect: PinEffect,
     force: bool,
 ) -> tuple[GateDecision, str]:
-    """Judge the published version, make it live when the gate and the pin let it, and say what became of it."""
+    """Judge the published version, make it live when the gate and the pin let it, and say what became of it.
+
+    With a server to evaluate through and ``fidelity.gate.live_on_perplexity``, the version goes live
+    on its held-out perplexity first and the whole report follows; a version the report holds back is
+    taken back to the one live before (:func:`_take_back`).
+    """
     version = result.version
     assert version is not None
-    where = f"through {settings.eval_url}" if settings.eval_url else "in this process (held-out perplexity)"
-    jobs.log(job_id, f"Evaluating v{version} {where}")
-    decision = judge_version(
-        settings, persona, version, examples, eval_url=settings.eval_url, force=force,
-        say=lambda message: jobs.log(job_id, message),
-    )  # fmt: skip
+
+    def say(message: str) -> None:
+        jobs.log(job_id, message)
+
+    early: GateDecision | None = None
+    if settings.eval_url and not force and _live_on_perplexity(persona):
+        jobs.log(job_id, f"Evaluating v{version} on its held-out perplexity first (in this process)")
+        early = judge_version(settings, persona, version, examples, eval_url=settings.eval_url, first=True, say=say)
+        if early.provisional and effect == "make live":
+            set_live(persona.path, version)
+            jobs.log(job_id, f"v{version} is live on its held-out perplexity; the whole report follows")
+            _progress(persona, result, f"live v{version}; measuring its fidelity report")
+    if early is not None and early.status == "unjudged":
+        decision = early
+    else:
+        where = f"through {settings.eval_url}" if settings.eval_url else "in this process (held-out perplexity)"
+        jobs.log(job_id, f"Evaluating v{version} {where}")
+        decision = judge_version(settings, persona, version, examples, eval_url=settings.eval_url, force=force, say=say)
+    if early is not None and early.provisional and effect == "make live" and not decision.go_live:
+        decision = _take_back(persona, version, decision)
+        jobs.log(job_id, decision.reasons[-1], level="warn")
     if decision.go_live and effect == "make live":
         set_live(persona.path, version)
         state = "published" + (" (unjudged)" if decision.status == "unjudged" else "")
@@ -176,11 +196,37 @@ def _gate(
         state = "published beside the pinned version"
     else:
         state = "held back"
-    write_progress(persona.path, TrainingProgress(
-        state="done", step=result.steps, total_steps=result.total_steps, train_loss=result.train_loss,
-        eval_loss=result.eval_loss_after, tokens_per_s=round(result.tokens_per_s, 1), message=f"{state} v{version}",
-    ))  # fmt: skip
+    _progress(persona, result, f"{state} v{version}", done=True)
     return decision, state
+
+
+def _live_on_perplexity(persona: Persona) -> bool:
+    try:
+        return settings_for(persona).gate.live_on_perplexity
+    except Exception:  # the whole report's gate names what is wrong with the settings
+        return False
+
+
+def _take_back(persona: Persona, version: int, decision: GateDecision) -> GateDecision:
+    """The whole report held back a version that went live on its perplexity: the version live before
+    it is live again (none: the card alone), unless someone made another one live meanwhile."""
+    before = f"v{persona.live}" if persona.live is not None else "the card alone"
+    if read_live(persona.path) == version:
+        restore_live(persona.path, persona.live)
+    reason = (
+        f"v{version} was live on its held-out perplexity until its whole report held it back; {before} is live again"
+    )
+    taken = decision.model_copy(update={"taken_back": True, "reasons": [*decision.reasons, reason]})
+    write_gate(persona.version_path(version), taken)
+    return taken
+
+
+def _progress(persona: Persona, result: TrainResult, message: str, *, done: bool = False) -> None:
+    write_progress(persona.path, TrainingProgress(
+        state="done" if done else "running", step=result.steps, total_steps=result.total_steps,
+        train_loss=result.train_loss, eval_loss=result.eval_loss_after, tokens_per_s=round(result.tokens_per_s, 1),
+        message=message,
+    ))  # fmt: skip
 
 
 def _end_stopped(

@@ -54,6 +54,8 @@ def gate_line(version: VersionStatus) -> str:
         return "held back by the fidelity gate" if version.held_back else (said or "")
     if gate.status == "unjudged":
         return "unjudged: live without a fidelity verdict"
+    if gate.provisional:
+        return "live on its held-out perplexity; the rest of its report is being measured"
     if gate.status == "held back":
         said = "held back: its evaluation failed" if gate.error else "held back by the fidelity gate"
         return said + (", made live by hand" if version.live else "")
@@ -67,7 +69,8 @@ def gate_details(version: VersionStatus) -> list[str]:
         return [f"- {reason}" for reason in version.fidelity.reasons] if version.fidelity else []
     lines = [f"- {reason}" for reason in gate.reasons]
     lines += [f"- evaluation failed: {gate.error}"] if gate.error else []
-    lines += [f"- not measured: {figure}" for figure in gate.missing]
+    label = "not measured yet" if gate.provisional else "not measured"
+    lines += [f"- {label}: {figure}" for figure in gate.missing]
     return lines
 
 

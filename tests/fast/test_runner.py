@@ -195,3 +195,76 @@ def test_a_first_version_goes_live_with_the_prompt_only_persona_s_figure_beside_
     [check] = gate.checks
     assert check.figure == "card_perplexity" and not check.passed
     assert "perplexity 15 vs the prompt-only persona 12 (limit 12.2): worse beyond the tolerance" in output
+
+
+def _served_job(world, monkeypatch, report: Exception | None = None, **decision):
+    """A job run with a server to evaluate through; the whole report is faked and notes which version
+    was live while it was measured."""
+    from store.fidelity_report import GateDecision
+    from training.fidelity.evaluate import Evaluation
+    from training.job import JobSettings
+    from training.runner import run_job
+
+    live_meanwhile = []
+
+    def whole_report(self, version, url):
+        live_meanwhile.append(read_live(world.persona))
+        if report is not None:
+            raise report
+        return SimpleNamespace(gate=GateDecision(**{"go_live": True, "status": "live", **decision}))
+
+    monkeypatch.setattr(Evaluation, "gate", whole_report)
+    jobs = JobStore(world.personas)
+    job = jobs.create(NAME, "api")
+    settings = JobSettings(
+        personas_dir=world.personas, base_model=str(world.base.path), eval_url="http://127.0.0.1:9/v1"
+    )
+    done = run_job(settings, job.id)
+    return done, live_meanwhile, [e.message for e in jobs.events(job.id)]
+
+
+def test_with_a_server_a_version_is_live_on_its_perplexity_while_its_whole_report_is_measured(
+    world, monkeypatch
+) -> None:
+    done, live_meanwhile, events = _served_job(world, monkeypatch, compared_with="v1")
+    assert live_meanwhile == [2]  # users talked to v2 while the rest of its report was measured
+    assert read_live(world.persona) == 2 and done.outcome == "published"
+    gate = read_gate(world.persona / "adapters" / "v2")
+    assert gate.status == "live" and not gate.provisional and not gate.taken_back
+    assert any("v2 is live on its held-out perplexity" in e for e in events)
+
+
+def test_a_version_its_whole_report_holds_back_is_taken_back_to_the_one_live_before(world, monkeypatch) -> None:
+    reason = "identity through held-out conversations 0.400 is below live v1's 0.700"
+    done, live_meanwhile, events = _served_job(world, monkeypatch, go_live=False, status="held back", reasons=[reason])
+    assert live_meanwhile == [2] and read_live(world.persona) == 1
+    assert done.outcome == "held back"
+    gate = read_gate(world.persona / "adapters" / "v2")
+    assert gate.taken_back and gate.reasons[0] == reason and gate.reasons[-1].endswith("v1 is live again")
+    assert any("v1 is live again" in e for e in events)
+
+
+def test_a_first_version_whose_report_crashes_leaves_the_card_alone_live(world, monkeypatch) -> None:
+    import shutil
+
+    shutil.rmtree(world.persona / "adapters")
+    done, live_meanwhile, _ = _served_job(world, monkeypatch, report=RuntimeError("server went away"))
+    assert live_meanwhile == [1] and read_live(world.persona) is None
+    gate = read_gate(world.persona / "adapters" / "v1")
+    assert gate.status == "held back" and "server went away" in gate.error and gate.taken_back
+    assert gate.reasons[-1].endswith("the card alone is live again") and done.outcome == "held back"
+
+
+def test_a_version_worse_on_perplexity_never_goes_live_and_still_gets_its_report(world, monkeypatch) -> None:
+    world.perplexity["v2"] = 11.0  # worse than live v1's 10 beyond the tolerance
+    done, live_meanwhile, _ = _served_job(world, monkeypatch, go_live=False, status="held back", reasons=["worse"])
+    assert live_meanwhile == [1] and read_live(world.persona) == 1 and done.outcome == "held back"
+    assert not read_gate(world.persona / "adapters" / "v2").taken_back
+
+
+def test_live_on_perplexity_off_waits_for_the_whole_report(world, monkeypatch) -> None:
+    (world.persona / "persona.yaml").write_text(
+        "training:\n  min_examples: 1\nfidelity:\n  gate:\n    live_on_perplexity: false\n"
+    )
+    done, live_meanwhile, _ = _served_job(world, monkeypatch, compared_with="v1")
+    assert live_meanwhile == [1] and read_live(world.persona) == 2 and done.outcome == "published"

@@ -89,3 +89,16 @@ def test_a_version_whose_evaluation_failed_is_held_back_with_the_error() -> None
     shown.versions[2] = VersionStatus(version="v3", live=False, held_back=True, gate=gate)
     text = fidelity_markdown(shown, "v3")
     assert "held back: its evaluation failed" in text and "- evaluation failed: CUDA out of memory" in text
+
+
+def test_a_version_live_on_its_perplexity_says_the_rest_of_its_report_is_coming() -> None:
+    from store.fidelity_report import GateDecision
+
+    gate = GateDecision(
+        go_live=True, status="live", provisional=True, missing=["identity: in the report measured next"]
+    )
+    shown = status()
+    shown.versions[0] = VersionStatus(version="v1", live=True, gate=gate)
+    text = fidelity_markdown(shown, LIVE)
+    assert "live on its held-out perplexity; the rest of its report is being measured" in text
+    assert "- not measured yet: identity: in the report measured next" in text

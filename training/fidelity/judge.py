@@ -49,16 +49,22 @@ def judge_version(
     *,
     eval_url: str | None,
     force: bool = False,
+    first: bool = False,
     say: Callable[[str], None] = lambda _: None,
 ) -> GateDecision:
     """Decide whether ``version`` may go live and write the decision beside it (``gate.json``).
 
     ``persona`` is read after the version was published (its ``live`` is the version to compare
-    with). ``force`` makes it live whatever the figures say, marked ``forced``. Never raises for a
-    failed evaluation: the decision is then ``held back`` with ``error`` set.
+    with). ``force`` makes it live whatever the figures say, marked ``forced``. ``first``: the
+    decision on held-out perplexity alone that comes before the whole report through ``eval_url``
+    (``provisional`` when it lets the version go live). Never raises for a failed evaluation: the
+    decision is then ``held back`` with ``error`` set.
     """
     try:
-        if eval_url is None:
+        if first:
+            decision = perplexity_decision(settings, persona, version, examples, pending=True)
+            decision = decision.model_copy(update={"provisional": decision.status == "live"})
+        elif eval_url is None:
             decision = perplexity_decision(settings, persona, version, examples)
         else:
             evaluation = Evaluation.prepare(settings, persona, say=say, examples=examples)
@@ -84,11 +90,14 @@ def perplexity_decision(
     version: int,
     examples: ExampleSet,
     fidelity: FidelitySettings | None = None,
+    *,
+    pending: bool = False,
 ) -> GateDecision:
     """The in-process gate: the new adapter's held-out perplexity may be at most the tolerance above
     the live version's (same base model), as with a server. The prompt-only persona's perplexity is
     measured and kept as a check beside it (``card_perplexity``), so a reader sees whether the adapter
-    beats a well-written prompt; like the server's gate, it does not hold a first version back."""
+    beats a well-written prompt; like the server's gate, it does not hold a first version back.
+    ``pending``: the other figures are being measured through a server next, not missing."""
     evaluation = Evaluation.prepare(settings, persona, fidelity, examples=examples)  # TooSmallToJudge
     fidelity, plan, base = evaluation.fidelity, evaluation.plan, evaluation.base
     card_prompt = evaluation.card_prompt
@@ -100,7 +109,10 @@ def perplexity_decision(
     del scorer
     tolerance = fidelity.gate.max_perplexity_increase
     checks = [_check("card_perplexity", new, card, tolerance)]
-    missing = [f"{figure}: no server to generate replies through" for figure in NOT_MEASURED_HERE]
+    why = (
+        "measured next, in the whole report through the server" if pending else "no server to generate replies through"
+    )
+    missing = [f"{figure}: {why}" for figure in NOT_MEASURED_HERE]
     live, compared_with = persona.live, None
     if live is not None and live != version:
         if persona.metadata(live).base_hash != base.hash:
