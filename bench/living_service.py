@@ -8,16 +8,19 @@ are appended to ``bench/RESULTS.md``.
 1. ``persona serve`` on a personas folder holding the example personas without adapters: seconds
    until the API gives its first reply and the chat page answers.
 2. The logs of an example persona copied, one file at a time, into a new persona folder of the
-   running server: seconds from the last file landing to the first reply from its new adapter, with
-   the status the API showed on the way.
+   running server: seconds from the last file landing to the job training, to the first reply from
+   its new adapter (live on its held-out perplexity) and to its whole fidelity report with the
+   gate's decision, with the status the API showed on the way.
 3. Streaming chat latency (time to first token, time per output token; median and 95th percentile)
-   for one user and for 8 users, with no training running and while the persona trains.
+   for one user and for 8 users, with no training running and while the persona trains
+   (``--drop-only`` leaves it out, so nobody chats while the persona trains: a user waiting for it).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import shutil
 import socket
@@ -54,8 +57,6 @@ def free_port() -> int:
 
 
 def get_json(url: str) -> dict:
-    import json
-
     with urllib.request.urlopen(url, timeout=10) as response:
         return json.loads(response.read())
 
@@ -73,15 +74,20 @@ def start_server(personas: Path, port: int, log: Path, env_extra: dict[str, str]
     )
 
 
-def first_reply_s(client, model: str, started: float, timeout: float = 600) -> float:
+def first_reply_s(client, model: str, started: float, timeout: float = 600, version: str | None = None) -> float:
+    """Seconds from ``started`` to a reply from ``model`` (from its adapter ``version`` when given)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
-            client.chat.completions.create(model=model, messages=[{"role": "user", "content": "Hello!"}], max_tokens=8)
-            return time.monotonic() - started
+            reply = client.chat.completions.create(
+                model=model, messages=[{"role": "user", "content": "Hello!"}], max_tokens=8
+            )
+            if version is None or reply.system_fingerprint == version:
+                return time.monotonic() - started
         except Exception:
-            time.sleep(0.5)
-    raise RuntimeError(f"no reply from {model} within {timeout} s")
+            pass
+        time.sleep(0.5)
+    raise RuntimeError(f"no reply from {model} {version or ''} within {timeout} s")
 
 
 async def one_stream(client, model: str, prompt: str, max_tokens: int) -> tuple[float, float]:
@@ -133,6 +139,12 @@ async def latency(base_url: str, model: str, users: int, rounds: int, max_tokens
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--persona", default="zeph", help="example persona whose logs are dropped in")
+    parser.add_argument(
+        "--personas-dir",
+        type=Path,
+        default=REPO / "personas",
+        help="where that persona is (bench/public_persona.py --out DIR builds a large one); only its logs are dropped",
+    )
     parser.add_argument("--max-steps", type=int, default=None, help="cap the training run (default: the recipe's)")
     parser.add_argument(
         "--yield-share",
@@ -140,14 +152,16 @@ def main() -> None:
         default=None,
         help="the server's --train-yield-share (default: its own; 1 = training never pauses for chat)",
     )
+    parser.add_argument("--drop-only", action="store_true", help="time the drop alone, without chat latency")
     args = parser.parse_args()
     from openai import OpenAI
 
     work = Path(tempfile.mkdtemp(prefix="living-bench-"))
     personas = work / "personas"
     shutil.copytree(REPO / "personas", personas, ignore=shutil.ignore_patterns("adapters"))
-    source_logs = sorted((REPO / "personas" / args.persona / "logs").iterdir())
-    shutil.rmtree(personas / args.persona)
+    source = args.personas_dir / args.persona
+    source_logs = sorted((source / "logs").iterdir())
+    shutil.rmtree(personas / args.persona, ignore_errors=True)
     port = free_port()
     base_url = f"http://127.0.0.1:{port}/v1"
     client = OpenAI(base_url=base_url, api_key="bench")
@@ -167,7 +181,11 @@ def main() -> None:
             page_ok = page.status == 200
         rows.append(f"| `persona serve` start to first API reply (card persona) | {startup:.1f} s |")
         rows.append(f"| chat page answers | {'yes' if page_ok else 'no'} |")
-        idle = {users: asyncio.run(latency(base_url, "wren", users, rounds=3)) for users in (1, 8)}
+        idle = (
+            {}
+            if args.drop_only
+            else {users: asyncio.run(latency(base_url, "wren", users, rounds=3)) for users in (1, 8)}
+        )
 
         if args.max_steps:
             (personas / args.persona).mkdir()
@@ -178,22 +196,31 @@ def main() -> None:
             shutil.copyfile(path, logs / path.name)
             time.sleep(1.0)
         landed = time.monotonic()
-        seen, busy, speed = [], {}, None
+        seen, busy, speed, marks, drop = [], {}, None, {}, None
         while True:
             status = get_json(f"{base_url}/personas/{args.persona}")
             label = status.get("status")
             speed = (status.get("training") or {}).get("tokens_per_s") or speed
             if not seen or seen[-1] != label:
                 seen.append(label)
-            if label == "training" and not busy:
+                marks.setdefault(label, time.monotonic() - landed)
+            if label == "training" and not busy and not args.drop_only:
                 busy = {users: asyncio.run(latency(base_url, "wren", users, rounds=2)) for users in (1, 8)}
-            if status.get("live_version"):
+            if status.get("live_version") and drop is None:
+                drop = first_reply_s(client, args.persona, landed, version=status["live_version"])
+            if label == "trained" and drop is not None:
                 break
-            if label == "failed":
+            if label == "failed" or time.monotonic() - landed > 3600:
                 raise RuntimeError(f"training failed: {status}")
             time.sleep(1.0)
-        drop = first_reply_s(client, args.persona, landed)
+        settled = time.monotonic() - landed
+        [version] = status["versions"]
+        metadata = json.loads((personas / args.persona / "adapters" / version["version"] / "metadata.json").read_text())
+        rows.append(f"| last log file landed to the job training | {marks.get('training', 0):.1f} s |")
+        rows.append(f"| training in the worker (steps and evaluations) | {metadata['duration_s']:.1f} s |")
         rows.append(f"| last log file landed to first reply from the new adapter | {drop:.1f} s |")
+        rows.append(f"| last log file landed to its whole fidelity report and the gate's decision | {settled:.1f} s |")
+        rows.append(f"| the gate's decision | {(version.get('gate') or {}).get('status')} |")
         rows.append(f"| statuses seen | {' -> '.join(seen)} |")
         rows.append(f"| training speed in the worker, chat latency measured meanwhile | {speed or 0:.0f} tokens/s |")
     finally:
@@ -212,13 +239,14 @@ def main() -> None:
     when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     append_section(
         f"\n## Living service, {when}\n`bench/living_service.py --persona {args.persona}"
+        f"{'' if args.personas_dir == REPO / 'personas' else f' --personas-dir {args.personas_dir}'}"
         f"{f' --max-steps {args.max_steps}' if args.max_steps else ''}"
-        f"{f' --yield-share {args.yield_share}' if args.yield_share is not None else ''}`"
+        f"{f' --yield-share {args.yield_share}' if args.yield_share is not None else ''}"
+        f"{' --drop-only' if args.drop_only else ''}`"
         f" on {os.cpu_count()} cores.\n\n"
         "| measure | value |\n| --- | --- |\n"
         + "\n".join(rows)
-        + "\n\nChat latency (64-token replies from a card persona):\n\n"
-        + "\n".join(table)
+        + ("" if args.drop_only else "\n\nChat latency (64-token replies from a card persona):\n\n" + "\n".join(table))
         + "\n"
     )
     shutil.rmtree(work, ignore_errors=True)
