@@ -37,6 +37,8 @@ def phrase_rows(count: int, start: int = 0) -> list[dict]:
 TRAIN_ROWS = phrase_rows(8)
 HELDOUT_ROWS = phrase_rows(2, start=100)
 TINY = TrainConfig(
+    # float32, so that two ways of computing the same steps agree to rounding; bfloat16 is tested apart
+    bf16=False,
     max_steps=4,
     batch_tokens=128,
     learning_rate=3e-3,
@@ -296,9 +298,11 @@ def test_gradient_checkpointing_saves_memory_without_changing_the_steps(trained,
         assert math.isclose(got["loss"], want["loss"], rel_tol=1e-4)
 
 
-def test_speedups_change_the_speed_not_the_steps(base_model):
-    """With no dropout (whose draws the dropout speed-ups change), every speed-up off trains the same."""
-    plain = TINY.replace(lora_dropout=0.0, max_steps=2, eval_every=2)
+@pytest.mark.parametrize(("bf16", "tolerance"), [(False, 1e-4), (True, 1e-2)])
+def test_speedups_change_the_speed_not_the_steps(base_model, bf16, tolerance):
+    """With no dropout (whose draws the dropout speed-ups change), every speed-up off trains the same:
+    to rounding in float32, within bfloat16's rounding (1%) under autocast, the default on CPUs with AMX."""
+    plain = TINY.replace(lora_dropout=0.0, max_steps=2, eval_every=2, bf16=bf16)
     fast = train(base_model, TRAIN_ROWS, HELDOUT_ROWS, plain, progress=False)
     slow = train(
         base_model,
@@ -316,5 +320,5 @@ def test_speedups_change_the_speed_not_the_steps(base_model):
     assert not any("forward" in vars(m) for m in slow.model.modules())  # PEFT's own LoRA forward
     assert any("forward" in vars(m) for m in fast.model.modules())
     for got, want in zip(slow.history, fast.history, strict=True):
-        assert math.isclose(got["loss"], want["loss"], rel_tol=1e-4)
-    assert math.isclose(slow.eval_loss_after, fast.eval_loss_after, rel_tol=1e-4)
+        assert math.isclose(got["loss"], want["loss"], rel_tol=tolerance)
+    assert math.isclose(slow.eval_loss_after, fast.eval_loss_after, rel_tol=tolerance)
