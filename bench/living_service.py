@@ -172,11 +172,12 @@ def main() -> None:
     for other in personas.iterdir():
         if other.is_dir() and other.name != args.persona:
             shutil.rmtree(other / "logs")
+    chatted = "corvin" if args.persona == "wren" else "wren"  # a card persona that other users chat with
     started = time.monotonic()
     server = start_server(personas, port, work / "server.log", env)
     rows: list[str] = []
     try:
-        startup = first_reply_s(client, "wren", started)
+        startup = first_reply_s(client, chatted, started)
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/ui", timeout=30) as page:
             page_ok = page.status == 200
         rows.append(f"| `persona serve` start to first API reply (card persona) | {startup:.1f} s |")
@@ -184,7 +185,7 @@ def main() -> None:
         idle = (
             {}
             if args.drop_only
-            else {users: asyncio.run(latency(base_url, "wren", users, rounds=3)) for users in (1, 8)}
+            else {users: asyncio.run(latency(base_url, chatted, users, rounds=3)) for users in (1, 8)}
         )
 
         if args.max_steps:
@@ -205,7 +206,7 @@ def main() -> None:
                 seen.append(label)
                 marks.setdefault(label, time.monotonic() - landed)
             if label == "training" and not busy and not args.drop_only:
-                busy = {users: asyncio.run(latency(base_url, "wren", users, rounds=2)) for users in (1, 8)}
+                busy = {users: asyncio.run(latency(base_url, chatted, users, rounds=2)) for users in (1, 8)}
             if status.get("live_version") and drop is None:
                 drop = first_reply_s(client, args.persona, landed, version=status["live_version"])
             if label == "trained" and drop is not None:

@@ -6,9 +6,10 @@ fine-tuning API, ``persona train`` with or without a worker).
 In order: the pin rule (:func:`store.adapters.pin_effect`: an automatic job on a pinned persona is
 skipped), the examples built once (:func:`training.ingest.persona_examples`), the skip rule (an
 automatic job whose examples did not change), training, publishing beside the live version, the
-fidelity gate (:func:`training.fidelity.judge_version`, which fails closed and writes ``gate.json``),
-then making the version live or holding it back, with the outcome, the settings used and the events
-in the job record. Errors in the data or settings end the job ``failed`` with the reason.
+fidelity gate (:func:`training.fidelity.judge_version`, which fails closed and writes ``gate.json``;
+with a server, on held-out perplexity first, the version live meanwhile, then on the whole report),
+then making the version live, keeping it live, or holding it back, with the outcome, the settings
+used and the events in the job record. Errors in the data or settings end the job ``failed`` with the reason.
 """
 
 from __future__ import annotations

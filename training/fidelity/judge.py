@@ -8,7 +8,10 @@ be measured without generating replies: held-out perplexity of the new adapter a
 version's and against the prompt-only persona (base model + full card); the figures it could not take
 are listed in ``missing``.
 
-An evaluation that raises holds the version back with the error recorded: a crash never makes a
+The same in-process decision comes first where there is a server (``first``): the runner makes a
+version live on it and the whole report follows (:func:`training.runner.run_job`).
+
+An evaluation that raises holds the version back with the error recorded: a crash never leaves a
 version live. The one exception is :class:`.gate.TooSmallToJudge` (too few held-out sessions): the
 version goes live marked ``unjudged`` with the reason.
 """
@@ -109,9 +112,7 @@ def perplexity_decision(
     del scorer
     tolerance = fidelity.gate.max_perplexity_increase
     checks = [_check("card_perplexity", new, card, tolerance)]
-    why = (
-        "measured next, in the whole report through the server" if pending else "no server to generate replies through"
-    )
+    why = "in the report measured next through the server" if pending else "no server to generate replies through"
     missing = [f"{figure}: {why}" for figure in NOT_MEASURED_HERE]
     live, compared_with = persona.live, None
     if live is not None and live != version:
