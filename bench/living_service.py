@@ -193,8 +193,8 @@ def main() -> None:
             (personas / args.persona / "persona.yaml").write_text(f"training:\n  max_steps: {args.max_steps}\n")
         logs = personas / args.persona / "logs"
         logs.mkdir(parents=True)
-        for path in source_logs:  # a slow copy, a file at a time
-            shutil.copyfile(path, logs / path.name)
+        for path in source_logs:  # a slow copy, a file (or an export's folder) at a time
+            (shutil.copytree if path.is_dir() else shutil.copyfile)(path, logs / path.name)
             time.sleep(1.0)
         landed = time.monotonic()
         seen, busy, speed, marks, drop = [], {}, None, {}, None
