@@ -116,14 +116,14 @@ async def one_stream(client, model: str, prompt: str, max_tokens: int) -> tuple[
 async def latency(base_url: str, model: str, users: int, rounds: int, max_tokens: int = 64) -> dict[str, float]:
     from openai import AsyncOpenAI
 
-    client = AsyncOpenAI(base_url=base_url, api_key="bench")
     ttft, tpot = [], []
-    for round_ in range(rounds):
-        results = await asyncio.gather(
-            *(one_stream(client, model, PROMPTS[(round_ + u) % len(PROMPTS)], max_tokens) for u in range(users))
-        )
-        ttft += [r[0] for r in results]
-        tpot += [r[1] for r in results]
+    async with AsyncOpenAI(base_url=base_url, api_key="bench") as client:
+        for round_ in range(rounds):
+            results = await asyncio.gather(
+                *(one_stream(client, model, PROMPTS[(round_ + u) % len(PROMPTS)], max_tokens) for u in range(users))
+            )
+            ttft += [r[0] for r in results]
+            tpot += [r[1] for r in results]
 
     def p95(values: list[float]) -> float:
         return sorted(values)[max(0, int(round(0.95 * len(values))) - 1)]
