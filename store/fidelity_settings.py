@@ -53,7 +53,8 @@ class GateThresholds(BaseModel):
     by at most this much below the live version's."""
     live_on_perplexity: bool = True
     """With a server to evaluate through (the living service): a new version goes live as soon as its
-    held-out perplexity passes, measured in seconds in the training process, so the user talks to it
+    held-out perplexity passes against the live version's, measured in seconds in the training process
+    (a first version, with nothing to compare with, at once), so the user talks to it
     while the rest of the report is measured; if the whole report then holds it back, the version live
     before is live again. Off: the version waits for the whole report."""
 

@@ -164,8 +164,9 @@ def _gate(
     """Judge the published version, make it live when the gate and the pin let it, and say what became of it.
 
     With a server to evaluate through and ``fidelity.gate.live_on_perplexity``, the version goes live
-    on its held-out perplexity first and the whole report follows; a version the report holds back is
-    taken back to the one live before (:func:`_take_back`).
+    on its held-out perplexity against the live version first (a first version at once) and the whole
+    report follows; a version the report holds back is taken back to the one live before
+    (:func:`_take_back`).
     """
     version = result.version
     assert version is not None
@@ -175,11 +176,16 @@ def _gate(
 
     early: GateDecision | None = None
     if settings.eval_url and not force and _live_on_perplexity(persona):
-        jobs.log(job_id, f"Evaluating v{version} on its held-out perplexity first (in this process)")
+        jobs.log(job_id, f"Judging v{version} on its held-out perplexity first (in this process)")
         early = judge_version(settings, persona, version, examples, eval_url=settings.eval_url, first=True, say=say)
         if early.provisional and effect == "make live":
             set_live(persona.path, version)
-            jobs.log(job_id, f"v{version} is live on its held-out perplexity; the whole report follows")
+            on = (
+                f"its held-out perplexity against live {early.compared_with}"
+                if early.compared_with
+                else early.reasons[0]
+            )
+            jobs.log(job_id, f"v{version} is live ({on}); the whole report follows")
             _progress(persona, result, f"live v{version}; measuring its fidelity report")
     if early is not None and early.status == "unjudged":
         decision = early

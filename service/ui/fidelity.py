@@ -54,8 +54,10 @@ def gate_line(version: VersionStatus) -> str:
         return "held back by the fidelity gate" if version.held_back else (said or "")
     if gate.status == "unjudged":
         return "unjudged: live without a fidelity verdict"
+    if gate.provisional and gate.compared_with is None:
+        return "live (nothing to compare it with yet); its report is being measured"
     if gate.provisional:
-        return "live on its held-out perplexity; the rest of its report is being measured"
+        return f"live on its held-out perplexity against {gate.compared_with}; the rest of its report is being measured"
     if gate.status == "held back":
         said = "held back: its evaluation failed" if gate.error else "held back by the fidelity gate"
         return said + (", made live by hand" if version.live else "")

@@ -43,6 +43,7 @@ def world(tmp_path: Path, base_model, monkeypatch):
     write_version(persona, 1, base_model.hash)
     trained: list[dict] = []
     perplexity = {"v1": 10.0, "v2": 9.0, "card": 12.0}
+    scored: list[tuple[str, bool]] = []  # (adapter folder, with the adapter on) of every scoring
 
     def fake_train(settings, name, config, *, examples, make_live, **kwargs):
         assert examples is not None and not make_live  # built once by the runner, gated after
@@ -65,6 +66,7 @@ def world(tmp_path: Path, base_model, monkeypatch):
 
         def score(self, conversations, adapter: bool):
             assert conversations
+            scored.append((self.adapter, adapter))
             return SimpleNamespace(perplexity=perplexity[self.adapter] if adapter else perplexity["card"])
 
     monkeypatch.setattr("training.runner.train_persona", fake_train)
@@ -72,7 +74,7 @@ def world(tmp_path: Path, base_model, monkeypatch):
     where = ["--personas-dir", str(personas), "--base-model", str(base_model.path)]
     monkeypatch.setenv("PERSONA_CACHE_DIR", str(tmp_path / "cache"))
     return SimpleNamespace(personas=personas, persona=persona, trained=trained, perplexity=perplexity, where=where,
-                           base=base_model)  # fmt: skip
+                           base=base_model, scored=scored)  # fmt: skip
 
 
 def _train(world) -> str:
@@ -231,7 +233,18 @@ def test_with_a_server_a_version_is_live_on_its_perplexity_while_its_whole_repor
     assert read_live(world.persona) == 2 and done.outcome == "published"
     gate = read_gate(world.persona / "adapters" / "v2")
     assert gate.status == "live" and not gate.provisional and not gate.taken_back
-    assert any("v2 is live on its held-out perplexity" in e for e in events)
+    assert any("v2 is live (its held-out perplexity against live v1)" in e for e in events)
+    assert world.scored == [("v2", True), ("v1", True)]  # the prompt-only persona waits for the report
+
+
+def test_with_a_server_a_first_version_is_live_at_once_and_its_figures_follow(world, monkeypatch) -> None:
+    import shutil
+
+    shutil.rmtree(world.persona / "adapters")
+    done, live_meanwhile, events = _served_job(world, monkeypatch)
+    assert live_meanwhile == [1] and read_live(world.persona) == 1 and done.outcome == "published"
+    assert world.scored == []  # nothing could hold it back, so nothing is scored before the report
+    assert any("v1 is live (no live version to compare with); the whole report follows" in e for e in events)
 
 
 def test_a_version_its_whole_report_holds_back_is_taken_back_to_the_one_live_before(world, monkeypatch) -> None:

@@ -95,10 +95,31 @@ def test_a_version_live_on_its_perplexity_says_the_rest_of_its_report_is_coming(
     from store.fidelity_report import GateDecision
 
     gate = GateDecision(
-        go_live=True, status="live", provisional=True, missing=["identity: in the report measured next"]
+        go_live=True,
+        status="live",
+        provisional=True,
+        compared_with="v1",
+        missing=["identity: in the report measured next"],
+    )
+    shown = status()
+    shown.versions[1] = VersionStatus(version="v2", live=True, gate=gate)
+    text = fidelity_markdown(shown, "v2")
+    assert "live on its held-out perplexity against v1; the rest of its report is being measured" in text
+    assert "- not measured yet: identity: in the report measured next" in text
+
+
+def test_a_first_version_live_before_its_report_says_its_report_is_coming() -> None:
+    from store.fidelity_report import GateDecision
+
+    gate = GateDecision(
+        go_live=True,
+        status="live",
+        provisional=True,
+        reasons=["no live version to compare with"],
+        missing=["perplexity: in the report measured next"],
     )
     shown = status()
     shown.versions[0] = VersionStatus(version="v1", live=True, gate=gate)
     text = fidelity_markdown(shown, LIVE)
-    assert "live on its held-out perplexity; the rest of its report is being measured" in text
-    assert "- not measured yet: identity: in the report measured next" in text
+    assert "live (nothing to compare it with yet); its report is being measured" in text
+    assert "- not measured yet: perplexity: in the report measured next" in text

@@ -8,7 +8,7 @@ be measured without generating replies: held-out perplexity of the new adapter a
 version's and against the prompt-only persona (base model + full card); the figures it could not take
 are listed in ``missing``.
 
-The same in-process decision comes first where there is a server (``first``): the runner makes a
+A shorter in-process decision comes first where there is a server (``first``): the runner makes a
 version live on it and the whole report follows (:func:`training.runner.run_job`).
 
 An evaluation that raises holds the version back with the error recorded: a crash never leaves a
@@ -100,28 +100,42 @@ def perplexity_decision(
     the live version's (same base model), as with a server. The prompt-only persona's perplexity is
     measured and kept as a check beside it (``card_perplexity``), so a reader sees whether the adapter
     beats a well-written prompt; like the server's gate, it does not hold a first version back.
-    ``pending``: the other figures are being measured through a server next, not missing."""
+
+    ``pending``: the whole report is measured through a server next, and it holds every figure, so
+    this decision measures only what can decide: a version with a live one on the same base model
+    to compare with is scored against it, and a first version (nothing can hold it back) goes live
+    at once, unscored, since every figure follows in the report."""
     evaluation = Evaluation.prepare(settings, persona, fidelity, examples=examples)  # TooSmallToJudge
     fidelity, plan, base = evaluation.fidelity, evaluation.plan, evaluation.base
-    card_prompt = evaluation.card_prompt
+    why = "in the report measured next through the server" if pending else "no server to generate replies through"
+    missing = [f"{figure}: {why}" for figure in NOT_MEASURED_HERE]
+    live, compared_with = persona.live, None
+    if live is not None and live != version and persona.metadata(live).base_hash != base.hash:
+        missing.append(f"perplexity against live {version_name(live)}: it was trained on another base model")
+        live = None
+    elif live == version:
+        live = None
+    if pending and live is None:
+        return GateDecision(
+            go_live=True,
+            status="live",
+            reasons=["no live version to compare with"],
+            missing=[f"perplexity: {why}", *missing],
+        )
     as_served = plan.scored_as(persona.system_prompt)
     options = {"max_length": fidelity.max_length, "batch_size": fidelity.batch_size}
     scorer = Scorer.load(base.path, persona.version_path(version), **options)
     new = scorer.score(as_served, adapter=True).perplexity
-    card = scorer.score(plan.scored_as(card_prompt), adapter=False).perplexity
-    del scorer
     tolerance = fidelity.gate.max_perplexity_increase
-    checks = [_check("card_perplexity", new, card, tolerance)]
-    why = "in the report measured next through the server" if pending else "no server to generate replies through"
-    missing = [f"{figure}: {why}" for figure in NOT_MEASURED_HERE]
-    live, compared_with = persona.live, None
-    if live is not None and live != version:
-        if persona.metadata(live).base_hash != base.hash:
-            missing.append(f"perplexity against live {version_name(live)}: it was trained on another base model")
-        else:
-            reference = Scorer.load(base.path, persona.version_path(live), **options)
-            checks.append(_check("perplexity", new, reference.score(as_served, adapter=True).perplexity, tolerance))
-            compared_with = version_name(live)
+    checks = []
+    if not pending:
+        card = scorer.score(plan.scored_as(evaluation.card_prompt), adapter=False).perplexity
+        checks.append(_check("card_perplexity", new, card, tolerance))
+    del scorer
+    if live is not None:
+        reference = Scorer.load(base.path, persona.version_path(live), **options)
+        checks.append(_check("perplexity", new, reference.score(as_served, adapter=True).perplexity, tolerance))
+        compared_with = version_name(live)
     reasons = [check_reason(c, compared_with or "") for c in checks if c.figure == "perplexity" and not c.passed]
     go = not reasons
     return GateDecision(
