@@ -176,7 +176,7 @@ def _gate(
 
     early: GateDecision | None = None
     if settings.eval_url and not force and _live_on_perplexity(persona):
-        jobs.log(job_id, f"Judging v{version} on its held-out perplexity first (in this process)")
+        jobs.log(job_id, f"Deciding whether v{version} goes live before its whole report (in this process)")
         early = judge_version(settings, persona, version, examples, eval_url=settings.eval_url, first=True, say=say)
         if early.provisional and effect == "make live":
             set_live(persona.path, version)
