@@ -109,11 +109,9 @@ def perplexity_decision(
     fidelity, plan, base = evaluation.fidelity, evaluation.plan, evaluation.base
     why = "in the report measured next through the server" if pending else "no server to generate replies through"
     missing = [f"{figure}: {why}" for figure in NOT_MEASURED_HERE]
-    live, compared_with = persona.live, None
-    if live is not None and live != version and persona.metadata(live).base_hash != base.hash:
+    live, compared_with = (persona.live if persona.live != version else None), None
+    if live is not None and persona.metadata(live).base_hash != base.hash:
         missing.append(f"perplexity against live {version_name(live)}: it was trained on another base model")
-        live = None
-    elif live == version:
         live = None
     if pending and live is None:
         return GateDecision(
