@@ -1,8 +1,9 @@
 """The first start, timed: the engine's start-up with an empty compile cache, again with the cache that
 start left, and ``persona serve`` to its first reply after ``persona warm``.
 
-Run by hand on a quiet machine: ``.venv/bin/python bench/first_start.py``. It uses a fresh torch compile
-cache of its own (the machine's is untouched) and appends the figures to ``bench/RESULTS.md``.
+Run by hand on a quiet machine: ``.venv/bin/python bench/first_start.py``. It uses fresh compile caches of
+its own, torch's and the engine's (the machine's are untouched), and appends the figures to
+``bench/RESULTS.md``.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from bench.living_service import first_reply_s, free_port  # noqa: E402
-from bench.results import append_section  # noqa: E402
+from bench.results import append_section, cpu_description  # noqa: E402
 
 PERSONA = str(REPO / ".venv" / "bin" / "persona")
 
@@ -59,6 +60,7 @@ def main() -> None:
     env = {
         **os.environ,
         "TORCHINDUCTOR_CACHE_DIR": str(work / "inductor"),
+        "VLLM_CACHE_ROOT": str(work / "engine"),
         "PERSONA_CACHE_DIR": os.environ.get("PERSONA_CACHE_DIR", str(REPO / ".cache")),
         "PERSONA_UI": "false",
     }
@@ -67,8 +69,9 @@ def main() -> None:
     serve = serve_to_first_reply(env, REPO / "personas")
     when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     append_section(
-        f"\n## First start, {when}\n`bench/first_start.py` on {os.cpu_count()} cores (a fresh torch compile "
-        "cache; each `persona warm` is a new process that starts the engine, answers 4 greedy tokens, stops).\n\n"
+        f"\n## First start, {when}\n`bench/first_start.py` on {os.cpu_count()} cores of {cpu_description()} "
+        "(fresh compile caches; each `persona warm` is a new process that starts the engine, answers 4 greedy "
+        "tokens, stops).\n\n"
         "| step | seconds | what it said |\n| --- | --- | --- |\n"
         f"| `persona warm`, empty compile cache (what `make run` adds to the set-up, once) | {cold:.0f} | "
         f"{cold_line} |\n"

@@ -19,18 +19,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from bench.results import RESULTS, append_section  # noqa: E402
-
-
-def cpu_matrix_units() -> str:
-    """The CPU's AVX-512 and AMX flags that bfloat16 matmuls use."""
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-        flags = next(line for line in text.splitlines() if line.startswith("flags")).split()
-    except (OSError, StopIteration):
-        return "unknown"
-    wanted = [f for f in flags if f in {"avx512f", "avx512_bf16", "amx_bf16", "amx_tile"}]
-    return ", ".join(wanted) or "none of avx512f, avx512_bf16, amx_bf16"
+from bench.results import RESULTS, append_section, cpu_description  # noqa: E402
 
 
 def main() -> None:
@@ -80,8 +69,8 @@ def main() -> None:
     head = (
         f"\n## One training step by dtype, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC\n\n"
         f"`bench/train_step.py {' '.join(args.shapes)}`: the default recipe's LoRA model, random tokens, 40% of the "
-        f"positions trained, best of {args.steps - 1} steps after the first; {os.cpu_count()} threads; CPU flags: "
-        f"{cpu_matrix_units()}.\n\n"
+        f"positions trained, best of {args.steps - 1} steps after the first; {os.cpu_count()} threads; "
+        f"{cpu_description()}.\n\n"
     )
     append_section(head + "\n".join(lines) + "\n", args.out)
 

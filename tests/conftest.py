@@ -81,6 +81,23 @@ class LiveServer:
         except OSError:
             return False
 
+    def warm(self) -> None:
+        """``persona warm`` with the server's settings, as ``make run`` runs it before serving: the engine's
+        first start compiles the model and saves it, so the server loads it instead."""
+        import subprocess
+        import sys
+
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.log_path.with_suffix(".warm.log"), "w") as log:
+            subprocess.run(
+                [sys.executable, "-m", "cli.main", "warm"],
+                cwd=REPO,
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                check=True,
+            )
+
     def start(self, timeout: float = 600.0) -> None:
         import subprocess
         import sys
@@ -151,13 +168,15 @@ def logs_already_seen(persona: Path) -> None:
 
 @pytest.fixture(scope="session")
 def live_server(live_personas: Path, cache_dir: Path, base_model):
-    """One real server (vLLM on the bundled model) shared by the real and browser tiers.
+    """One real server (vLLM on the bundled model) shared by the real and browser tiers, started as ``make
+    run`` starts one: after ``persona warm`` (tests/real/test_compile_cache.py).
 
     Its worker takes the jobs tests queue, but nothing trains by itself: a persona copied in by one
     test must not start a run that another test's timing or replies would depend on. The living
     service's own tests start a server with the defaults (tests/real/test_living_service.py)."""
     server = LiveServer(live_personas, cache_dir, ARTIFACTS / f"server-{os.getpid()}.log")
     server.env["PERSONA_AUTO_TRAIN"] = "false"
+    server.warm()
     server.start()
     yield server
     server.stop()

@@ -4,8 +4,9 @@ It changes nothing unless the process's environment asks for it (``PERSONA_FAST_
 runs on its CPU platform: a GPU build keeps vLLM's own (already grouped) kernels, and vLLM's own
 server started without the variable is untouched. When on, the CPU platform names this project's
 punica wrapper and keeps the model compiled when LoRA is enabled (the CPU platform turns compilation
-off for LoRA because its own ops cannot be traced once), and its sampler filters top-k and top-p
-without sorting the vocabulary (:mod:`.top_p`).
+off for LoRA because its own ops cannot be traced once), its sampler filters top-k and top-p
+without sorting the vocabulary (:mod:`.top_p`), and a later start loads the compiled model that the
+first one saved (:mod:`.compile_cache`).
 """
 
 from __future__ import annotations
@@ -50,7 +51,11 @@ def register() -> None:
     platform.get_punica_wrapper = classmethod(get_punica_wrapper)
     platform.check_and_update_config = classmethod(check_and_update_config)
     platform._persona_lora = True
-    from .top_p import install
+    from . import compile_cache, top_p
 
-    install()
-    logger.info("persona LoRA plugin: grouped CPU LoRA ops, model compiled with LoRA, top-p without a full sort")
+    top_p.install()
+    compile_cache.install()
+    logger.info(
+        "persona LoRA plugin: grouped CPU LoRA ops, model compiled with LoRA and loaded compiled at later "
+        "starts, top-p without a full sort"
+    )

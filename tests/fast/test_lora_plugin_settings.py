@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from service.engine import cpu_environment, lora_plugin_environment
+from service.engine import cpu_environment, engine_cache_dir, lora_plugin_environment
 from service.lora_cpu import SWITCH
+from service.lora_cpu.compile_cache import complete
 from service.lora_cpu.plugin import WRAPPER, register
 from service.settings import ServeSettings
 
@@ -20,10 +21,44 @@ from service.settings import ServeSettings
 def test_setting_turns_the_plugin_on_and_off(tmp_path: Path, monkeypatch) -> None:
     switch, defaults = lora_plugin_environment(ServeSettings(cache_dir=tmp_path))
     assert switch == {SWITCH: "1"}
-    assert defaults == {"VLLM_USE_AOT_COMPILE": "0"}  # restarts reuse torch's compile cache
+    assert defaults["VLLM_USE_AOT_COMPILE"] == "1"  # later starts load the model the first one compiled
+    assert Path(defaults["VLLM_CACHE_ROOT"]).is_relative_to(tmp_path), "kept in the service's own cache folder"
     assert lora_plugin_environment(ServeSettings(cache_dir=tmp_path, fast_lora=False)) == ({SWITCH: "0"}, {})
     monkeypatch.setenv("PERSONA_FAST_LORA", "false")
     assert lora_plugin_environment(ServeSettings(cache_dir=tmp_path))[0] == {SWITCH: "0"}
+
+
+def test_each_processor_gets_its_own_compiled_model(tmp_path: Path) -> None:
+    settings = ServeSettings(cache_dir=tmp_path)
+
+    def cpu(name: str, flags: str) -> Path:
+        info = tmp_path / f"{name}.cpuinfo"
+        block = f"processor\t: 0\nmodel name\t: {name}\nflags\t\t: {flags}\n"
+        info.write_text(block + "\n" + block.replace(": 0", ": 1"))
+        return info
+
+    avx2 = engine_cache_dir(settings, cpu("EPYC", "fpu sse avx2"))
+    assert avx2 == engine_cache_dir(settings, cpu("EPYC", "fpu sse avx2")), "the same CPU finds its cache again"
+    assert avx2 != engine_cache_dir(settings, cpu("EPYC", "fpu sse avx2 avx512f")), (
+        "code for AVX-512 never runs on AVX2"
+    )
+    assert avx2 != engine_cache_dir(settings, cpu("Xeon", "fpu sse avx2"))
+
+
+def test_a_loaded_inductor_function_gets_the_loading_step_vllm_calls() -> None:
+    def inductor_function(*args):
+        return args
+
+    class VllmOwn:
+        def finalize_loading(self, config) -> str:
+            return "vLLM's own"
+
+    def loaded(compiled):
+        return types.SimpleNamespace(_artifacts=types.SimpleNamespace(compiled_fn=compiled))
+
+    completed = complete(loaded(inductor_function))._artifacts.compiled_fn
+    assert completed is inductor_function and completed.finalize_loading(object()) is None
+    assert complete(loaded(VllmOwn()))._artifacts.compiled_fn.finalize_loading(None) == "vLLM's own"
 
 
 def test_settings_given_to_vllms_own_server_leave_the_plugin_off(tmp_path: Path) -> None:
