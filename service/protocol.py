@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import (
     BaseModel,
@@ -56,7 +56,29 @@ def unsupported(reason: str, **constraints: Any) -> Any:
     )
 
 
-class OpenAIModel(BaseModel):
+def _admits_booleans(annotation: Any) -> bool:
+    if annotation is bool or annotation is Any or isinstance(annotation, bool):
+        return True
+    return any(_admits_booleans(arg) for arg in get_args(annotation))
+
+
+class RequestModel(BaseModel):
+    """A request body part whose numbers are numbers: JSON ``true`` and ``false`` are refused where the
+    schema asks for a number (pydantic alone reads them as 1 and 0, so ``"seed": false`` was a seed)."""
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _refuse_booleans_for_numbers(cls, value: Any, info: ValidationInfo) -> Any:
+        if (
+            isinstance(value, bool)
+            and info.field_name
+            and not _admits_booleans(cls.model_fields[info.field_name].annotation)
+        ):
+            raise PydanticCustomError("bool_type_not_allowed", "Input should not be true or false here")
+        return value
+
+
+class OpenAIModel(RequestModel):
     """A request part: unknown fields are refused (as OpenAI's API does), and so are values of the
     parameters marked :func:`unsupported` that would ask for something."""
 

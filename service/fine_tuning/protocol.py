@@ -11,6 +11,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from ..protocol import RequestModel
+
 JobStatus = Literal["validating_files", "queued", "running", "succeeded", "failed", "cancelled"]
 
 
@@ -40,7 +42,7 @@ class FileDeleted(BaseModel):
     deleted: bool = True
 
 
-class Hyperparameters(BaseModel):
+class Hyperparameters(RequestModel):
     """OpenAI's supervised hyperparameters; ``auto`` lets the trainer choose from the data."""
 
     model_config = ConfigDict(extra="forbid")
@@ -50,11 +52,11 @@ class Hyperparameters(BaseModel):
     learning_rate_multiplier: Literal["auto"] | float = Field(default="auto")
 
 
-class SupervisedMethod(BaseModel):
+class SupervisedMethod(RequestModel):
     hyperparameters: Hyperparameters | None = None
 
 
-class DpoHyperparameters(BaseModel):
+class DpoHyperparameters(RequestModel):
     """OpenAI's DPO hyperparameters; they shape the preference stage that follows supervised training
     on the preferred replies (``auto`` keeps the persona's own setting)."""
 
@@ -66,18 +68,18 @@ class DpoHyperparameters(BaseModel):
     learning_rate_multiplier: Literal["auto"] | float = Field(default="auto")
 
 
-class DpoMethod(BaseModel):
+class DpoMethod(RequestModel):
     hyperparameters: DpoHyperparameters | None = None
 
 
-class Method(BaseModel):
+class Method(RequestModel):
     type: Literal["supervised", "dpo", "reinforcement"]
     supervised: SupervisedMethod | None = None
     dpo: DpoMethod | None = None
     reinforcement: dict[str, Any] | None = None
 
 
-class JobCreateRequest(BaseModel):
+class JobCreateRequest(RequestModel):
     """``POST /v1/fine_tuning/jobs``."""
 
     model: str

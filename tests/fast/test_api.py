@@ -193,6 +193,9 @@ def test_a_persona_with_an_invalid_card_is_a_409_naming_the_file_and_field(clien
         ({"stop": ["a", "b", "c", "d", "e"]}, "stop"),
         ({"top_logprobs": 21}, "top_logprobs"),
         ({"messages": []}, "messages"),
+        ({"seed": False}, "seed"),  # not seed 0
+        ({"top_k": True}, "top_k"),
+        ({"temperature": False}, "temperature"),
     ],
 )
 def test_bad_parameters_are_400_naming_the_parameter(client: TestClient, params: dict, param: str) -> None:

@@ -159,6 +159,11 @@ def test_cancelling_a_queued_job(client: TestClient) -> None:
             },
             "hyperparameters.learning_rate_multiplier",
         ),
+        (
+            {"model": "SmolLM2-135M-Instruct", "training_file": "FILE", "hyperparameters": {"n_epochs": True}},
+            "hyperparameters.n_epochs",  # not one epoch
+        ),
+        ({"model": "SmolLM2-135M-Instruct", "training_file": "FILE", "seed": False}, "seed"),
     ],
 )
 def test_bad_job_requests_name_the_parameter(client: TestClient, body: dict, param: str) -> None:
