@@ -83,9 +83,9 @@ class FusedCache:
         fused = self._entries.get(key)
         if fused is not None and fused.layout is self.layout:
             return fused
-        if fused is None:
+        if fused is None:  # zeros: only the slots that hold an adapter need copying
             fused = self._entries[key] = new_fused(a_stacked, b_stacked, dtype)
-            changed = range(len(fused.nonzero))
+            changed = [s for s in range(len(fused.nonzero)) if s >= len(self.layout) or self.layout[s] is not None]
         else:
             old = fused.layout
             changed = [s for s in range(len(fused.nonzero)) if s >= len(old) or old[s] != self.layout[s]]

@@ -126,3 +126,24 @@ def test_a_slot_given_another_adapter_uses_its_new_weights() -> None:
     theirs.add_lora_linear(expected, x, a, b, 1.0, (16, 16))
     assert torch.allclose(after, expected, atol=1e-5)
     assert not torch.allclose(after[0], before[0]) and torch.equal(after[1], before[1])
+
+
+def test_an_adapter_loaded_into_a_slot_free_at_the_first_step_is_applied() -> None:
+    gen = torch.Generator().manual_seed(9)
+    a, b = random_stacked(gen, (16,), 32, 8, torch.float32)
+    free = [11, None, None, None, None]
+    for weights in (*a, *b):
+        weights[1:].zero_()  # vLLM's free slots hold zeros
+    x = torch.randn(2, 32, generator=gen)
+    _, ours = both_wrappers([1, 1], [11, 0], layout=free)
+    ours.add_lora_linear(torch.zeros(2, 16), x, a, b, 1.0, (16,))  # the first step: only slot 0 is copied
+    for weights in (*a, *b):  # vLLM loads adapter 12 into the free slot 1, then announces the new layout
+        weights[1].copy_(torch.randn(weights[1].shape, generator=gen))
+    layout = [11, 12, None, None, None]
+    theirs = PunicaWrapperCPU(512, 64, "cpu")
+    for wrapper in (ours, theirs):
+        wrapper.update_metadata(mapping([1, 1], [11, 12]), layout, SLOTS + 1, 1000)
+    got, expected = torch.zeros(2, 16), torch.zeros(2, 16)
+    ours.add_lora_linear(got, x, a, b, 1.0, (16,))
+    theirs.add_lora_linear(expected, x, a, b, 1.0, (16,))
+    assert torch.allclose(got, expected, atol=1e-5) and got[1].abs().sum() > 0
