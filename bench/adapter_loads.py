@@ -26,7 +26,7 @@ sys.path.insert(0, str(REPO))
 
 from bench.many_personas import make_personas  # noqa: E402
 from bench.results import RESULTS, append_section, cpu_description  # noqa: E402
-from bench.serving import free_port, wait_healthy  # noqa: E402
+from bench.serving import free_port, server_env, wait_healthy  # noqa: E402
 
 
 def first_token_s(client, model: str) -> float:
@@ -56,13 +56,7 @@ def main() -> None:
     names = make_personas(personas, base, args.personas, 0)
     one_by_one, at_once = names[: len(names) // 2], names[len(names) // 2 :]
     port = free_port()
-    env = {
-        **os.environ,
-        "PERSONA_CACHE_DIR": str(cache),
-        "PERSONA_PERSONAS_DIR": str(personas),
-        "PERSONA_PORT": str(port),
-        "PERSONA_UI": "false",
-    }
+    env = server_env(cache, personas, port)
     logs = REPO / "bench" / "out"
     logs.mkdir(parents=True, exist_ok=True)
     with open(logs / "adapter-loads.log", "w") as out:

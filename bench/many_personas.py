@@ -33,7 +33,7 @@ sys.path.insert(0, str(REPO))
 
 from bench.random_adapter import publish_random_adapter  # noqa: E402
 from bench.results import RESULTS, append_section  # noqa: E402
-from bench.serving import PROMPTS, free_port, wait_healthy  # noqa: E402
+from bench.serving import PROMPTS, free_port, server_env, wait_healthy  # noqa: E402
 
 TEMPERATURE = 0.8
 """The same on every row, whatever the cards say (and ``--top-p``, 1.0 unless asked)."""
@@ -252,15 +252,7 @@ def main() -> None:
     logs = REPO / "bench" / "out"
     logs.mkdir(parents=True, exist_ok=True)
     port = free_port()
-    env = {
-        **os.environ,
-        "PERSONA_CACHE_DIR": str(cache),
-        "PERSONA_PERSONAS_DIR": str(personas),
-        "PERSONA_PORT": str(port),
-        "PERSONA_UI": "false",
-        "PERSONA_TRAIN": "false",
-        "PERSONA_MAX_CPU_LORAS": str(args.max_cpu_loras),
-    }
+    env = server_env(cache, personas, port, PERSONA_MAX_CPU_LORAS=str(args.max_cpu_loras))
     if args.max_loras:
         env["PERSONA_MAX_LORAS"] = str(args.max_loras)
     url = f"http://127.0.0.1:{port}/v1"

@@ -75,6 +75,20 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def server_env(cache: Path, personas: Path, port: int, **settings: str) -> dict[str, str]:
+    """The environment of a benchmark's ``persona serve``: this cache, personas folder and port, no chat
+    page, no training, then ``settings`` (``PERSONA_*`` variables)."""
+    return {
+        **os.environ,
+        "PERSONA_CACHE_DIR": str(cache),
+        "PERSONA_PERSONAS_DIR": str(personas),
+        "PERSONA_PORT": str(port),
+        "PERSONA_UI": "false",
+        "PERSONA_TRAIN": "false",
+        **settings,
+    }
+
+
 def wait_healthy(url: str, process: subprocess.Popen, timeout: float = 900) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -386,19 +400,11 @@ def main() -> None:
     def ours(key: str, extra: dict[str, str], **options) -> Measured:
         port = free_port()
         print(f"{NAMES.get(key, key)}", flush=True)
-        server_env = {
-            **os.environ,
-            **extra,
-            "PERSONA_CACHE_DIR": str(cache),
-            "PERSONA_PERSONAS_DIR": str(personas),
-            "PERSONA_PORT": str(port),
-            "PERSONA_UI": "false",
-            "PERSONA_TRAIN": "false",
-        }
+        environment = server_env(cache, personas, port, **extra)
         log = logs / f"{re.sub(r'[^a-z0-9]+', '-', NAMES.get(key, key).lower()).strip('-')}.log"
         return run_server(
             [sys.executable, "-m", "cli.main", "serve"],
-            server_env,
+            environment,
             port,
             list(adapters),
             base.id,
