@@ -153,12 +153,13 @@ def main() -> None:
         help="the server's --train-yield-share (default: its own; 1 = training never pauses for chat)",
     )
     parser.add_argument("--drop-only", action="store_true", help="time the drop alone, without chat latency")
+    parser.add_argument("--keep", action="store_true", help="keep the work folder (the server's log, the personas)")
     args = parser.parse_args()
     from openai import OpenAI
 
     work = Path(tempfile.mkdtemp(prefix="living-bench-"))
     personas = work / "personas"
-    shutil.copytree(REPO / "personas", personas, ignore=shutil.ignore_patterns("adapters"))
+    shutil.copytree(REPO / "personas", personas, ignore=shutil.ignore_patterns("adapters", ".*"))  # not the queue
     source = args.personas_dir / args.persona
     source_logs = sorted((source / "logs").iterdir())
     shutil.rmtree(personas / args.persona, ignore_errors=True)
@@ -250,7 +251,10 @@ def main() -> None:
         + ("" if args.drop_only else "\n\nChat latency (64-token replies from a card persona):\n\n" + "\n".join(table))
         + "\n"
     )
-    shutil.rmtree(work, ignore_errors=True)
+    if args.keep:
+        print(f"kept {work}")
+    else:
+        shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":
