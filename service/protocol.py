@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import time
-from typing import Annotated, Any, Literal, get_args
+from types import UnionType
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 from pydantic import (
     BaseModel,
@@ -56,24 +57,48 @@ def unsupported(reason: str, **constraints: Any) -> Any:
     )
 
 
-def _admits_booleans(annotation: Any) -> bool:
-    if annotation is bool or annotation is Any or isinstance(annotation, bool):
-        return True
-    return any(_admits_booleans(arg) for arg in get_args(annotation))
+def _arms(annotation: Any) -> list[Any]:
+    """The alternatives of a union (and the type inside ``Annotated``), flattened."""
+    origin = get_origin(annotation)
+    if origin is Annotated:
+        return _arms(get_args(annotation)[0])
+    if origin in (Union, UnionType):
+        return [arm for arg in get_args(annotation) for arm in _arms(arg)]
+    return [annotation]
+
+
+def _misplaced_boolean(value: Any, annotation: Any) -> bool:
+    """Whether ``value`` holds a JSON true or false, at its top or inside its lists and objects, where
+    ``annotation`` asks for something else there."""
+    arms = _arms(annotation)
+    if isinstance(value, bool):
+        return not any(
+            arm is bool
+            or arm is Any
+            or (get_origin(arm) is Literal and any(isinstance(a, bool) for a in get_args(arm)))
+            for arm in arms
+        )
+    if isinstance(value, dict):
+        inner, items = (
+            [get_args(arm)[1] for arm in arms if get_origin(arm) is dict and len(get_args(arm)) == 2],
+            value.values(),
+        )
+    elif isinstance(value, list):
+        inner, items = [get_args(arm)[0] for arm in arms if get_origin(arm) is list and get_args(arm)], value
+    else:
+        return False
+    return bool(inner) and any(all(_misplaced_boolean(item, kind) for kind in inner) for item in items)
 
 
 class RequestModel(BaseModel):
     """A request body part whose numbers are numbers: JSON ``true`` and ``false`` are refused where the
-    schema asks for a number (pydantic alone reads them as 1 and 0, so ``"seed": false`` was a seed)."""
+    schema asks for anything else (pydantic alone reads them as 1 and 0, so ``"seed": false`` was a
+    seed and ``"logit_bias": {"50": true}`` a bias of 1). Parts that are models check their own fields."""
 
     @field_validator("*", mode="before")
     @classmethod
     def _refuse_booleans_for_numbers(cls, value: Any, info: ValidationInfo) -> Any:
-        if (
-            isinstance(value, bool)
-            and info.field_name
-            and not _admits_booleans(cls.model_fields[info.field_name].annotation)
-        ):
+        if info.field_name and _misplaced_boolean(value, cls.model_fields[info.field_name].annotation):
             raise PydanticCustomError("bool_type_not_allowed", "Input should not be true or false here")
         return value
 

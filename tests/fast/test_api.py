@@ -196,6 +196,7 @@ def test_a_persona_with_an_invalid_card_is_a_409_naming_the_file_and_field(clien
         ({"seed": False}, "seed"),  # not seed 0
         ({"top_k": True}, "top_k"),
         ({"temperature": False}, "temperature"),
+        ({"logit_bias": {"50": True}}, "logit_bias"),
     ],
 )
 def test_bad_parameters_are_400_naming_the_parameter(client: TestClient, params: dict, param: str) -> None:
