@@ -37,7 +37,9 @@ def _seed_at_the_ends(value: Any) -> Any:
     return value
 
 
-Seed = Annotated[int, BeforeValidator(_seed_at_the_ends), Field(ge=-SEED_BOUND, lt=SEED_BOUND)]
+Seed = Annotated[int, Field(ge=-SEED_BOUND, lt=SEED_BOUND), BeforeValidator(_seed_at_the_ends)]
+"""The bounds before the validator: after it, pydantic writes them into the schema as ``ge``/``lt``, which
+JSON Schema does not know, and clients reading the schema saw no bounds."""
 
 IGNORED = "x-ignored"
 """Marks a field that is accepted and ignored, with the reason, in the schema."""

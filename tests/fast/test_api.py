@@ -411,6 +411,21 @@ def test_the_schema_documents_the_answers_the_server_gives(client: TestClient) -
     request = schema["components"]["schemas"]["ChatCompletionRequest"]["properties"]
     assert request["tools"]["x-unsupported"] and request["num_ctx"]["x-ignored"]
     assert "x-unsupported" not in request["logit_bias"] and "x-unsupported" not in request["response_format"]
+    seed = request["seed"]["anyOf"][0]
+    assert (seed["minimum"], seed["exclusiveMaximum"]) == (-(2**63), 2**63), "bounds in JSON Schema's words"
+    assert not list(pydantic_bounds(schema["components"])), "no bound in words only pydantic knows (ge, lt...)"
+
+
+def pydantic_bounds(node):
+    """The parts of a schema with bounds named as pydantic names them, which JSON Schema readers ignore."""
+    if isinstance(node, dict):
+        if {"ge", "gt", "le", "lt"} & set(node) and "type" in node:
+            yield node
+        for value in node.values():
+            yield from pydantic_bounds(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from pydantic_bounds(value)
 
 
 def test_prompt_longer_than_context_is_400(client: TestClient) -> None:
