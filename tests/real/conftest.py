@@ -32,3 +32,14 @@ def async_client(live_server):
     from openai import AsyncOpenAI
 
     return AsyncOpenAI(base_url=live_server.url + "/v1", api_key="unused", max_retries=0, timeout=300)
+
+
+@pytest.fixture(scope="session")
+def reference(base_model):
+    """The bundled model in transformers (float32, as the server runs it, uncompiled) and its tokenizer."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(base_model.path)
+    model = AutoModelForCausalLM.from_pretrained(base_model.path, dtype=torch.float32).eval()
+    return model, tokenizer

@@ -10,6 +10,7 @@ import httpx
 import pytest
 
 from store.chat_format import prompt_messages, render_prompt
+from tests.support.greedy import greedy_ids
 
 QUESTION = [{"role": "user", "content": "Tell me about the sea."}]
 
@@ -23,34 +24,6 @@ def http(live_server):
 @pytest.fixture(scope="module")
 def base_id(http) -> str:
     return http.get("/v1/models").json()["data"][0]["id"]
-
-
-@pytest.fixture(scope="module")
-def reference(base_model):
-    """The bundled model in transformers (float32, as the server runs it) and its tokenizer."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(base_model.path)
-    model = AutoModelForCausalLM.from_pretrained(base_model.path, dtype=torch.float32).eval()
-    return model, tokenizer
-
-
-def greedy_ids(reference, prompt_ids: list[int], count: int) -> tuple[list[int], list[float]]:
-    """transformers' greedy continuation and each token's log probability."""
-    import torch
-
-    model, _ = reference
-    ids = list(prompt_ids)
-    logprobs = []
-    with torch.no_grad():
-        for _ in range(count):
-            logits = model(torch.tensor([ids])).logits[0, -1].float()
-            step = torch.log_softmax(logits, dim=-1)
-            token = int(step.argmax())
-            ids.append(token)
-            logprobs.append(float(step[token]))
-    return ids[len(prompt_ids) :], logprobs
 
 
 def ask(http, base_id: str, **params) -> dict:
@@ -77,7 +50,7 @@ def test_logprobs_sum_to_the_replys_log_likelihood(http, base_id, reference) -> 
     content = reply["choices"][0]["logprobs"]["content"]
     assert "".join(t["token"] for t in content) == text(reply)
     prompt_ids = render_prompt(tokenizer, prompt_messages(QUESTION, None))
-    ids, expected = greedy_ids(reference, prompt_ids, len(content))
+    ids, expected = greedy_ids(reference[0], prompt_ids, len(content))
     assert [tokenizer.decode([i]) for i in ids] == [t["token"] for t in content], "the same greedy tokens"
     served = sum(t["logprob"] for t in content)
     assert served < 0 and math.isclose(served, sum(expected), rel_tol=0.03, abs_tol=0.05), (served, sum(expected))
@@ -89,7 +62,7 @@ def test_logprobs_sum_to_the_replys_log_likelihood(http, base_id, reference) -> 
 def test_logit_bias_keeps_a_token_out(http, base_id, reference) -> None:
     _, tokenizer = reference
     prompt_ids = render_prompt(tokenizer, prompt_messages(QUESTION, None))
-    ids, _ = greedy_ids(reference, prompt_ids, 1)
+    ids, _ = greedy_ids(reference[0], prompt_ids, 1)
     banned = tokenizer.decode(ids[:1])
     greedy = ask(http, base_id, temperature=0, logprobs=True)
     assert greedy["choices"][0]["logprobs"]["content"][0]["token"] == banned
@@ -127,7 +100,7 @@ def test_repetition_penalty_lowers_repeats(http, base_id, reference) -> None:
 def test_min_tokens_holds_back_a_stop_token(http, base_id, reference) -> None:
     _, tokenizer = reference
     prompt_ids = render_prompt(tokenizer, prompt_messages(QUESTION, None))
-    ids, _ = greedy_ids(reference, prompt_ids, 3)
+    ids, _ = greedy_ids(reference[0], prompt_ids, 3)
     stopped = ask(http, base_id, temperature=0, stop_token_ids=[ids[2]])
     assert stopped["usage"]["completion_tokens"] <= 3 and stopped["choices"][0]["finish_reason"] == "stop"
     held = ask(http, base_id, temperature=0, stop_token_ids=[ids[2]], min_tokens=10)
