@@ -20,13 +20,11 @@ def append_section(text: str, out: Path = RESULTS) -> None:
 def cpu_description() -> str:
     """The processor's model name and which of AVX-512, its bfloat16 instructions and AMX it has: compile
     times, training steps and bfloat16's cost follow them, so every section that times them says which."""
-    try:
-        first = Path("/proc/cpuinfo").read_text().split("\n\n", 1)[0]
-    except OSError:
+    from service.engine import processor_fields
+
+    fields = processor_fields()
+    if not fields:
         return "an unknown CPU"
-    fields = dict(
-        (key.strip(), value.strip()) for key, _, value in (line.partition(":") for line in first.splitlines())
-    )
     flags = set(fields.get("flags", "").split())
     units = [name for name in ("avx512f", "avx512_bf16", "amx_bf16", "amx_tile") if name in flags]
     return f"{fields.get('model name', 'an unknown CPU')} ({', '.join(units) or 'no AVX-512 or AMX'})"

@@ -146,17 +146,23 @@ def lora_plugin_environment(settings: ServeSettings) -> tuple[dict[str, str], di
     return {FAST_LORA_SWITCH: "1"}, {"VLLM_USE_AOT_COMPILE": "1", "VLLM_CACHE_ROOT": str(engine_cache_dir(settings))}
 
 
+def processor_fields(cpuinfo: Path = Path("/proc/cpuinfo")) -> dict[str, str]:
+    """The first processor's fields in ``cpuinfo`` (model name, flags...); empty where it cannot be read."""
+    try:
+        first = cpuinfo.read_text().split("\n\n", 1)[0]
+    except OSError:
+        return {}
+    return {key.strip(): value.strip() for key, _, value in (line.partition(":") for line in first.splitlines())}
+
+
 def cpu_fingerprint(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
     """A short name for this machine's processor model and instruction set extensions."""
     import hashlib
     import platform
 
-    try:
-        first = cpuinfo.read_text().split("\n\n", 1)[0]  # the first processor's block
-    except OSError:
-        first = platform.processor()
+    fields = processor_fields(cpuinfo)
     keys = ("model name", "flags", "Features", "CPU implementer", "CPU part")
-    described = [line for line in first.splitlines() if line.split(":", 1)[0].strip() in keys]
+    described = [f"{key}: {fields[key]}" for key in keys if key in fields] or [platform.processor()]
     digest = hashlib.sha256("\n".join([platform.machine(), *described]).encode()).hexdigest()[:12]
     return f"{platform.machine()}-{digest}"
 
