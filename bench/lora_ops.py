@@ -6,7 +6,9 @@ Run by hand on quiet cores (results are printed and appended to ``bench/RESULTS.
     .venv/bin/python bench/lora_ops.py --dtype bfloat16
     .venv/bin/python bench/lora_ops.py --layers 2 --rounds 3 --print-only   # a quick smoke run
 
-One "step" is what a forward pass of the model asks of the wrapper: the step's metadata, then the
+The grouped wrapper runs twice on float32: with its adapters fused in float32 and with the float16
+kernel (``service/lora_cpu/kernel.py``, built on first use). One "step" is what a forward pass of
+the model asks of the wrapper: the step's metadata, then the
 LoRA of every linear layer (q/k/v and gate/up packed, as vLLM packs them), the embedding and the
 logits, with random rank-16 adapters in every slot but the last. Like the adapters this project
 trains, they touch the linear layers only: the embedding and logits weights stay zero (vLLM still
@@ -148,7 +150,8 @@ def median_ms(run, rounds: int, inner: int) -> float:
 def measure_batch(
     layers: Layers, tokens: list[int], ids: list[int], dtype, rounds: int, inner: int
 ) -> tuple[float, ...]:
-    """Milliseconds per step for the base matmuls, vLLM's wrapper and the grouped one on one batch."""
+    """Milliseconds per step for the base matmuls, vLLM's wrapper, the grouped one and (float32 only)
+    the grouped one with the float16 kernel, on one batch."""
     import torch
     from vllm.lora.layers import LoRAMapping
     from vllm.lora.punica_wrapper.punica_cpu import PunicaWrapperCPU
@@ -168,11 +171,15 @@ def measure_batch(
     logits_y = torch.zeros(len(ids), shapes.vocab, dtype=dtype)
     theirs = PunicaWrapperCPU(4096, 256, "cpu")
     grouped = PunicaWrapperGroupedCPU(4096, 256, "cpu")  # each keeps its state between steps, as in the engine
+    half = PunicaWrapperGroupedCPU(4096, 256, "cpu")
+    grouped.half = False
     cases = {
         "base": lambda: step_base(layers, xs),
         "vllm": lambda: step_lora(theirs, layers, mapping, layout, xs, logits_x, logits_y),
         "ours": lambda: step_lora(grouped, layers, mapping, layout, xs, logits_x, logits_y),
     }
+    if half.half and dtype == torch.float32:
+        cases["half"] = lambda: step_lora(half, layers, mapping, layout, xs, logits_x, logits_y)
     times: dict[str, list[float]] = {key: [] for key in cases}
     for _ in range(2):  # interleaved, so a busy moment does not favour one side
         for key, run in cases.items():
@@ -180,18 +187,16 @@ def measure_batch(
     return tuple(min(times[key]) for key in cases)
 
 
-def measure(shapes: Shapes, dtype_name: str, rounds: int, inner: int) -> list[tuple[str, float, float, float]]:
+def measure(shapes: Shapes, dtype_name: str, rounds: int, inner: int) -> list[tuple[str, float, ...]]:
     import torch
 
     dtype = getattr(torch, dtype_name)
     layers = Layers(shapes, slots=9, rank=16, dtype=dtype)
     rows = []
     for label, tokens, ids in BATCHES:
-        base, vllm, ours = measure_batch(layers, tokens, ids, dtype, rounds, inner)
-        print(
-            f"  {label}: base matmuls {base:.2f} ms, vLLM's LoRA {vllm:.2f} ms, grouped LoRA {ours:.2f} ms", flush=True
-        )
-        rows.append((label, base, vllm, ours))
+        times = measure_batch(layers, tokens, ids, dtype, rounds, inner)
+        print(f"  {label}: " + ", ".join(f"{t:.2f} ms" for t in times), flush=True)
+        rows.append((label, *times))
     return rows
 
 
@@ -221,21 +226,27 @@ def main() -> None:
         f"in 9 slots; {os.cpu_count()} cores, {torch.get_num_threads()} threads; milliseconds per step, "
         "best of 2 interleaved medians.",
         "",
-        "| batch | base matmuls | vLLM's LoRA ops | grouped LoRA ops | speed-up |",
-        "| --- | --- | --- | --- | --- |",
+        "| batch | base matmuls | vLLM's LoRA ops | grouped LoRA ops | speed-up |"
+        + (" grouped, float16 kernel | speed-up |" if len(rows[0]) > 4 else ""),
+        "| --- | --- | --- | --- | --- |" + (" --- | --- |" if len(rows[0]) > 4 else ""),
     ]
-    for label, base, vllm, ours in rows:
-        lines.append(f"| {label} | {base:.2f} | {vllm:.2f} | {ours:.2f} | {vllm / ours:.1f}x |")
+    for label, base, vllm, ours, *half in rows:
+        line = f"| {label} | {base:.2f} | {vllm:.2f} | {ours:.2f} | {vllm / ours:.1f}x |"
+        lines.append(line + "".join(f" {h:.2f} | {vllm / h:.1f}x |" for h in half))
     mb = weight_megabytes(shapes, rank=16, item_size=torch.tensor([], dtype=getattr(torch, args.dtype)).element_size())
+    half_mb = weight_megabytes(shapes, rank=16, item_size=2)["adapter"]
     model = mb["base"] + mb["logits"]
-    bound = model / (model + 8 * mb["adapter"])
+
+    def bound(adapter_mb: float) -> str:
+        return f"{model / (model + 8 * adapter_mb):.2f}x"
+
     lines += [
         "",
         f"Weights a decoding step reads: {mb['base']:.0f} MB of linear layers and {mb['logits']:.0f} MB of "
         f"logits for the base model; {mb['adapter']:.1f} MB per adapter in use ({mb['grouped']:.1f} MB in the "
-        f"grouped layout). Where a step's time is its reads, 8 users on 8 adapters get at most "
-        f"{bound:.2f}x the speed of 8 users of the base model with the adapters' bytes alone "
-        f"({model / (model + 8 * mb['grouped']):.2f}x in the grouped layout).",
+        f"grouped layout, {half_mb:.1f} MB for the float16 kernel). Where a step's time is its reads, 8 users on "
+        f"8 adapters get at most {bound(mb['adapter'])} the speed of 8 users of the base model with the adapters' "
+        f"bytes alone ({bound(mb['grouped'])} in the grouped layout, {bound(half_mb)} with the float16 kernel).",
     ]
     text = "\n".join(lines) + "\n"
     if args.print_only:

@@ -32,7 +32,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from bench.random_adapter import publish_random_adapter  # noqa: E402
-from bench.results import RESULTS, append_section  # noqa: E402
+from bench.results import RESULTS, append_section, cpu_description  # noqa: E402
 from bench.serving import PROMPTS, free_port, server_env, wait_healthy  # noqa: E402
 
 TEMPERATURE = 0.8
@@ -200,9 +200,10 @@ def report(rows: list[Row], args: argparse.Namespace) -> str:
         f"clients asking for {args.tokens}-token replies for {args.seconds:.0f} s per row, each to a random model "
         "of the row; adapter loads and evictions as seen at `/metrics` scrapes; "
         f"temperature {TEMPERATURE}, top_p {args.top_p} on every row; "
-        f"{os.cpu_count()} cores; adapter cache (`--max-cpu-loras`) "
+        f"{os.cpu_count()} cores of {cpu_description()}; adapter cache (`--max-cpu-loras`) "
         f"{args.adapter_cache} adapters ({'set' if args.max_cpu_loras else 'sized from memory'}); "
-        f"adapters in one batch (`--max-loras`) {args.max_loras or 'the default'}. "
+        f"adapters in one batch (`--max-loras`) {args.max_loras or 'the default'}; adapters served "
+        f"{'in float32 (`--float32-adapters`)' if args.float32_adapters else 'from float16 copies (the default)'}. "
         "Listings are timed once a second while the clients run. Settled: the requests started after the "
         f"row's first {SETTLED_S:.0f} s (its first requests start at once, on adapters never loaded).\n",
         "| W (personas in use) | output tokens/s | first token p50 / p95 | settled p50 / p95 | `/v1/models` p50 / max "
@@ -235,6 +236,9 @@ def main() -> None:
     )
     parser.add_argument("--max-loras", type=int, default=0, help="adapters in one batch (0: the server's default)")
     parser.add_argument("--distinct", type=int, default=0, help="distinct adapters (0: all); the rest are copies")
+    parser.add_argument(
+        "--float32-adapters", action="store_true", help="serve adapters from float32 copies (PERSONA_HALF_LORA=false)"
+    )
     parser.add_argument("--no-append", action="store_true", help="print only, append nothing to RESULTS.md")
     parser.add_argument("--keep", action="store_true", help="keep the generated personas folder")
     args = parser.parse_args()
@@ -255,6 +259,8 @@ def main() -> None:
     env = server_env(cache, personas, port, PERSONA_MAX_CPU_LORAS=str(args.max_cpu_loras))
     if args.max_loras:
         env["PERSONA_MAX_LORAS"] = str(args.max_loras)
+    if args.float32_adapters:
+        env["PERSONA_HALF_LORA"] = "false"
     url = f"http://127.0.0.1:{port}/v1"
     rows: list[Row] = []
     with open(logs / "many-personas.log", "w") as out:

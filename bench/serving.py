@@ -14,7 +14,8 @@ server is started once and measured on:
   different personas for 8 users) and from the base model; the median time to first token and the
   median output tokens/s a user sees after the first token.
 
-Servers: (a) this server, (a-) this server with ``PERSONA_FAST_LORA=false``, (c) vLLM's OpenAI server
+Servers: (a) this server, (a32) this server with its adapters in float32 (``PERSONA_HALF_LORA=false``:
+the plugin without its float16 kernel), (a-) this server with ``PERSONA_FAST_LORA=false``, (c) vLLM's OpenAI server
 with the same adapters (``--enable-lora --lora-modules``; the plugin off), and (d) transformers + PEFT
 answering one request at a time (throughput only). ``--variants`` adds runs of (a) with other CPU
 settings (threads, OpenMP waiting, LD_PRELOAD, dtype).
@@ -307,6 +308,7 @@ def peft_loop(base, adapters: dict[str, Path], n_requests: int, max_tokens: int)
 
 NAMES = {
     "a": "(a) this server",
+    "a32": "(a32) this server, adapters in float32",
     "a-": "(a-) this server, plugin off",
     "c": "(c) vLLM's OpenAI server",
     "d": "(d) transformers + PEFT, one at a time",
@@ -334,6 +336,9 @@ def report(results: dict[str, Measured], load: Load, rounds: int, dtype: str, en
         lines.append(f"- (a), personas mixed / base only: {ours.mixed / ours.base:.2f} (goal at least 0.85)")
     if ours and off and off.mixed:
         lines.append(f"- (a)/(a-), personas mixed: {ours.mixed / off.mixed:.2f} (what the plugin gives)")
+    wide = results.get("a32")
+    if ours and wide and wide.mixed:
+        lines.append(f"- (a)/(a32), personas mixed: {ours.mixed / wide.mixed:.2f} (what float16 adapters give)")
     latency_rows = [
         (key, users, label, value)
         for key, m in results.items()
@@ -417,6 +422,8 @@ def main() -> None:
     try:
         if "a" not in skip:
             results["a"] = ours("a", {"PERSONA_FAST_LORA": "true"})  # the server applies cpu_environment itself
+        if "a32" not in skip:
+            results["a32"] = ours("a32", {"PERSONA_FAST_LORA": "true", "PERSONA_HALF_LORA": "false"})
         if "a-" not in skip:
             results["a-"] = ours("a-", {"PERSONA_FAST_LORA": "false"})
         if "c" not in skip:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from .lora_cpu import HALF_SWITCH
 from .lora_cpu import SWITCH as FAST_LORA_SWITCH
 from .lora_memory import cpu_lora_capacity
 from .settings import ServeSettings
@@ -137,13 +138,15 @@ def lora_plugin_environment(settings: ServeSettings) -> tuple[dict[str, str], di
     the variables to set, and defaults that an existing variable overrides.
 
     With the plugin the model is compiled at the first start and saved ahead of time in
-    :func:`engine_cache_dir`; later starts load it instead of tracing and compiling again. Kept apart
+    :func:`engine_cache_dir`; later starts load it instead of tracing and compiling again. The
+    plugin's float16 LoRA kernel is built there too, at the first start. Kept apart
     from :func:`cpu_environment`, which the benchmarks also give vLLM's own server: that server must
     run vLLM's own LoRA ops unless a benchmark asks otherwise.
     """
     if not settings.fast_lora:
         return {FAST_LORA_SWITCH: "0"}, {}
-    return {FAST_LORA_SWITCH: "1"}, {"VLLM_USE_AOT_COMPILE": "1", "VLLM_CACHE_ROOT": str(engine_cache_dir(settings))}
+    switch = {FAST_LORA_SWITCH: "1", HALF_SWITCH: "1" if settings.half_lora else "0"}
+    return switch, {"VLLM_USE_AOT_COMPILE": "1", "VLLM_CACHE_ROOT": str(engine_cache_dir(settings))}
 
 
 def processor_fields(cpuinfo: Path = Path("/proc/cpuinfo")) -> dict[str, str]:

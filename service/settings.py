@@ -60,6 +60,12 @@ class ServeSettings(StoreSettings):
         default=True,
         description="Grouped LoRA ops and a compiled model on vLLM's CPU engine (this project's vLLM plugin).",
     )
+    half_lora: bool = Field(
+        default=True,
+        description="With fast_lora and a float32 engine: adapters kept in float16 and widened in the CPU's "
+        "registers (half the bytes a decoding step reads), by a kernel built with the C++ compiler at the first "
+        "start; off: float32 copies.",
+    )
 
     # Background training (the job queue is StoreSettings.queue_url)
     train: bool = Field(

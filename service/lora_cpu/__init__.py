@@ -18,6 +18,10 @@ from collections.abc import Mapping
 SWITCH = "PERSONA_FAST_LORA"
 """Environment variable that turns the plugin on in vLLM's processes ("1" on, anything else off)."""
 
+HALF_SWITCH = "PERSONA_HALF_LORA"
+"""Environment variable that keeps float32 layers' adapters in float32 ("0") instead of float16 for
+the plugin's kernel (:mod:`.kernel`)."""
+
 
 def requested(environ: Mapping[str, str]) -> bool:
     """Whether ``environ`` asks for the plugin."""

@@ -1,19 +1,32 @@
-"""Grouped LoRA products in plain PyTorch: a fixed number of calls per projection.
+"""Grouped LoRA products: a fixed number of calls per projection.
 
 vLLM keeps each packed slice's weights apart (``lora_a_stacked[s]``: slots x 1 x rank x in,
 ``lora_b_stacked[s]``: slots x 1 x out_s x rank). Here they are fused per slot once, when the slot
-changes: A of every slice stacked (slots x S*rank x in) and B laid out block-diagonally
-(slots x S*rank x sum(out_s)). One shrink and one expand then serve q/k/v or gate/up at once.
+changes, in one of two layouts:
+
+- :class:`Fused`, in the layer's dtype for plain PyTorch: A of every slice stacked
+  (slots x S*rank x in) and B laid out block-diagonally (slots x S*rank x sum(out_s)). One shrink
+  and one expand then serve q/k/v or gate/up at once.
+- :class:`HalfFused`, for float32 layers with the float16 kernel (:mod:`.kernel`): the same A and
+  B's slices side by side (slots x rank x sum(out_s)), both in float16: a decoding step reads a
+  third of the bytes of the float32 block-diagonal layout, half of vLLM's own.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from itertools import accumulate
 
 import torch
 
 from .plan import Plan
+
+HALF_HEADROOM = 14
+"""A slot's weights are scaled so that their largest magnitude is at most 2**HALF_HEADROOM: well
+inside float16's range (65504), and with the small weights of a lightly trained adapter kept above
+its smallest normal number."""
 
 
 @dataclass
@@ -63,6 +76,55 @@ def new_fused(a_stacked: Sequence[torch.Tensor] | None, b_stacked: Sequence[torc
     return Fused(a=a, b=b, nonzero=[False] * slots)
 
 
+@dataclass
+class HalfFused:
+    """One layer's adapters in float16 for the kernel; ``scales[slot]`` undoes the slot's scaling."""
+
+    a: torch.Tensor  # slots x S*rank x in
+    b: torch.Tensor  # slots x rank x sum(out_s): the slices side by side
+    ends: torch.Tensor  # int64: the column after each slice in b
+    scales: torch.Tensor  # float32 per slot: what a and b were divided by, multiplied together
+    nonzero: list[bool]
+    layout: tuple = field(default=())
+
+    def __post_init__(self) -> None:
+        self.rank = self.b.shape[1]
+        self.slices = list(zip([0, *self.ends.tolist()], self.ends.tolist()))
+
+
+def new_half_fused(a_stacked: Sequence[torch.Tensor], b_stacked: Sequence[torch.Tensor]) -> HalfFused:
+    slots, rank, inputs = a_stacked[0].shape[0], a_stacked[0].shape[2], a_stacked[0].shape[3]
+    ends = list(accumulate(b.shape[2] for b in b_stacked))
+    return HalfFused(
+        a=torch.zeros(slots, rank * len(a_stacked), inputs, dtype=torch.float16),
+        b=torch.zeros(slots, rank, ends[-1], dtype=torch.float16),
+        ends=torch.tensor(ends, dtype=torch.long),
+        scales=torch.ones(slots, dtype=torch.float32),
+        nonzero=[False] * slots,
+    )
+
+
+def power_of_two_scale(weights: torch.Tensor) -> float:
+    """What to divide ``weights`` by so that their largest magnitude is about ``2**HALF_HEADROOM``."""
+    largest = float(weights.abs().max())
+    if largest == 0 or not math.isfinite(largest):
+        return 1.0
+    return 2.0 ** (math.ceil(math.log2(largest)) - HALF_HEADROOM)
+
+
+def fuse_half_slot(
+    fused: HalfFused, slot: int, a_stacked: Sequence[torch.Tensor], b_stacked: Sequence[torch.Tensor]
+) -> None:
+    """Copy one slot's weights from vLLM's stacked tensors into ``fused``, scaled into float16."""
+    a = torch.cat([a[slot, 0] for a in a_stacked], dim=0).float()
+    b = torch.cat([b[slot, 0] for b in b_stacked], dim=0).t().float()
+    a_scale, b_scale = power_of_two_scale(a), power_of_two_scale(b)
+    fused.a[slot].copy_(a / a_scale)
+    fused.b[slot].copy_(b / b_scale)
+    fused.scales[slot] = a_scale * b_scale
+    fused.nonzero[slot] = bool(a.any()) and bool(b.any())
+
+
 class FusedCache:
     """Fused weights per layer, refreshed slot by slot when vLLM puts another adapter in a slot.
 
@@ -78,20 +140,30 @@ class FusedCache:
     def get(
         self, a_stacked: Sequence[torch.Tensor] | None, b_stacked: Sequence[torch.Tensor], dtype: torch.dtype
     ) -> Fused:
+        """The layer's weights in the :class:`Fused` layout, in ``dtype``."""
+        return self._current(a_stacked, b_stacked, dtype)
+
+    def get_half(self, a_stacked: Sequence[torch.Tensor], b_stacked: Sequence[torch.Tensor]) -> HalfFused:
+        """The layer's weights in the :class:`HalfFused` layout."""
+        return self._current(a_stacked, b_stacked, None)
+
+    def _current(self, a_stacked, b_stacked, dtype: torch.dtype | None):
         first = b_stacked[0] if a_stacked is None else a_stacked[0]
         key = (first.data_ptr(), dtype)
         fused = self._entries.get(key)
         if fused is not None and fused.layout is self.layout:
             return fused
+        fuse = fuse_slot if dtype is not None else fuse_half_slot
         if fused is None:  # zeros: only the slots that hold an adapter need copying
-            fused = self._entries[key] = new_fused(a_stacked, b_stacked, dtype)
+            made = new_fused(a_stacked, b_stacked, dtype) if dtype is not None else new_half_fused(a_stacked, b_stacked)
+            fused = self._entries[key] = made
             changed = [s for s in range(len(fused.nonzero)) if s >= len(self.layout) or self.layout[s] is not None]
         else:
             old = fused.layout
             changed = [s for s in range(len(fused.nonzero)) if s >= len(old) or old[s] != self.layout[s]]
         with torch.no_grad():
             for slot in changed:
-                fuse_slot(fused, slot, a_stacked, b_stacked)
+                fuse(fused, slot, a_stacked, b_stacked)
         fused.layout = self.layout
         return fused
 
@@ -140,3 +212,33 @@ def add_lora(y: torch.Tensor, x: torch.Tensor, fused: Fused, plan: Plan, scale: 
             if fused.a is not None:
                 h = torch.mm(h, fused.a[group.slot].t())
             target.index_add_(0, group.rows, torch.mm(h, b), alpha=scale)
+
+
+def add_lora_half(y: torch.Tensor, x: torch.Tensor, fused: HalfFused, plan: Plan, scale: float = 1.0) -> None:
+    """:func:`add_lora` for float32 ``y`` and ``x`` with float16 weights: decoding tokens through the
+    kernel, which reads each weight once a step; a prompt's many tokens widen their slot's weights
+    once and multiply them as matrices."""
+    if plan.kernel is not None:
+        index = plan.kernel
+        x = x if x.stride(-1) == 1 else x.contiguous()
+        torch.ops.persona_lora_kernels.add_lora_half(
+            y, x, fused.a, fused.b, fused.scales, fused.ends, index.groups, index.rows, scale
+        )
+    for group in plan.wide:
+        slot = group.slot
+        if not fused.nonzero[slot]:
+            continue
+        rows = x[group.start : group.stop] if group.rows is None else x.index_select(0, group.rows)
+        h = torch.mm(rows, fused.a[slot].float().t())
+        b = fused.b[slot].float()
+        alpha = scale * float(fused.scales[slot])
+        parts = [
+            (h[:, s * fused.rank : (s + 1) * fused.rank], start, end) for s, (start, end) in enumerate(fused.slices)
+        ]
+        if group.rows is None:
+            target = y[group.start : group.stop]
+            for part, start, end in parts:
+                target[:, start:end].addmm_(part, b[:, start:end], alpha=alpha)
+        else:
+            out = torch.cat([torch.mm(part, b[:, start:end]) for part, start, end in parts], dim=1)
+            y[:, : out.shape[1]].index_add_(0, group.rows, out, alpha=alpha)

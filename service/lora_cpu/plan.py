@@ -14,6 +14,10 @@ import torch
 PADDING_LIMIT = 2
 """The padded (batched) form is used while padding at most doubles the rows it multiplies."""
 
+WIDE_ROWS = 16
+"""From this many tokens on, a slot's float16 weights are widened once and multiplied as matrices
+(a prompt being read); fewer tokens (decoding) go through the float16 kernel."""
+
 
 @dataclass(frozen=True)
 class Group:
@@ -43,12 +47,29 @@ class Padded:
 
 
 @dataclass(frozen=True)
+class KernelIndex:
+    """The groups of fewer than ``WIDE_ROWS`` tokens as the float16 kernel reads them.
+
+    ``groups``: one ``(slot, first, end)`` row per group, ``first:end`` indexing ``rows``, which
+    lists the groups' tokens one after another.
+    """
+
+    groups: torch.Tensor
+    rows: torch.Tensor
+
+
+@dataclass(frozen=True)
 class Plan:
-    """The adapter groups of one step; ``padded`` is set when they are multiplied in one batch."""
+    """The adapter groups of one step; ``padded`` is set when they are multiplied in one batch.
+
+    ``kernel`` and ``wide`` split the same groups for the float16 path: few tokens each, and many.
+    """
 
     n_tokens: int
     groups: tuple[Group, ...]
     padded: Padded | None = None
+    kernel: KernelIndex | None = None
+    wide: tuple[Group, ...] = ()
 
 
 NO_ADAPTER = Plan(n_tokens=0, groups=())
@@ -61,7 +82,10 @@ def build_plan(indices: Sequence[int], padding_limit: float = PADDING_LIMIT) -> 
         if slot >= 0:
             by_slot.setdefault(slot, []).append(row)
     groups = tuple(_group(slot, rows, len(indices)) for slot, rows in sorted(by_slot.items()))
-    plan = Plan(n_tokens=len(indices), groups=groups)
+    few = [(slot, rows) for slot, rows in sorted(by_slot.items()) if len(rows) < WIDE_ROWS]
+    kernel = _kernel_index(few) if few else None
+    wide = tuple(group for group in groups if len(by_slot[group.slot]) >= WIDE_ROWS)
+    plan = Plan(n_tokens=len(indices), groups=groups, kernel=kernel, wide=wide)
     if len(groups) < 2:
         return plan
     first, last = groups[0].slot, groups[-1].slot
@@ -84,7 +108,18 @@ def build_plan(indices: Sequence[int], padding_limit: float = PADDING_LIMIT) -> 
         rows=torch.tensor(layout, dtype=torch.long),
         pad=torch.tensor(pad, dtype=torch.bool).view(count, width, 1),
     )
-    return Plan(n_tokens=len(indices), groups=groups, padded=padded)
+    return Plan(n_tokens=len(indices), groups=groups, padded=padded, kernel=kernel, wide=wide)
+
+
+def _kernel_index(by_slot: list[tuple[int, list[int]]]) -> KernelIndex:
+    table: list[int] = []
+    rows: list[int] = []
+    for slot, tokens in by_slot:
+        table += [slot, len(rows), len(rows) + len(tokens)]
+        rows += tokens
+    return KernelIndex(
+        groups=torch.tensor(table, dtype=torch.long).view(-1, 3), rows=torch.tensor(rows, dtype=torch.long)
+    )
 
 
 def _group(slot: int, rows: list[int], n_tokens: int) -> Group:

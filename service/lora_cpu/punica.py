@@ -3,7 +3,8 @@
 It keeps vLLM's own metadata (other code reads it) and adds, once per step, a plan for the tokens
 and one for the sampled rows. The linear, embedding and logits paths then cost a fixed number of
 tensor calls each; the shrink/expand entry points used only by tensor-parallel sharded layers are
-vLLM's own.
+vLLM's own. Linear layers in float32 keep their adapters in float16 for the kernel of :mod:`.kernel`
+where it could be built.
 """
 
 from __future__ import annotations
@@ -13,8 +14,8 @@ from typing import Any
 import torch
 from vllm.lora.punica_wrapper.punica_cpu import PunicaWrapperCPU
 
-from . import custom_op
-from .ops import FusedCache, add_lora
+from . import custom_op, kernel
+from .ops import FusedCache, add_lora, add_lora_half
 from .plan import NO_ADAPTER, Plan, build_plan
 
 
@@ -27,6 +28,8 @@ class PunicaWrapperGroupedCPU(PunicaWrapperCPU):
         self.token_plan: Plan = NO_ADAPTER
         self.sampler_plan: Plan = NO_ADAPTER
         self.key = custom_op.register_wrapper(self)
+        self.half = kernel.load()
+        """Whether float32 linear layers use the float16 kernel (built, and not turned off)."""
 
     def update_metadata(
         self, mapping, lora_index_to_id: list[int | None], max_loras: int, vocab_size: int, **kwargs: Any
@@ -77,8 +80,13 @@ class PunicaWrapperGroupedCPU(PunicaWrapperCPU):
     # called from inside the custom ops (eagerly, also when the model is compiled)
     def run_linear(self, y: torch.Tensor, x: torch.Tensor, a_stacked, b_stacked, scale: float) -> None:
         plan = self.token_plan
-        if plan.groups:
-            add_lora(y.view(-1, y.shape[-1]), x, self.cache.get(a_stacked, b_stacked, y.dtype), plan, scale)
+        if not plan.groups:
+            return
+        y2 = y.view(-1, y.shape[-1])
+        if self.half and y.dtype == torch.float32:
+            add_lora_half(y2, x.to(y.dtype), self.cache.get_half(a_stacked, b_stacked), plan, scale)
+        else:
+            add_lora(y2, x, self.cache.get(a_stacked, b_stacked, y.dtype), plan, scale)
 
     def run_embedding(self, y: torch.Tensor, x: torch.Tensor, b_stacked: torch.Tensor) -> None:
         plan = self.token_plan

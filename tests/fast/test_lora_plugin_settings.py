@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from service.engine import cpu_environment, engine_cache_dir, lora_plugin_environment
-from service.lora_cpu import SWITCH
+from service.lora_cpu import HALF_SWITCH, SWITCH
 from service.lora_cpu.compile_cache import complete
 from service.lora_cpu.plugin import WRAPPER, register
 from service.settings import ServeSettings
@@ -20,10 +20,11 @@ from service.settings import ServeSettings
 
 def test_setting_turns_the_plugin_on_and_off(tmp_path: Path, monkeypatch) -> None:
     switch, defaults = lora_plugin_environment(ServeSettings(cache_dir=tmp_path))
-    assert switch == {SWITCH: "1"}
+    assert switch == {SWITCH: "1", HALF_SWITCH: "1"}
     assert defaults["VLLM_USE_AOT_COMPILE"] == "1"  # later starts load the model the first one compiled
     assert Path(defaults["VLLM_CACHE_ROOT"]).is_relative_to(tmp_path), "kept in the service's own cache folder"
     assert lora_plugin_environment(ServeSettings(cache_dir=tmp_path, fast_lora=False)) == ({SWITCH: "0"}, {})
+    assert lora_plugin_environment(ServeSettings(cache_dir=tmp_path, half_lora=False))[0][HALF_SWITCH] == "0"
     monkeypatch.setenv("PERSONA_FAST_LORA", "false")
     assert lora_plugin_environment(ServeSettings(cache_dir=tmp_path))[0] == {SWITCH: "0"}
 

@@ -1,6 +1,7 @@
 """The shared server starts as ``make run`` starts one: after ``persona warm`` compiled and saved the
 model, it loads that instead of compiling again, and answers as the uncompiled model does (greedy
-tokens and their log probabilities as transformers and PEFT give them, with and without an adapter)."""
+tokens and their log probabilities as transformers and PEFT give them, with and without an adapter,
+the adapter served from its float16 copy)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import math
 
 import pytest
 
+from service.lora_cpu.kernel import LOADED
 from store.chat_format import prompt_messages, render_prompt
 from tests.support.greedy import greedy_ids
 
@@ -18,6 +20,7 @@ def test_the_server_loaded_the_model_warm_compiled(live_server) -> None:
     log = live_server.log_path.read_text()
     assert "Directly load AOT compilation" in log, "the server loads the model `persona warm` compiled"
     assert "Compiling model again" not in log, "no load failed and fell back to compiling"
+    assert LOADED in log, "adapters are served from their float16 copies"
 
 
 @pytest.mark.parametrize("with_adapter", [False, True], ids=["base model", "random adapter"])

@@ -1,4 +1,5 @@
-"""The grouped CPU LoRA ops give vLLM's own CPU ops' results, on random shapes and batches."""
+"""The grouped CPU LoRA ops give vLLM's own CPU ops' results, on random shapes and batches: in
+float32 and bfloat16, and with float32 layers' adapters kept in float16 for the kernel."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import torch
 from vllm.lora.layers import LoRAMapping
 from vllm.lora.punica_wrapper.punica_cpu import PunicaWrapperCPU
 
+from service.lora_cpu import kernel
 from service.lora_cpu.punica import PunicaWrapperGroupedCPU
 
 pytestmark = pytest.mark.real
@@ -16,6 +18,13 @@ pytestmark = pytest.mark.real
 SLOTS = 5
 LAYOUT = [11, 12, 13, 14, None]  # LoRA id per slot; the last slot is free, as vLLM's ops need it
 TOLERANCE = {torch.float32: 1e-5, torch.bfloat16: 3e-2}
+HALF_TOLERANCE = 2e-3  # float16 weights: about 3 significant digits
+# (dtype of the layer, whether float32 layers use the float16 kernel)
+MODES = {
+    "float32": (torch.float32, False),
+    "float16 kernel": (torch.float32, True),
+    "bfloat16": (torch.bfloat16, False),
+}
 
 # (tokens per request, LoRA id per request; 0: the base model)
 BATCHES = {
@@ -26,6 +35,7 @@ BATCHES = {
     "prefill, two adapters evenly": ([8, 7], [11, 12]),
     "prefill, many adapters and the base": ([5, 17, 3, 9], [14, 0, 11, 14]),
     "prefill and decode, one busy adapter": ([30, 1, 1], [11, 14, 0]),
+    "prefills of one adapter apart": ([20, 3, 20], [11, 12, 11]),
 }
 SLICES = {"single": (48,), "q/k/v": (64, 16, 16), "gate/up": (40, 40)}
 
@@ -43,17 +53,20 @@ def random_stacked(gen: torch.Generator, slices: tuple[int, ...], inp: int, rank
     return a, b
 
 
-def both_wrappers(tokens, ids, layout=LAYOUT):
+def both_wrappers(tokens, ids, layout=LAYOUT, half=False):
     wrappers = PunicaWrapperCPU(512, 64, "cpu"), PunicaWrapperGroupedCPU(512, 64, "cpu")
+    assert wrappers[1].half, "the float16 kernel was not built (is a C++ compiler installed?)"
+    wrappers[1].half = half
     for wrapper in wrappers:
         wrapper.update_metadata(mapping(tokens, ids), layout, SLOTS + 1, 1000)
     return wrappers
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["float32", "bfloat16"])
+@pytest.mark.parametrize("mode", MODES.values(), ids=MODES.keys())
 @pytest.mark.parametrize("slices", SLICES.values(), ids=SLICES.keys())
 @pytest.mark.parametrize("batch", BATCHES.values(), ids=BATCHES.keys())
-def test_linear_matches_vllm(batch, slices, dtype) -> None:
+def test_linear_matches_vllm(batch, slices, mode) -> None:
+    dtype, half = mode
     tokens, ids = batch
     rng = random.Random(f"{tokens} {ids} {slices}")
     gen = torch.Generator().manual_seed(rng.randrange(2**31))
@@ -61,11 +74,12 @@ def test_linear_matches_vllm(batch, slices, dtype) -> None:
     a, b = random_stacked(gen, slices, inp, rank, dtype)
     x = torch.randn(sum(tokens), inp, generator=gen).to(dtype)
     y = torch.randn(sum(tokens), sum(slices), generator=gen).to(dtype)
-    theirs, ours = both_wrappers(tokens, ids)
+    theirs, ours = both_wrappers(tokens, ids, half=half)
     expected, got = y.clone(), y.clone()
     theirs.add_lora_linear(expected, x, a, b, 0.5, slices)
     ours.add_lora_linear(got, x, a, b, 0.5, slices)
-    assert torch.allclose(got.float(), expected.float(), atol=TOLERANCE[dtype], rtol=TOLERANCE[dtype])
+    tolerance = HALF_TOLERANCE if half else TOLERANCE[dtype]
+    assert torch.allclose(got.float(), expected.float(), atol=tolerance, rtol=tolerance)
     base_rows = [row for row, i in enumerate(i for n, i in zip(tokens, ids) for _ in range(n)) if i == 0]
     assert torch.equal(got[base_rows], y[base_rows])  # the base model's tokens are left alone
     if any(ids):
@@ -147,3 +161,22 @@ def test_an_adapter_loaded_into_a_slot_free_at_the_first_step_is_applied() -> No
     ours.add_lora_linear(got, x, a, b, 1.0, (16,))
     theirs.add_lora_linear(expected, x, a, b, 1.0, (16,))
     assert torch.allclose(got, expected, atol=1e-5) and got[1].abs().sum() > 0
+
+
+def test_a_lightly_trained_adapter_keeps_its_precision_in_float16() -> None:
+    """B starts at zero and is tiny after a few steps: below float16's normal numbers unscaled."""
+    gen = torch.Generator().manual_seed(11)
+    a, b = random_stacked(gen, (64, 16, 16), 96, 16, torch.float32)
+    for weights in b:
+        weights.mul_(1e-6)
+    x = torch.randn(3, 96, generator=gen)
+    theirs, ours = both_wrappers([1, 1, 1], [11, 12, 13], half=True)
+    expected, got = torch.zeros(3, 96), torch.zeros(3, 96)
+    theirs.add_lora_linear(expected, x, a, b, 1.0, (64, 16, 16))
+    ours.add_lora_linear(got, x, a, b, 1.0, (64, 16, 16))
+    assert torch.allclose(got, expected, rtol=HALF_TOLERANCE, atol=HALF_TOLERANCE * float(expected.abs().max()))
+
+
+def test_the_float16_kernel_can_be_turned_off(tmp_path) -> None:
+    assert kernel.load({kernel.SWITCH: "0", "VLLM_CACHE_ROOT": str(tmp_path)}) is False
+    assert not (tmp_path / "lora-kernel").exists()

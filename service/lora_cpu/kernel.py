@@ -1,0 +1,79 @@
+"""Builds and loads the float16 LoRA kernel (``kernels/lora_half.cpp``) once per processor.
+
+A decoding step reads every adapter in use, and on the CPU those reads are most of what LoRA costs:
+kept in float16 and widened in registers, an adapter costs half the bytes of its float32 copy,
+without the zero blocks of the fused float32 layout. The kernel is compiled for the machine's own
+instructions (``-march=native``) by the C++ compiler that vLLM's CPU engine needs anyway, into the
+engine's cache folder (one per processor); a later start loads it. Where it cannot be built, the
+LoRA ops keep their float32 copies and say so in the engine's log.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import sys
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+
+from . import HALF_SWITCH as SWITCH
+
+logger = logging.getLogger("vllm.plugins.persona_lora_cpu")
+
+NAME = "persona_lora_kernels"
+SOURCE = Path(__file__).parent / "kernels" / "lora_half.cpp"
+
+LOADED = "float16 LoRA kernel loaded"
+"""The start of the engine log's line when the kernel is in use."""
+
+_loaded: dict[Path, bool] = {}
+
+
+def requested(environ: Mapping[str, str]) -> bool:
+    """Whether ``environ`` leaves the float16 kernel on (anything but 0/false/no/off)."""
+    return environ.get(SWITCH, "1").strip().lower() not in {"0", "false", "no", "off"}
+
+
+def build_dir(environ: Mapping[str, str]) -> Path:
+    """The engine's cache folder (the server keeps one per processor), else a folder of this user's."""
+    root = environ.get("VLLM_CACHE_ROOT")
+    base = Path(root) if root else Path(tempfile.gettempdir()) / f"persona-{os.getuid()}"
+    return base / "lora-kernel"
+
+
+def load(environ: Mapping[str, str] | None = None) -> bool:
+    """Builds the kernel where needed and loads it into this process; False (logged) where it cannot."""
+    environ = os.environ if environ is None else environ
+    if not requested(environ):
+        return False
+    directory = build_dir(environ)
+    if directory not in _loaded:
+        _loaded[directory] = _build_and_load(directory)
+    return _loaded[directory]
+
+
+def _build_and_load(directory: Path) -> bool:
+    import torch
+    from torch.utils.cpp_extension import load as load_extension
+
+    if hasattr(torch.ops, NAME) and hasattr(getattr(torch.ops, NAME), "add_lora_half"):
+        return True
+    scripts = Path(sys.executable).parent  # a virtual environment's own ninja, where PATH lacks it
+    if shutil.which("ninja") is None and (scripts / "ninja").exists():
+        os.environ["PATH"] = f"{scripts}{os.pathsep}{os.environ.get('PATH', '')}"
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        load_extension(
+            name=NAME,
+            sources=[str(SOURCE)],
+            extra_cflags=["-O3", "-march=native"],
+            build_directory=str(directory),
+            is_python_module=False,
+        )
+    except Exception as error:  # no compiler, a read-only cache: fall back, loudly
+        logger.warning("float16 LoRA kernel not built (%s); adapters are kept in float32", error)
+        return False
+    logger.info("%s: float32 layers keep their adapters in float16 (kernel in %s)", LOADED, directory)
+    return True
