@@ -104,9 +104,15 @@ def new_half_fused(a_stacked: Sequence[torch.Tensor], b_stacked: Sequence[torch.
     )
 
 
-def power_of_two_scale(weights: torch.Tensor) -> float:
-    """What to divide ``weights`` by so that their largest magnitude is about ``2**HALF_HEADROOM``."""
-    largest = float(weights.abs().max())
+def largest_magnitude(weights: torch.Tensor) -> float:
+    """One pass over ``weights``, without a temporary."""
+    low, high = torch.aminmax(weights)
+    return max(-float(low), float(high))
+
+
+def power_of_two_scale(largest: float) -> float:
+    """What to divide weights whose largest magnitude is ``largest`` by, to bring it to about
+    ``2**HALF_HEADROOM`` (1 for zeros)."""
     if largest == 0 or not math.isfinite(largest):
         return 1.0
     return 2.0 ** (math.ceil(math.log2(largest)) - HALF_HEADROOM)
@@ -116,13 +122,14 @@ def fuse_half_slot(
     fused: HalfFused, slot: int, a_stacked: Sequence[torch.Tensor], b_stacked: Sequence[torch.Tensor]
 ) -> None:
     """Copy one slot's weights from vLLM's stacked tensors into ``fused``, scaled into float16."""
-    a = torch.cat([a[slot, 0] for a in a_stacked], dim=0).float()
-    b = torch.cat([b[slot, 0] for b in b_stacked], dim=0).t().float()
-    a_scale, b_scale = power_of_two_scale(a), power_of_two_scale(b)
-    fused.a[slot].copy_(a / a_scale)
-    fused.b[slot].copy_(b / b_scale)
+    a = torch.cat([a[slot, 0] for a in a_stacked], dim=0).float()  # new tensors: scaled in place
+    b = torch.cat([b[slot, 0] for b in b_stacked], dim=0).float()
+    a_largest, b_largest = largest_magnitude(a), largest_magnitude(b)
+    a_scale, b_scale = power_of_two_scale(a_largest), power_of_two_scale(b_largest)
+    fused.a[slot].copy_(a.mul_(1 / a_scale))
+    fused.b[slot].copy_(b.mul_(1 / b_scale).t())
     fused.scales[slot] = a_scale * b_scale
-    fused.nonzero[slot] = bool(a.any()) and bool(b.any())
+    fused.nonzero[slot] = a_largest > 0 and b_largest > 0
 
 
 class FusedCache:
