@@ -51,13 +51,15 @@ endif
 # Serve at once: personas without an adapter answer from their card while a training worker beside
 # the server trains them in the background (and any persona whose logs change later). The engine is
 # started once ahead (`persona warm`, once per install): its first start compiles the model, later
-# starts reuse that, so the server answers soon after the set-up.
+# starts reuse that, so the server answers soon after the set-up. A changed CPU LoRA plugin (its ops,
+# its kernel) warms the engine again.
 WARMED := $(PERSONA_CACHE_DIR)/.engine-warmed
+PLUGIN_SOURCES := $(wildcard service/lora_cpu/*.py service/lora_cpu/kernels/*.cpp)
 
 run: setup $(WARMED)
 	$(VENV)/bin/persona serve
 
-$(WARMED): $(STAMP)
+$(WARMED): $(STAMP) $(PLUGIN_SOURCES)
 	$(VENV)/bin/persona warm
 	@touch $@
 
