@@ -43,7 +43,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from bench.random_adapter import publish_random_adapter  # noqa: E402
-from bench.results import RESULTS, append_section  # noqa: E402
+from bench.results import RESULTS, append_section, cpu_description  # noqa: E402
 
 PROMPTS = [
     "Tell me about your favourite place.",
@@ -319,8 +319,8 @@ def report(results: dict[str, Measured], load: Load, rounds: int, dtype: str, en
     lines = [
         f"\n## Serving speed, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC",
         f"`bench/serving.py`: {load.adapters} adapters (r=16), {load.requests} concurrent chat requests of up to "
-        f"{load.max_tokens} tokens, median of {rounds} rounds per server; {os.cpu_count()} cores; {dtype}; the "
-        f"same engine settings for every server; environment {env}.",
+        f"{load.max_tokens} tokens, median of {rounds} rounds per server; {os.cpu_count()} cores of "
+        f"{cpu_description()}; {dtype}; the same engine settings for every server; environment {env}.",
         "",
         "| server | personas mixed, tokens/s | base model only, tokens/s | mixed / base |",
         "| --- | --- | --- | --- |",
