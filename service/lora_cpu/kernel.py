@@ -15,6 +15,7 @@ import os
 import shutil
 import sys
 import tempfile
+import time
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -24,6 +25,10 @@ logger = logging.getLogger("vllm.plugins.persona_lora_cpu")
 
 NAME = "persona_lora_kernels"
 SOURCE = Path(__file__).parent / "kernels" / "lora_half.cpp"
+
+STALE_LOCK_S = 300
+"""A build lock older than this was left by a start stopped mid-build: torch's builder would wait on
+it for ever, so it is removed (a build takes seconds)."""
 
 LOADED = "float16 LoRA kernel loaded"
 """The start of the engine log's line when the kernel is in use."""
@@ -60,6 +65,7 @@ def _build_and_load(directory: Path) -> bool:
 
     if hasattr(torch.ops, NAME) and hasattr(getattr(torch.ops, NAME), "add_lora_half"):
         return True
+    _remove_stale_lock(directory / "lock")
     scripts = Path(sys.executable).parent  # a virtual environment's own ninja, where PATH lacks it
     if shutil.which("ninja") is None and (scripts / "ninja").exists():
         os.environ["PATH"] = f"{scripts}{os.pathsep}{os.environ.get('PATH', '')}"
@@ -77,3 +83,12 @@ def _build_and_load(directory: Path) -> bool:
         return False
     logger.info("%s: float32 layers keep their adapters in float16 (kernel in %s)", LOADED, directory)
     return True
+
+
+def _remove_stale_lock(lock: Path) -> None:
+    try:
+        if time.time() - lock.stat().st_mtime > STALE_LOCK_S:
+            lock.unlink(missing_ok=True)
+            logger.warning("removed a stale build lock left by an interrupted start: %s", lock)
+    except FileNotFoundError:
+        pass

@@ -3,7 +3,11 @@ float32 and bfloat16, and with float32 layers' adapters kept in float16 for the 
 
 from __future__ import annotations
 
+import os
 import random
+import subprocess
+import sys
+import time
 
 import pytest
 import torch
@@ -175,6 +179,19 @@ def test_a_lightly_trained_adapter_keeps_its_precision_in_float16() -> None:
     theirs.add_lora_linear(expected, x, a, b, 1.0, (64, 16, 16))
     ours.add_lora_linear(got, x, a, b, 1.0, (64, 16, 16))
     assert torch.allclose(got, expected, rtol=HALF_TOLERANCE, atol=HALF_TOLERANCE * float(expected.abs().max()))
+
+
+def test_a_start_stopped_mid_build_does_not_hang_the_next(tmp_path) -> None:
+    lock = tmp_path / "lora-kernel" / "lock"  # what an interrupted build leaves behind
+    lock.parent.mkdir()
+    lock.touch()
+    an_hour_ago = time.time() - 3600
+    os.utime(lock, (an_hour_ago, an_hour_ago))
+    script = "from service.lora_cpu import kernel; print(kernel.load())"
+    env = {**os.environ, "VLLM_CACHE_ROOT": str(tmp_path), kernel.SWITCH: "1"}
+    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
+    assert done.stdout.strip() == "True", done.stderr[-2000:]
+    assert not lock.exists()
 
 
 def test_the_float16_kernel_can_be_turned_off(tmp_path) -> None:
