@@ -65,12 +65,12 @@ def _build_and_load(directory: Path) -> bool:
 
     if hasattr(torch.ops, NAME) and hasattr(getattr(torch.ops, NAME), "add_lora_half"):
         return True
-    _remove_stale_lock(directory / "lock")
     scripts = Path(sys.executable).parent  # a virtual environment's own ninja, where PATH lacks it
     if shutil.which("ninja") is None and (scripts / "ninja").exists():
         os.environ["PATH"] = f"{scripts}{os.pathsep}{os.environ.get('PATH', '')}"
     try:
         directory.mkdir(parents=True, exist_ok=True)
+        _remove_stale_lock(directory / "lock")
         load_extension(
             name=NAME,
             sources=[str(SOURCE)],

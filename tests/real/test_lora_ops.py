@@ -194,6 +194,16 @@ def test_a_start_stopped_mid_build_does_not_hang_the_next(tmp_path) -> None:
     assert not lock.exists()
 
 
+def test_where_the_kernel_cannot_be_built_the_float32_copies_serve(tmp_path) -> None:
+    blocked = tmp_path / "a file, not a folder"
+    blocked.write_text("")
+    script = "from service.lora_cpu import kernel; print(kernel.load())"
+    env = {**os.environ, "VLLM_CACHE_ROOT": str(blocked), kernel.SWITCH: "1"}
+    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0 and done.stdout.strip() == "False", done.stderr[-2000:]
+    assert "float16 LoRA kernel not built" in done.stderr and "kept in float32" in done.stderr
+
+
 def test_the_float16_kernel_can_be_turned_off(tmp_path) -> None:
     assert kernel.load({kernel.SWITCH: "0", "VLLM_CACHE_ROOT": str(tmp_path)}) is False
     assert not (tmp_path / "lora-kernel").exists()
