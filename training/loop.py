@@ -257,8 +257,7 @@ class LoraRecipe:
         return bool(config.early_stopping_patience) and record.stale >= config.early_stopping_patience
 
     def running_clock(self) -> float:
-        """Seconds of the process's running time: the wall clock less the time it spent stopped (a
-        worker pauses training while its server answers), so step speeds and the time budget count work."""
+        """The wall clock less the time paused while the server answered: step speeds and budgets count work."""
         return time.perf_counter() - (self.pauses.paused_s if self.pauses else 0.0)
 
     def stop_reason(self) -> str:

@@ -33,8 +33,6 @@ it for ever, so it is removed (a build takes seconds)."""
 LOADED = "float16 LoRA kernel loaded"
 """The start of the engine log's line when the kernel is in use."""
 
-_loaded: dict[Path, bool] = {}
-
 
 def requested(environ: Mapping[str, str]) -> bool:
     """Whether ``environ`` leaves the float16 kernel on (anything but 0/false/no/off)."""
@@ -49,22 +47,21 @@ def build_dir(environ: Mapping[str, str]) -> Path:
 
 
 def load(environ: Mapping[str, str] | None = None) -> bool:
-    """Builds the kernel where needed and loads it into this process; False (logged) where it cannot."""
+    """Builds the kernel where needed and loads it into this process (once); False (logged) where it
+    cannot."""
     environ = os.environ if environ is None else environ
     if not requested(environ):
         return False
-    directory = build_dir(environ)
-    if directory not in _loaded:
-        _loaded[directory] = _build_and_load(directory)
-    return _loaded[directory]
+    import torch
+
+    if hasattr(getattr(torch.ops, NAME), "add_lora_half"):
+        return True
+    return _build_and_load(build_dir(environ))
 
 
 def _build_and_load(directory: Path) -> bool:
-    import torch
     from torch.utils.cpp_extension import load as load_extension
 
-    if hasattr(torch.ops, NAME) and hasattr(getattr(torch.ops, NAME), "add_lora_half"):
-        return True
     scripts = Path(sys.executable).parent  # a virtual environment's own ninja, where PATH lacks it
     if shutil.which("ninja") is None and (scripts / "ninja").exists():
         os.environ["PATH"] = f"{scripts}{os.pathsep}{os.environ.get('PATH', '')}"

@@ -38,7 +38,7 @@ class PunicaWrapperGroupedCPU(PunicaWrapperCPU):
         layout = tuple(lora_index_to_id)
         if layout != self.cache.layout:
             self.cache.layout = layout  # a new object: cached weights compare by identity first
-        self.token_plan = build_plan(self.token_lora_indices.tolist())
+        self.token_plan = build_plan(self.token_lora_indices.tolist(), half=self.half)
         self.sampler_plan = build_plan(self.sampler_indices.tolist())
 
     def add_lora_linear(

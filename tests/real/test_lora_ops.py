@@ -181,15 +181,20 @@ def test_a_lightly_trained_adapter_keeps_its_precision_in_float16() -> None:
     assert torch.allclose(got, expected, rtol=HALF_TOLERANCE, atol=HALF_TOLERANCE * float(expected.abs().max()))
 
 
+def load_in_a_new_process(cache_root) -> subprocess.CompletedProcess:
+    """``kernel.load()`` in a process of its own (this one may have the kernel loaded already)."""
+    script = "from service.lora_cpu import kernel; print(kernel.load())"
+    env = {**os.environ, "VLLM_CACHE_ROOT": str(cache_root), kernel.SWITCH: "1"}
+    return subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
+
+
 def test_a_start_stopped_mid_build_does_not_hang_the_next(tmp_path) -> None:
     lock = tmp_path / "lora-kernel" / "lock"  # what an interrupted build leaves behind
     lock.parent.mkdir()
     lock.touch()
     an_hour_ago = time.time() - 3600
     os.utime(lock, (an_hour_ago, an_hour_ago))
-    script = "from service.lora_cpu import kernel; print(kernel.load())"
-    env = {**os.environ, "VLLM_CACHE_ROOT": str(tmp_path), kernel.SWITCH: "1"}
-    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
+    done = load_in_a_new_process(tmp_path)
     assert done.stdout.strip() == "True", done.stderr[-2000:]
     assert not lock.exists()
 
@@ -197,9 +202,7 @@ def test_a_start_stopped_mid_build_does_not_hang_the_next(tmp_path) -> None:
 def test_where_the_kernel_cannot_be_built_the_float32_copies_serve(tmp_path) -> None:
     blocked = tmp_path / "a file, not a folder"
     blocked.write_text("")
-    script = "from service.lora_cpu import kernel; print(kernel.load())"
-    env = {**os.environ, "VLLM_CACHE_ROOT": str(blocked), kernel.SWITCH: "1"}
-    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
+    done = load_in_a_new_process(blocked)
     assert done.returncode == 0 and done.stdout.strip() == "False", done.stderr[-2000:]
     assert "float16 LoRA kernel not built" in done.stderr and "kept in float32" in done.stderr
 
