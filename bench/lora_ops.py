@@ -29,6 +29,7 @@ import sys
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -151,7 +152,7 @@ def measure_batch(
     layers: Layers, tokens: list[int], ids: list[int], dtype, rounds: int, inner: int
 ) -> tuple[float, ...]:
     """Milliseconds per step for the base matmuls, vLLM's wrapper, the grouped one and (float32 only)
-    the grouped one with the float16 kernel, on one batch."""
+    the grouped one with the kernel on float16 and on int8 weights, on one batch."""
     import torch
     from vllm.lora.layers import LoRAMapping
     from vllm.lora.punica_wrapper.punica_cpu import PunicaWrapperCPU
@@ -171,15 +172,18 @@ def measure_batch(
     logits_y = torch.zeros(len(ids), shapes.vocab, dtype=dtype)
     theirs = PunicaWrapperCPU(4096, 256, "cpu")
     grouped = PunicaWrapperGroupedCPU(4096, 256, "cpu")  # each keeps its state between steps, as in the engine
-    half = PunicaWrapperGroupedCPU(4096, 256, "cpu")
-    grouped.half = False
+    built = grouped.packed is not None
+    grouped.packed = None
     cases = {
         "base": lambda: step_base(layers, xs),
         "vllm": lambda: step_lora(theirs, layers, mapping, layout, xs, logits_x, logits_y),
         "ours": lambda: step_lora(grouped, layers, mapping, layout, xs, logits_x, logits_y),
     }
-    if half.half and dtype == torch.float32:
-        cases["half"] = lambda: step_lora(half, layers, mapping, layout, xs, logits_x, logits_y)
+    if built and dtype == torch.float32:
+        for packed in (torch.float16, torch.int8):
+            wrapper = PunicaWrapperGroupedCPU(4096, 256, "cpu")
+            wrapper.packed = packed
+            cases[str(packed)] = partial(step_lora, wrapper, layers, mapping, layout, xs, logits_x, logits_y)
     times: dict[str, list[float]] = {key: [] for key in cases}
     for _ in range(2):  # interleaved, so a busy moment does not favour one side
         for key, run in cases.items():
@@ -227,14 +231,15 @@ def main() -> None:
         "best of 2 interleaved medians.",
         "",
         "| batch | base matmuls | vLLM's LoRA ops | grouped LoRA ops | speed-up |"
-        + (" grouped, float16 kernel | speed-up |" if len(rows[0]) > 4 else ""),
-        "| --- | --- | --- | --- | --- |" + (" --- | --- |" if len(rows[0]) > 4 else ""),
+        + (" float16 kernel | speed-up | int8 kernel | speed-up |" if len(rows[0]) > 4 else ""),
+        "| --- | --- | --- | --- | --- |" + (" --- | --- | --- | --- |" if len(rows[0]) > 4 else ""),
     ]
-    for label, base, vllm, ours, *half in rows:
+    for label, base, vllm, ours, *packed in rows:
         line = f"| {label} | {base:.2f} | {vllm:.2f} | {ours:.2f} | {vllm / ours:.1f}x |"
-        lines.append(line + "".join(f" {h:.2f} | {vllm / h:.1f}x |" for h in half))
+        lines.append(line + "".join(f" {h:.2f} | {vllm / h:.1f}x |" for h in packed))
     mb = weight_megabytes(shapes, rank=16, item_size=torch.tensor([], dtype=getattr(torch, args.dtype)).element_size())
     half_mb = weight_megabytes(shapes, rank=16, item_size=2)["adapter"]
+    int8_mb = weight_megabytes(shapes, rank=16, item_size=1)["adapter"]
     model = mb["base"] + mb["logits"]
 
     def bound(adapter_mb: float) -> str:
@@ -244,9 +249,10 @@ def main() -> None:
         "",
         f"Weights a decoding step reads: {mb['base']:.0f} MB of linear layers and {mb['logits']:.0f} MB of "
         f"logits for the base model; {mb['adapter']:.1f} MB per adapter in use ({mb['grouped']:.1f} MB in the "
-        f"grouped layout, {half_mb:.1f} MB for the float16 kernel). Where a step's time is its reads, 8 users on "
-        f"8 adapters get at most {bound(mb['adapter'])} the speed of 8 users of the base model with the adapters' "
-        f"bytes alone ({bound(mb['grouped'])} in the grouped layout, {bound(half_mb)} with the float16 kernel).",
+        f"grouped layout, {half_mb:.1f} MB in float16 and {int8_mb:.1f} MB in int8 for the kernel). Where a step's "
+        f"time is its reads, 8 users on 8 adapters get at most {bound(mb['adapter'])} the speed of 8 users of the "
+        f"base model with the adapters' bytes alone ({bound(mb['grouped'])} in the grouped layout, "
+        f"{bound(half_mb)} with float16 weights, {bound(int8_mb)} with int8).",
     ]
     text = "\n".join(lines) + "\n"
     if args.print_only:

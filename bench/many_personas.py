@@ -203,7 +203,7 @@ def report(rows: list[Row], args: argparse.Namespace) -> str:
         f"{os.cpu_count()} cores of {cpu_description()}; adapter cache (`--max-cpu-loras`) "
         f"{args.adapter_cache} adapters ({'set' if args.max_cpu_loras else 'sized from memory'}); "
         f"adapters in one batch (`--max-loras`) {args.max_loras or 'the default'}; adapters served "
-        f"{'in float32 (`--float32-adapters`)' if args.float32_adapters else 'from float16 copies (the default)'}. "
+        f"from {args.adapter_weights} copies (`--adapter-weights`). "
         "Listings are timed once a second while the clients run. Settled: the requests started after the "
         f"row's first {SETTLED_S:.0f} s (its first requests start at once, on adapters never loaded).\n",
         "| W (personas in use) | output tokens/s | first token p50 / p95 | settled p50 / p95 | `/v1/models` p50 / max "
@@ -237,7 +237,10 @@ def main() -> None:
     parser.add_argument("--max-loras", type=int, default=0, help="adapters in one batch (0: the server's default)")
     parser.add_argument("--distinct", type=int, default=0, help="distinct adapters (0: all); the rest are copies")
     parser.add_argument(
-        "--float32-adapters", action="store_true", help="serve adapters from float32 copies (PERSONA_HALF_LORA=false)"
+        "--adapter-weights",
+        choices=["int8", "float16", "float32"],
+        default="int8",
+        help="how the server keeps adapters for its LoRA kernel (PERSONA_ADAPTER_WEIGHTS)",
     )
     parser.add_argument("--no-append", action="store_true", help="print only, append nothing to RESULTS.md")
     parser.add_argument("--keep", action="store_true", help="keep the generated personas folder")
@@ -259,8 +262,7 @@ def main() -> None:
     env = server_env(cache, personas, port, PERSONA_MAX_CPU_LORAS=str(args.max_cpu_loras))
     if args.max_loras:
         env["PERSONA_MAX_LORAS"] = str(args.max_loras)
-    if args.float32_adapters:
-        env["PERSONA_HALF_LORA"] = "false"
+    env["PERSONA_ADAPTER_WEIGHTS"] = args.adapter_weights
     url = f"http://127.0.0.1:{port}/v1"
     rows: list[Row] = []
     with open(logs / "many-personas.log", "w") as out:

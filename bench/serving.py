@@ -14,8 +14,9 @@ server is started once and measured on:
   different personas for 8 users) and from the base model; the median time to first token and the
   median output tokens/s a user sees after the first token.
 
-Servers: (a) this server, (a32) this server with its adapters in float32 (``PERSONA_HALF_LORA=false``:
-the plugin without its float16 kernel), (a-) this server with ``PERSONA_FAST_LORA=false``, (c) vLLM's OpenAI server
+Servers: (a) this server (adapters in int8 for the plugin's kernel), (a16) with its adapters in
+float16 (``PERSONA_ADAPTER_WEIGHTS=float16``), (a32) in float32 (``PERSONA_ADAPTER_WEIGHTS=float32``:
+the plugin without its kernel), (a-) this server with ``PERSONA_FAST_LORA=false``, (c) vLLM's OpenAI server
 with the same adapters (``--enable-lora --lora-modules``; the plugin off), and (d) transformers + PEFT
 answering one request at a time (throughput only). ``--variants`` adds runs of (a) with other CPU
 settings (threads, OpenMP waiting, LD_PRELOAD, dtype).
@@ -308,6 +309,7 @@ def peft_loop(base, adapters: dict[str, Path], n_requests: int, max_tokens: int)
 
 NAMES = {
     "a": "(a) this server",
+    "a16": "(a16) this server, adapters in float16",
     "a32": "(a32) this server, adapters in float32",
     "a-": "(a-) this server, plugin off",
     "c": "(c) vLLM's OpenAI server",
@@ -336,9 +338,10 @@ def report(results: dict[str, Measured], load: Load, rounds: int, dtype: str, en
         lines.append(f"- (a), personas mixed / base only: {ours.mixed / ours.base:.2f} (goal at least 0.85)")
     if ours and off and off.mixed:
         lines.append(f"- (a)/(a-), personas mixed: {ours.mixed / off.mixed:.2f} (what the plugin gives)")
-    wide = results.get("a32")
-    if ours and wide and wide.mixed:
-        lines.append(f"- (a)/(a32), personas mixed: {ours.mixed / wide.mixed:.2f} (what float16 adapters give)")
+    for key, what in (("a16", "int8 adapters against float16 ones"), ("a32", "int8 adapters against float32 ones")):
+        other = results.get(key)
+        if ours and other and other.mixed:
+            lines.append(f"- (a)/({key}), personas mixed: {ours.mixed / other.mixed:.2f} (what {what} give)")
     latency_rows = [
         (key, users, label, value)
         for key, m in results.items()
@@ -422,8 +425,9 @@ def main() -> None:
     try:
         if "a" not in skip:
             results["a"] = ours("a", {"PERSONA_FAST_LORA": "true"})  # the server applies cpu_environment itself
-        if "a32" not in skip:
-            results["a32"] = ours("a32", {"PERSONA_FAST_LORA": "true", "PERSONA_HALF_LORA": "false"})
+        for key, weights in (("a16", "float16"), ("a32", "float32")):
+            if key not in skip:
+                results[key] = ours(key, {"PERSONA_FAST_LORA": "true", "PERSONA_ADAPTER_WEIGHTS": weights})
         if "a-" not in skip:
             results["a-"] = ours("a-", {"PERSONA_FAST_LORA": "false"})
         if "c" not in skip:

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from .lora_cpu import HALF_SWITCH
 from .lora_cpu import SWITCH as FAST_LORA_SWITCH
+from .lora_cpu import WEIGHTS_SWITCH
 from .lora_memory import cpu_lora_capacity
 from .settings import ServeSettings
 
@@ -139,13 +139,13 @@ def lora_plugin_environment(settings: ServeSettings) -> tuple[dict[str, str], di
 
     With the plugin the model is compiled at the first start and saved ahead of time in
     :func:`engine_cache_dir`; later starts load it instead of tracing and compiling again. The
-    plugin's float16 LoRA kernel is built there too, at the first start. Kept apart
+    plugin's LoRA kernel is built there too, at the first start. Kept apart
     from :func:`cpu_environment`, which the benchmarks also give vLLM's own server: that server must
     run vLLM's own LoRA ops unless a benchmark asks otherwise.
     """
     if not settings.fast_lora:
         return {FAST_LORA_SWITCH: "0"}, {}
-    switch = {FAST_LORA_SWITCH: "1", HALF_SWITCH: "1" if settings.half_lora else "0"}
+    switch = {FAST_LORA_SWITCH: "1", WEIGHTS_SWITCH: settings.adapter_weights}
     return switch, {"VLLM_USE_AOT_COMPILE": "1", "VLLM_CACHE_ROOT": str(engine_cache_dir(settings))}
 
 
@@ -186,6 +186,18 @@ def engine_dtype(requested: str, cuda: bool) -> str:
     if requested != "auto":
         return requested
     return "bfloat16" if cuda else "float32"
+
+
+def adapter_dtype(settings: ServeSettings, cuda: bool) -> str:
+    """The dtype the engine keeps adapters in (vLLM's ``lora_dtype``): the engine's, except that a float32
+    CPU engine with the plugin's kernel keeps them in bfloat16. The kernel multiplies int8 or float16
+    copies made from them; bfloat16 keeps float32's range, so the small weights of a lightly trained
+    adapter do not underflow, and the engine's adapter cache holds twice as many adapters, each read
+    from disk and copied into a batch slot with half the bytes."""
+    dtype = engine_dtype(settings.dtype, cuda)
+    if not cuda and dtype == "float32" and settings.fast_lora and settings.adapter_weights != "float32":
+        return "bfloat16"
+    return dtype
 
 
 def whole_prompt_steps(settings: ServeSettings) -> dict[str, object]:
@@ -231,7 +243,10 @@ class VllmEngine:
             os.environ.update(switch)  # the setting decides, not a stale variable
             for key, value in defaults.items():
                 os.environ.setdefault(key, value)
-        self.cpu_loras = cpu_lora_capacity(self.settings, self.model_path)
+        lora_dtype = adapter_dtype(self.settings, cuda)
+        self.cpu_loras = cpu_lora_capacity(
+            self.settings, self.model_path, dtype_bytes=4 if lora_dtype == "float32" else 2
+        )
         args = AsyncEngineArgs(
             model=str(self.model_path),
             served_model_name=[self.served_name],
@@ -242,12 +257,13 @@ class VllmEngine:
             max_loras=self.settings.max_loras,
             max_cpu_loras=self.cpu_loras,
             max_lora_rank=self.settings.max_lora_rank,
+            lora_dtype=lora_dtype,
             max_num_seqs=self.settings.max_num_seqs,
             tensor_parallel_size=self.settings.tensor_parallel_size,
             gpu_memory_utilization=self.settings.gpu_memory_utilization,
             disable_log_stats=True,
         )
-        log.info("keeping up to %d adapters loaded in memory", args.max_cpu_loras)
+        log.info("keeping up to %d adapters loaded in memory, in %s", args.max_cpu_loras, lora_dtype)
         self._engine = AsyncLLM.from_engine_args(args)
 
     async def stop(self) -> None:

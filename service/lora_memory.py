@@ -41,14 +41,17 @@ def free_memory_bytes() -> int:
     return int(psutil.virtual_memory().available)
 
 
-def cpu_lora_capacity(settings: ServeSettings, model_path: Path, free_bytes: int | None = None) -> int:
-    """``max_cpu_loras`` for the engine: the setting when it names a number, else sized from memory;
-    never fewer than ``max_loras`` (vLLM's rule)."""
+def cpu_lora_capacity(
+    settings: ServeSettings, model_path: Path, free_bytes: int | None = None, dtype_bytes: int = 4
+) -> int:
+    """``max_cpu_loras`` for the engine: the setting when it names a number, else sized from memory for
+    adapters of ``dtype_bytes`` per weight (the engine's adapter dtype); never fewer than ``max_loras``
+    (vLLM's rule)."""
     if settings.max_cpu_loras:
         return max(settings.max_cpu_loras, settings.max_loras)
     try:
         config = json.loads((Path(model_path) / "config.json").read_text(encoding="utf-8"))
-        one = adapter_bytes(config, settings.max_lora_rank)
+        one = adapter_bytes(config, settings.max_lora_rank, dtype_bytes)
     except (OSError, ValueError, KeyError, TypeError, ZeroDivisionError):
         return max(UNSIZED, settings.max_loras)  # not a Llama-style config: no shapes to size from
     free = free_memory_bytes() if free_bytes is None else free_bytes

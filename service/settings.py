@@ -60,11 +60,11 @@ class ServeSettings(StoreSettings):
         default=True,
         description="Grouped LoRA ops and a compiled model on vLLM's CPU engine (this project's vLLM plugin).",
     )
-    half_lora: bool = Field(
-        default=True,
-        description="With fast_lora and a float32 engine: adapters kept in float16 and widened in the CPU's "
-        "registers (half the bytes a decoding step reads), by a kernel built with the C++ compiler at the first "
-        "start; off: float32 copies.",
+    adapter_weights: Literal["int8", "float16", "float32"] = Field(
+        default="int8",
+        description="With fast_lora and a float32 engine: how adapters are kept for the LoRA kernel built with "
+        "the C++ compiler at the first start, widened in the CPU's registers; int8 (a scale per row: a quarter "
+        "of the bytes a decoding step reads in float32), float16 (half), or float32 copies without the kernel.",
     )
 
     # Background training (the job queue is StoreSettings.queue_url)

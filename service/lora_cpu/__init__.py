@@ -18,9 +18,12 @@ from collections.abc import Mapping
 SWITCH = "PERSONA_FAST_LORA"
 """Environment variable that turns the plugin on in vLLM's processes ("1" on, anything else off)."""
 
-HALF_SWITCH = "PERSONA_HALF_LORA"
-"""Environment variable that keeps float32 layers' adapters in float32 ("0") instead of float16 for
-the plugin's kernel (:mod:`.kernel`)."""
+WEIGHTS_SWITCH = "PERSONA_ADAPTER_WEIGHTS"
+"""Environment variable naming how float32 layers' adapters are kept for the plugin's kernel
+(:mod:`.kernel`): one of :data:`ADAPTER_WEIGHTS` (unset: the first)."""
+
+ADAPTER_WEIGHTS = ("int8", "float16", "float32")
+"""int8 with a scale per row, float16, or float32 copies without the kernel."""
 
 
 def requested(environ: Mapping[str, str]) -> bool:

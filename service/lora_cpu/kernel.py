@@ -1,11 +1,11 @@
-"""Builds and loads the float16 LoRA kernel (``kernels/lora_half.cpp``) once per processor.
+"""Builds and loads the packed LoRA kernel (``kernels/lora_packed.cpp``) once per processor.
 
 A decoding step reads every adapter in use, and on the CPU those reads are most of what LoRA costs:
-kept in float16 and widened in registers, an adapter costs half the bytes of its float32 copy,
-without the zero blocks of the fused float32 layout. The kernel is compiled for the machine's own
-instructions (``-march=native``) by the C++ compiler that vLLM's CPU engine needs anyway, into the
-engine's cache folder (one per processor); a later start loads it. Where it cannot be built, the
-LoRA ops keep their float32 copies and say so in the engine's log.
+kept in int8 (a scale per row) or float16 and widened in registers, an adapter costs a quarter or
+half the bytes of its float32 copy, without the zero blocks of the fused float32 layout. The kernel
+is compiled for the machine's own instructions (``-march=native``) by the C++ compiler that vLLM's
+CPU engine needs anyway, into the engine's cache folder (one per processor); a later start loads it.
+Where it cannot be built, the LoRA ops keep their float32 copies and say so in the engine's log.
 """
 
 from __future__ import annotations
@@ -18,25 +18,31 @@ import tempfile
 import time
 from collections.abc import Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from . import HALF_SWITCH as SWITCH
+from . import ADAPTER_WEIGHTS
+from . import WEIGHTS_SWITCH as SWITCH
+
+if TYPE_CHECKING:
+    import torch
 
 logger = logging.getLogger("vllm.plugins.persona_lora_cpu")
 
 NAME = "persona_lora_kernels"
-SOURCE = Path(__file__).parent / "kernels" / "lora_half.cpp"
+SOURCE = Path(__file__).parent / "kernels" / "lora_packed.cpp"
 
 STALE_LOCK_S = 300
 """A build lock older than this was left by a start stopped mid-build: torch's builder would wait on
 it for ever, so it is removed (a build takes seconds)."""
 
-LOADED = "float16 LoRA kernel loaded"
+LOADED = "packed LoRA kernel loaded"
 """The start of the engine log's line when the kernel is in use."""
 
 
-def requested(environ: Mapping[str, str]) -> bool:
-    """Whether ``environ`` leaves the float16 kernel on (anything but 0/false/no/off)."""
-    return environ.get(SWITCH, "1").strip().lower() not in {"0", "false", "no", "off"}
+def requested(environ: Mapping[str, str]) -> str:
+    """The adapter weights ``environ`` asks for (one of ``ADAPTER_WEIGHTS``; unset or unknown: the first)."""
+    value = environ.get(SWITCH, "").strip().lower()
+    return value if value in ADAPTER_WEIGHTS else ADAPTER_WEIGHTS[0]
 
 
 def build_dir(environ: Mapping[str, str]) -> Path:
@@ -46,20 +52,23 @@ def build_dir(environ: Mapping[str, str]) -> Path:
     return base / "lora-kernel"
 
 
-def load(environ: Mapping[str, str] | None = None) -> bool:
-    """Builds the kernel where needed and loads it into this process (once); False (logged) where it
-    cannot."""
-    environ = os.environ if environ is None else environ
-    if not requested(environ):
-        return False
+def load(environ: Mapping[str, str] | None = None) -> torch.dtype | None:
+    """Builds the kernel where needed and loads it into this process (once): the dtype float32 layers'
+    adapters are kept in for it, or None for float32 copies (asked for, or logged where it cannot be
+    built)."""
     import torch
 
-    if hasattr(getattr(torch.ops, NAME), "add_lora_half"):
-        return True
-    return _build_and_load(build_dir(environ))
+    environ = os.environ if environ is None else environ
+    weights = requested(environ)
+    if weights == "float32":
+        return None
+    dtype = torch.int8 if weights == "int8" else torch.float16
+    if hasattr(getattr(torch.ops, NAME), "add_lora_packed") or _build_and_load(build_dir(environ), weights):
+        return dtype
+    return None
 
 
-def _build_and_load(directory: Path) -> bool:
+def _build_and_load(directory: Path, weights: str) -> bool:
     from torch.utils.cpp_extension import load as load_extension
 
     scripts = Path(sys.executable).parent  # a virtual environment's own ninja, where PATH lacks it
@@ -76,9 +85,9 @@ def _build_and_load(directory: Path) -> bool:
             is_python_module=False,
         )
     except Exception as error:  # no compiler, a read-only cache: fall back, loudly
-        logger.warning("float16 LoRA kernel not built (%s); adapters are kept in float32", error)
+        logger.warning("packed LoRA kernel not built (%s); adapters are kept in float32", error)
         return False
-    logger.info("%s: float32 layers keep their adapters in float16 (kernel in %s)", LOADED, directory)
+    logger.info("%s: float32 layers keep their adapters in %s (kernel in %s)", LOADED, weights, directory)
     return True
 
 

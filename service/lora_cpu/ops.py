@@ -7,9 +7,9 @@ changes, in one of two layouts:
 - :class:`Fused`, in the layer's dtype for plain PyTorch: A of every slice stacked
   (slots x S*rank x in) and B laid out block-diagonally (slots x S*rank x sum(out_s)). One shrink
   and one expand then serve q/k/v or gate/up at once.
-- :class:`HalfFused`, for float32 layers with the float16 kernel (:mod:`.kernel`): the same A and
-  B's slices side by side (slots x rank x sum(out_s)), both in float16: a decoding step reads a
-  third of the bytes of the float32 block-diagonal layout, half of vLLM's own.
+- :class:`PackedFused`, for float32 layers with the kernel (:mod:`.kernel`): the same A and B's
+  slices side by side (slots x rank x sum(out_s)), both in int8 (a scale per row) or float16: a
+  decoding step reads a sixth (a third) of the bytes of the float32 block-diagonal layout.
 """
 
 from __future__ import annotations
@@ -77,13 +77,14 @@ def new_fused(a_stacked: Sequence[torch.Tensor] | None, b_stacked: Sequence[torc
 
 
 @dataclass
-class HalfFused:
-    """One layer's adapters in float16 for the kernel; ``scales[slot]`` undoes the slot's scaling."""
+class PackedFused:
+    """One layer's adapters in int8 or float16 for the kernel: A's rows and B's slices side by side,
+    ``row_scales[slot, w]`` what A's row ``w`` times B's matching rank row were divided by."""
 
     a: torch.Tensor  # slots x S*rank x in
     b: torch.Tensor  # slots x rank x sum(out_s): the slices side by side
     ends: torch.Tensor  # int64: the column after each slice in b
-    scales: torch.Tensor  # float32 per slot: what a and b were divided by, multiplied together
+    row_scales: torch.Tensor  # float32, slots x S*rank
     nonzero: list[bool]
     layout: tuple = field(default=())
 
@@ -91,15 +92,22 @@ class HalfFused:
         self.rank = self.b.shape[1]
         self.slices = list(zip([0, *self.ends.tolist()], self.ends.tolist()))
 
+    def widened(self, slot: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """A and B of ``slot`` in float32, the row scales folded into A (as the kernel does)."""
+        return self.a[slot].float().mul_(self.row_scales[slot, :, None]), self.b[slot].float()
 
-def new_half_fused(a_stacked: Sequence[torch.Tensor], b_stacked: Sequence[torch.Tensor]) -> HalfFused:
+
+def new_packed_fused(
+    a_stacked: Sequence[torch.Tensor], b_stacked: Sequence[torch.Tensor], dtype: torch.dtype
+) -> PackedFused:
     slots, rank, inputs = a_stacked[0].shape[0], a_stacked[0].shape[2], a_stacked[0].shape[3]
     ends = list(accumulate(b.shape[2] for b in b_stacked))
-    return HalfFused(
-        a=torch.zeros(slots, rank * len(a_stacked), inputs, dtype=torch.float16),
-        b=torch.zeros(slots, rank, ends[-1], dtype=torch.float16),
+    width = rank * len(a_stacked)
+    return PackedFused(
+        a=torch.zeros(slots, width, inputs, dtype=dtype),
+        b=torch.zeros(slots, rank, ends[-1], dtype=dtype),
         ends=torch.tensor(ends, dtype=torch.long),
-        scales=torch.ones(slots, dtype=torch.float32),
+        row_scales=torch.ones(slots, width, dtype=torch.float32),
         nonzero=[False] * slots,
     )
 
@@ -118,17 +126,29 @@ def power_of_two_scale(largest: float) -> float:
     return 2.0 ** (math.ceil(math.log2(largest)) - HALF_HEADROOM)
 
 
-def fuse_half_slot(
-    fused: HalfFused, slot: int, a_stacked: Sequence[torch.Tensor], b_stacked: Sequence[torch.Tensor]
+def fuse_packed_slot(
+    fused: PackedFused, slot: int, a_stacked: Sequence[torch.Tensor], b_stacked: Sequence[torch.Tensor]
 ) -> None:
-    """Copy one slot's weights from vLLM's stacked tensors into ``fused``, scaled into float16."""
-    a = torch.cat([a[slot, 0] for a in a_stacked], dim=0).float()  # new tensors: scaled in place
-    b = torch.cat([b[slot, 0] for b in b_stacked], dim=0).float()
+    """Copy one slot's weights from vLLM's stacked tensors into ``fused``: in int8 each row of A and
+    each rank row of a slice of B with a scale of its own, in float16 all scaled by one power of two."""
+    a = torch.cat([a[slot, 0] for a in a_stacked], dim=0)
+    b = torch.cat([b[slot, 0] for b in b_stacked], dim=0).t().contiguous()  # rank x sum(out_s)
+    if fused.a.dtype == torch.int8:
+        quantize = torch.ops.persona_lora_kernels.quantize_rows
+        a_scales = fused.row_scales[slot]
+        quantize(a, fused.a[slot], a_scales)
+        b_scales = torch.empty(fused.rank)
+        for s, (start, end) in enumerate(fused.slices):
+            quantize(b[:, start:end], fused.b[slot, :, start:end], b_scales)
+            a_scales[s * fused.rank : (s + 1) * fused.rank] *= b_scales
+        fused.nonzero[slot] = bool(fused.a[slot].any()) and bool(fused.b[slot].any())
+        return
+    a, b = a.float(), b.float()  # new tensors: scaled in place
     a_largest, b_largest = largest_magnitude(a), largest_magnitude(b)
     a_scale, b_scale = power_of_two_scale(a_largest), power_of_two_scale(b_largest)
     fused.a[slot].copy_(a.mul_(1 / a_scale))
-    fused.b[slot].copy_(b.mul_(1 / b_scale).t())
-    fused.scales[slot] = a_scale * b_scale
+    fused.b[slot].copy_(b.mul_(1 / b_scale))
+    fused.row_scales[slot] = a_scale * b_scale
     fused.nonzero[slot] = a_largest > 0 and b_largest > 0
 
 
@@ -150,20 +170,22 @@ class FusedCache:
         """The layer's weights in the :class:`Fused` layout, in ``dtype``."""
         return self._current(a_stacked, b_stacked, dtype)
 
-    def get_half(self, a_stacked: Sequence[torch.Tensor], b_stacked: Sequence[torch.Tensor]) -> HalfFused:
-        """The layer's weights in the :class:`HalfFused` layout."""
-        return self._current(a_stacked, b_stacked, None)
+    def get_packed(
+        self, a_stacked: Sequence[torch.Tensor], b_stacked: Sequence[torch.Tensor], dtype: torch.dtype
+    ) -> PackedFused:
+        """The layer's weights in the :class:`PackedFused` layout, in ``dtype`` (int8 or float16)."""
+        return self._current(a_stacked, b_stacked, dtype, packed=True)
 
-    def _current(self, a_stacked, b_stacked, dtype: torch.dtype | None):
+    def _current(self, a_stacked, b_stacked, dtype: torch.dtype, packed: bool = False):
         first = b_stacked[0] if a_stacked is None else a_stacked[0]
-        key = (first.data_ptr(), dtype)
+        key = (first.data_ptr(), dtype, packed)
         fused = self._entries.get(key)
         if fused is not None and fused.layout is self.layout:
             return fused
-        fuse = fuse_slot if dtype is not None else fuse_half_slot
+        fuse = fuse_packed_slot if packed else fuse_slot
         if fused is None:  # zeros: only the slots that hold an adapter need copying
-            made = new_fused(a_stacked, b_stacked, dtype) if dtype is not None else new_half_fused(a_stacked, b_stacked)
-            fused = self._entries[key] = made
+            make = new_packed_fused if packed else new_fused
+            fused = self._entries[key] = make(a_stacked, b_stacked, dtype)
             changed = [s for s in range(len(fused.nonzero)) if s >= len(self.layout) or self.layout[s] is not None]
         else:
             old = fused.layout
@@ -221,31 +243,30 @@ def add_lora(y: torch.Tensor, x: torch.Tensor, fused: Fused, plan: Plan, scale: 
             target.index_add_(0, group.rows, torch.mm(h, b), alpha=scale)
 
 
-def add_lora_half(y: torch.Tensor, x: torch.Tensor, fused: HalfFused, plan: Plan, scale: float = 1.0) -> None:
-    """:func:`add_lora` for float32 ``y`` and ``x`` with float16 weights: decoding tokens through the
-    kernel, which reads each weight once a step; a prompt's many tokens widen their slot's weights
+def add_lora_packed(y: torch.Tensor, x: torch.Tensor, fused: PackedFused, plan: Plan, scale: float = 1.0) -> None:
+    """:func:`add_lora` for float32 ``y`` and ``x`` with int8 or float16 weights: decoding tokens through
+    the kernel, which reads each weight once a step; a prompt's many tokens widen their slot's weights
     once and multiply them as matrices."""
     if plan.kernel is not None:
         index = plan.kernel
         x = x if x.stride(-1) == 1 else x.contiguous()
-        torch.ops.persona_lora_kernels.add_lora_half(
-            y, x, fused.a, fused.b, fused.scales, fused.ends, index.groups, index.rows, scale
+        torch.ops.persona_lora_kernels.add_lora_packed(
+            y, x, fused.a, fused.b, fused.row_scales, fused.ends, index.groups, index.rows, scale
         )
     for group in plan.wide:
         slot = group.slot
         if not fused.nonzero[slot]:
             continue
         rows = x[group.start : group.stop] if group.rows is None else x.index_select(0, group.rows)
-        h = torch.mm(rows, fused.a[slot].float().t())
-        b = fused.b[slot].float()
-        alpha = scale * float(fused.scales[slot])
+        a, b = fused.widened(slot)
+        h = torch.mm(rows, a.t())
         parts = [
             (h[:, s * fused.rank : (s + 1) * fused.rank], start, end) for s, (start, end) in enumerate(fused.slices)
         ]
         if group.rows is None:
             target = y[group.start : group.stop]
             for part, start, end in parts:
-                target[:, start:end].addmm_(part, b[:, start:end], alpha=alpha)
+                target[:, start:end].addmm_(part, b[:, start:end], alpha=scale)
         else:
             out = torch.cat([torch.mm(part, b[:, start:end]) for part, start, end in parts], dim=1)
-            y[:, : out.shape[1]].index_add_(0, group.rows, out, alpha=alpha)
+            y[:, : out.shape[1]].index_add_(0, group.rows, out, alpha=scale)

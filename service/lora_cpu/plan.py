@@ -75,17 +75,17 @@ class Plan:
 NO_ADAPTER = Plan(n_tokens=0, groups=())
 
 
-def build_plan(indices: Sequence[int], padding_limit: float = PADDING_LIMIT, half: bool = False) -> Plan:
-    """Group the tokens by slot (``-1`` tokens are left out: they get the base model alone); ``half``
-    adds the split the float16 kernel's path reads (``kernel`` and ``wide``)."""
+def build_plan(indices: Sequence[int], padding_limit: float = PADDING_LIMIT, packed: bool = False) -> Plan:
+    """Group the tokens by slot (``-1`` tokens are left out: they get the base model alone); ``packed``
+    adds the split the kernel's path reads (``kernel`` and ``wide``)."""
     by_slot: dict[int, list[int]] = {}
     for row, slot in enumerate(indices):
         if slot >= 0:
             by_slot.setdefault(slot, []).append(row)
     groups = tuple(_group(slot, rows, len(indices)) for slot, rows in sorted(by_slot.items()))
-    few = [(slot, rows) for slot, rows in sorted(by_slot.items()) if half and len(rows) < WIDE_ROWS]
+    few = [(slot, rows) for slot, rows in sorted(by_slot.items()) if packed and len(rows) < WIDE_ROWS]
     kernel = _kernel_index(few) if few else None
-    wide = tuple(group for group in groups if half and len(by_slot[group.slot]) >= WIDE_ROWS)
+    wide = tuple(group for group in groups if packed and len(by_slot[group.slot]) >= WIDE_ROWS)
     plan = Plan(n_tokens=len(indices), groups=groups, kernel=kernel, wide=wide)
     if len(groups) < 2:
         return plan

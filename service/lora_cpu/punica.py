@@ -3,8 +3,8 @@
 It keeps vLLM's own metadata (other code reads it) and adds, once per step, a plan for the tokens
 and one for the sampled rows. The linear, embedding and logits paths then cost a fixed number of
 tensor calls each; the shrink/expand entry points used only by tensor-parallel sharded layers are
-vLLM's own. Linear layers in float32 keep their adapters in float16 for the kernel of :mod:`.kernel`
-where it could be built.
+vLLM's own. Linear layers in float32 keep their adapters in int8 or float16 for the kernel of :mod:`.kernel`
+(int8 by default) where it could be built.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import torch
 from vllm.lora.punica_wrapper.punica_cpu import PunicaWrapperCPU
 
 from . import custom_op, kernel
-from .ops import FusedCache, add_lora, add_lora_half
+from .ops import FusedCache, add_lora, add_lora_packed
 from .plan import NO_ADAPTER, Plan, build_plan
 
 
@@ -28,8 +28,8 @@ class PunicaWrapperGroupedCPU(PunicaWrapperCPU):
         self.token_plan: Plan = NO_ADAPTER
         self.sampler_plan: Plan = NO_ADAPTER
         self.key = custom_op.register_wrapper(self)
-        self.half = kernel.load()
-        """Whether float32 linear layers use the float16 kernel (built, and not turned off)."""
+        self.packed = kernel.load()
+        """The dtype float32 linear layers keep their adapters in for the kernel (None: float32 copies)."""
 
     def update_metadata(
         self, mapping, lora_index_to_id: list[int | None], max_loras: int, vocab_size: int, **kwargs: Any
@@ -38,7 +38,7 @@ class PunicaWrapperGroupedCPU(PunicaWrapperCPU):
         layout = tuple(lora_index_to_id)
         if layout != self.cache.layout:
             self.cache.layout = layout  # a new object: cached weights compare by identity first
-        self.token_plan = build_plan(self.token_lora_indices.tolist(), half=self.half)
+        self.token_plan = build_plan(self.token_lora_indices.tolist(), packed=self.packed is not None)
         self.sampler_plan = build_plan(self.sampler_indices.tolist())
 
     def add_lora_linear(
@@ -83,8 +83,8 @@ class PunicaWrapperGroupedCPU(PunicaWrapperCPU):
         if not plan.groups:
             return
         y2 = y.view(-1, y.shape[-1])
-        if self.half and y.dtype == torch.float32:
-            add_lora_half(y2, x.to(y.dtype), self.cache.get_half(a_stacked, b_stacked), plan, scale)
+        if self.packed is not None and y.dtype == torch.float32:
+            add_lora_packed(y2, x.to(y.dtype), self.cache.get_packed(a_stacked, b_stacked, self.packed), plan, scale)
         else:
             add_lora(y2, x, self.cache.get(a_stacked, b_stacked, y.dtype), plan, scale)
 

@@ -64,6 +64,8 @@ def test_by_default_a_quarter_of_the_free_memory_after_the_kv_cache_holds_adapte
     assert cpu_lora_capacity(settings(tmp_path), model_dir, free_bytes=free) == int((free - 2 * 2**30) / 4 // one)
     assert cpu_lora_capacity(settings(tmp_path, max_loras=8), model_dir, free_bytes=2**30) == 8, "little memory"
     assert cpu_lora_capacity(settings(tmp_path), model_dir, free_bytes=2**50) == MAX_AUTO
+    in_16_bits = cpu_lora_capacity(settings(tmp_path), model_dir, free_bytes=free, dtype_bytes=2)
+    assert in_16_bits == int((free - 2 * 2**30) / 4 // (one // 2)), "adapters kept in bfloat16: twice as many"
 
 
 def test_a_base_whose_config_gives_no_shapes_keeps_a_fixed_number(tmp_path: Path) -> None:

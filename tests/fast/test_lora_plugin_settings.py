@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from service.engine import cpu_environment, engine_cache_dir, lora_plugin_environment
-from service.lora_cpu import HALF_SWITCH, SWITCH
+from service.engine import adapter_dtype, cpu_environment, engine_cache_dir, lora_plugin_environment
+from service.lora_cpu import SWITCH, WEIGHTS_SWITCH
 from service.lora_cpu.compile_cache import complete
 from service.lora_cpu.plugin import WRAPPER, register
 from service.settings import ServeSettings
@@ -20,13 +20,25 @@ from service.settings import ServeSettings
 
 def test_setting_turns_the_plugin_on_and_off(tmp_path: Path, monkeypatch) -> None:
     switch, defaults = lora_plugin_environment(ServeSettings(cache_dir=tmp_path))
-    assert switch == {SWITCH: "1", HALF_SWITCH: "1"}
+    assert switch == {SWITCH: "1", WEIGHTS_SWITCH: "int8"}
     assert defaults["VLLM_USE_AOT_COMPILE"] == "1"  # later starts load the model the first one compiled
     assert Path(defaults["VLLM_CACHE_ROOT"]).is_relative_to(tmp_path), "kept in the service's own cache folder"
     assert lora_plugin_environment(ServeSettings(cache_dir=tmp_path, fast_lora=False)) == ({SWITCH: "0"}, {})
-    assert lora_plugin_environment(ServeSettings(cache_dir=tmp_path, half_lora=False))[0][HALF_SWITCH] == "0"
+    for weights in ("float16", "float32"):
+        chosen = ServeSettings(cache_dir=tmp_path, adapter_weights=weights)
+        assert lora_plugin_environment(chosen)[0][WEIGHTS_SWITCH] == weights
     monkeypatch.setenv("PERSONA_FAST_LORA", "false")
     assert lora_plugin_environment(ServeSettings(cache_dir=tmp_path))[0] == {SWITCH: "0"}
+
+
+def test_a_float32_cpu_engine_keeps_adapters_in_bfloat16_for_the_kernel(tmp_path: Path) -> None:
+    assert adapter_dtype(ServeSettings(cache_dir=tmp_path), cuda=False) == "bfloat16"
+    for weights in ("int8", "float16"):
+        assert adapter_dtype(ServeSettings(cache_dir=tmp_path, adapter_weights=weights), cuda=False) == "bfloat16"
+    assert adapter_dtype(ServeSettings(cache_dir=tmp_path, adapter_weights="float32"), cuda=False) == "float32"
+    assert adapter_dtype(ServeSettings(cache_dir=tmp_path, fast_lora=False), cuda=False) == "float32", "vLLM's own ops"
+    assert adapter_dtype(ServeSettings(cache_dir=tmp_path), cuda=True) == "bfloat16", "a GPU engine's own dtype"
+    assert adapter_dtype(ServeSettings(cache_dir=tmp_path, dtype="float16"), cuda=True) == "float16"
 
 
 def test_each_processor_gets_its_own_compiled_model(tmp_path: Path) -> None:

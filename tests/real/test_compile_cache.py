@@ -20,7 +20,8 @@ def test_the_server_loaded_the_model_warm_compiled(live_server) -> None:
     log = live_server.log_path.read_text()
     assert "Directly load AOT compilation" in log, "the server loads the model `persona warm` compiled"
     assert "Compiling model again" not in log, "no load failed and fell back to compiling"
-    assert LOADED in log, "adapters are served from their float16 copies"
+    assert f"{LOADED}: float32 layers keep their adapters in int8" in log, "adapters are served from int8 copies"
+    assert "adapters loaded in memory, in bfloat16" in log, "the engine keeps them in bfloat16"
 
 
 @pytest.mark.parametrize("with_adapter", [False, True], ids=["base model", "random adapter"])

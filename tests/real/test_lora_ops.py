@@ -1,5 +1,5 @@
 """The grouped CPU LoRA ops give vLLM's own CPU ops' results, on random shapes and batches: in
-float32 and bfloat16, and with float32 layers' adapters kept in float16 for the kernel."""
+float32 and bfloat16, and with float32 layers' adapters kept in int8 or float16 for the kernel."""
 
 from __future__ import annotations
 
@@ -22,12 +22,14 @@ pytestmark = pytest.mark.real
 SLOTS = 5
 LAYOUT = [11, 12, 13, 14, None]  # LoRA id per slot; the last slot is free, as vLLM's ops need it
 TOLERANCE = {torch.float32: 1e-5, torch.bfloat16: 3e-2}
-HALF_TOLERANCE = 2e-3  # float16 weights: about 3 significant digits
-# (dtype of the layer, whether float32 layers use the float16 kernel)
+PACKED_TOLERANCE = {torch.float16: 2e-3, torch.int8: 2e-2}  # of the adapter's part of the output
+# (dtype of the layer, dtype of vLLM's stacked adapters, how float32 layers keep them for the kernel)
 MODES = {
-    "float32": (torch.float32, False),
-    "float16 kernel": (torch.float32, True),
-    "bfloat16": (torch.bfloat16, False),
+    "float32": (torch.float32, torch.float32, None),
+    "float16 kernel": (torch.float32, torch.float32, torch.float16),
+    "int8 kernel": (torch.float32, torch.float32, torch.int8),
+    "int8 kernel, adapters in bfloat16": (torch.float32, torch.bfloat16, torch.int8),
+    "bfloat16": (torch.bfloat16, torch.bfloat16, None),
 }
 
 # (tokens per request, LoRA id per request; 0: the base model)
@@ -57,33 +59,43 @@ def random_stacked(gen: torch.Generator, slices: tuple[int, ...], inp: int, rank
     return a, b
 
 
-def both_wrappers(tokens, ids, layout=LAYOUT, half=False):
+def both_wrappers(tokens, ids, layout=LAYOUT, packed=None):
     wrappers = PunicaWrapperCPU(512, 64, "cpu"), PunicaWrapperGroupedCPU(512, 64, "cpu")
-    assert wrappers[1].half, "the float16 kernel was not built (is a C++ compiler installed?)"
-    wrappers[1].half = half
+    assert wrappers[1].packed is not None, "the LoRA kernel was not built (is a C++ compiler installed?)"
+    wrappers[1].packed = packed
     for wrapper in wrappers:
         wrapper.update_metadata(mapping(tokens, ids), layout, SLOTS + 1, 1000)
     return wrappers
+
+
+def assert_close(got, expected, before, packed, dtype) -> None:
+    """Within the tolerance of the layer's dtype, or for packed weights within a share of the largest
+    change the adapter makes."""
+    if packed is None:
+        assert torch.allclose(got.float(), expected.float(), atol=TOLERANCE[dtype], rtol=TOLERANCE[dtype])
+        return
+    change = float((expected - before).abs().max())
+    assert float((got - expected).abs().max()) <= PACKED_TOLERANCE[packed] * change
 
 
 @pytest.mark.parametrize("mode", MODES.values(), ids=MODES.keys())
 @pytest.mark.parametrize("slices", SLICES.values(), ids=SLICES.keys())
 @pytest.mark.parametrize("batch", BATCHES.values(), ids=BATCHES.keys())
 def test_linear_matches_vllm(batch, slices, mode) -> None:
-    dtype, half = mode
+    dtype, stacked, packed = mode
     tokens, ids = batch
     rng = random.Random(f"{tokens} {ids} {slices}")
     gen = torch.Generator().manual_seed(rng.randrange(2**31))
     inp, rank = rng.choice([32, 96]), rng.choice([8, 16])
-    a, b = random_stacked(gen, slices, inp, rank, dtype)
+    a, b = random_stacked(gen, slices, inp, rank, stacked)
     x = torch.randn(sum(tokens), inp, generator=gen).to(dtype)
     y = torch.randn(sum(tokens), sum(slices), generator=gen).to(dtype)
-    theirs, ours = both_wrappers(tokens, ids, half=half)
+    theirs, ours = both_wrappers(tokens, ids, packed=packed)
     expected, got = y.clone(), y.clone()
-    theirs.add_lora_linear(expected, x, a, b, 0.5, slices)
+    as_layer = [[w.to(dtype) for w in weights] for weights in (a, b)]  # vLLM's ops want the layer's dtype
+    theirs.add_lora_linear(expected, x, *as_layer, 0.5, slices)
     ours.add_lora_linear(got, x, a, b, 0.5, slices)
-    tolerance = HALF_TOLERANCE if half else TOLERANCE[dtype]
-    assert torch.allclose(got.float(), expected.float(), atol=tolerance, rtol=tolerance)
+    assert_close(got, expected, y, packed, dtype)
     base_rows = [row for row, i in enumerate(i for n, i in zip(tokens, ids) for _ in range(n)) if i == 0]
     assert torch.equal(got[base_rows], y[base_rows])  # the base model's tokens are left alone
     if any(ids):
@@ -127,11 +139,15 @@ def test_base_model_tokens_untouched_when_every_slot_is_full() -> None:
     assert torch.allclose(y[0], x[0] @ a[0][4, 0].t() @ b[0][4, 0].t(), atol=1e-5)
 
 
-def test_a_slot_given_another_adapter_uses_its_new_weights() -> None:
+PACKINGS = {"float32": None, "float16": torch.float16, "int8": torch.int8}
+
+
+@pytest.mark.parametrize("packed", PACKINGS.values(), ids=PACKINGS.keys())
+def test_a_slot_given_another_adapter_uses_its_new_weights(packed) -> None:
     gen = torch.Generator().manual_seed(7)
     a, b = random_stacked(gen, (16, 16), 32, 8, torch.float32)
     x = torch.randn(2, 32, generator=gen)
-    _, ours = both_wrappers([1, 1], [11, 12])
+    _, ours = both_wrappers([1, 1], [11, 12], packed=packed)
     before = torch.zeros(2, 32)
     ours.add_lora_linear(before, x, a, b, 1.0, (16, 16))
     for weights in (*a, *b):  # vLLM loads adapter 21 into slot 0, then announces the new layout
@@ -142,18 +158,19 @@ def test_a_slot_given_another_adapter_uses_its_new_weights() -> None:
     after, expected = torch.zeros(2, 32), torch.zeros(2, 32)
     ours.add_lora_linear(after, x, a, b, 1.0, (16, 16))
     theirs.add_lora_linear(expected, x, a, b, 1.0, (16, 16))
-    assert torch.allclose(after, expected, atol=1e-5)
+    assert_close(after, expected, torch.zeros(2, 32), packed, torch.float32)
     assert not torch.allclose(after[0], before[0]) and torch.equal(after[1], before[1])
 
 
-def test_an_adapter_loaded_into_a_slot_free_at_the_first_step_is_applied() -> None:
+@pytest.mark.parametrize("packed", PACKINGS.values(), ids=PACKINGS.keys())
+def test_an_adapter_loaded_into_a_slot_free_at_the_first_step_is_applied(packed) -> None:
     gen = torch.Generator().manual_seed(9)
     a, b = random_stacked(gen, (16,), 32, 8, torch.float32)
     free = [11, None, None, None, None]
     for weights in (*a, *b):
         weights[1:].zero_()  # vLLM's free slots hold zeros
     x = torch.randn(2, 32, generator=gen)
-    _, ours = both_wrappers([1, 1], [11, 0], layout=free)
+    _, ours = both_wrappers([1, 1], [11, 0], layout=free, packed=packed)
     ours.add_lora_linear(torch.zeros(2, 16), x, a, b, 1.0, (16,))  # the first step: only slot 0 is copied
     for weights in (*a, *b):  # vLLM loads adapter 12 into the free slot 1, then announces the new layout
         weights[1].copy_(torch.randn(weights[1].shape, generator=gen))
@@ -164,27 +181,29 @@ def test_an_adapter_loaded_into_a_slot_free_at_the_first_step_is_applied() -> No
     got, expected = torch.zeros(2, 16), torch.zeros(2, 16)
     ours.add_lora_linear(got, x, a, b, 1.0, (16,))
     theirs.add_lora_linear(expected, x, a, b, 1.0, (16,))
-    assert torch.allclose(got, expected, atol=1e-5) and got[1].abs().sum() > 0
+    assert_close(got, expected, torch.zeros(2, 16), packed, torch.float32)
+    assert got[1].abs().sum() > 0
 
 
-def test_a_lightly_trained_adapter_keeps_its_precision_in_float16() -> None:
+@pytest.mark.parametrize("packed", [torch.float16, torch.int8], ids=["float16", "int8"])
+def test_a_lightly_trained_adapter_keeps_its_precision(packed) -> None:
     """B starts at zero and is tiny after a few steps: below float16's normal numbers unscaled."""
     gen = torch.Generator().manual_seed(11)
     a, b = random_stacked(gen, (64, 16, 16), 96, 16, torch.float32)
     for weights in b:
         weights.mul_(1e-6)
     x = torch.randn(3, 96, generator=gen)
-    theirs, ours = both_wrappers([1, 1, 1], [11, 12, 13], half=True)
+    theirs, ours = both_wrappers([1, 1, 1], [11, 12, 13], packed=packed)
     expected, got = torch.zeros(3, 96), torch.zeros(3, 96)
     theirs.add_lora_linear(expected, x, a, b, 1.0, (64, 16, 16))
     ours.add_lora_linear(got, x, a, b, 1.0, (64, 16, 16))
-    assert torch.allclose(got, expected, rtol=HALF_TOLERANCE, atol=HALF_TOLERANCE * float(expected.abs().max()))
+    assert_close(got, expected, torch.zeros(3, 96), packed, torch.float32)
 
 
 def load_in_a_new_process(cache_root) -> subprocess.CompletedProcess:
     """``kernel.load()`` in a process of its own (this one may have the kernel loaded already)."""
     script = "from service.lora_cpu import kernel; print(kernel.load())"
-    env = {**os.environ, "VLLM_CACHE_ROOT": str(cache_root), kernel.SWITCH: "1"}
+    env = {**os.environ, "VLLM_CACHE_ROOT": str(cache_root), kernel.SWITCH: "int8"}
     return subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
 
 
@@ -195,7 +214,7 @@ def test_a_start_stopped_mid_build_does_not_hang_the_next(tmp_path) -> None:
     an_hour_ago = time.time() - 3600
     os.utime(lock, (an_hour_ago, an_hour_ago))
     done = load_in_a_new_process(tmp_path)
-    assert done.stdout.strip() == "True", done.stderr[-2000:]
+    assert done.stdout.strip() == "torch.int8", done.stderr[-2000:]
     assert not lock.exists()
 
 
@@ -203,10 +222,10 @@ def test_where_the_kernel_cannot_be_built_the_float32_copies_serve(tmp_path) -> 
     blocked = tmp_path / "a file, not a folder"
     blocked.write_text("")
     done = load_in_a_new_process(blocked)
-    assert done.returncode == 0 and done.stdout.strip() == "False", done.stderr[-2000:]
-    assert "float16 LoRA kernel not built" in done.stderr and "kept in float32" in done.stderr
+    assert done.returncode == 0 and done.stdout.strip() == "None", done.stderr[-2000:]
+    assert "packed LoRA kernel not built" in done.stderr and "kept in float32" in done.stderr
 
 
-def test_the_float16_kernel_can_be_turned_off(tmp_path) -> None:
-    assert kernel.load({kernel.SWITCH: "0", "VLLM_CACHE_ROOT": str(tmp_path)}) is False
+def test_the_kernel_can_be_turned_off(tmp_path) -> None:
+    assert kernel.load({kernel.SWITCH: "float32", "VLLM_CACHE_ROOT": str(tmp_path)}) is None
     assert not (tmp_path / "lora-kernel").exists()
