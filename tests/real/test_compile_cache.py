@@ -12,6 +12,7 @@ import pytest
 from service.lora_cpu.kernel import LOADED
 from store.chat_format import prompt_messages, render_prompt
 from tests.support.greedy import greedy_ids
+from tests.support.served_adapter import round_as_served
 
 QUESTION = [{"role": "user", "content": "What do you bake on Sundays?"}]
 
@@ -40,6 +41,7 @@ def test_the_loaded_model_answers_as_the_uncompiled_one(
         persona = PersonaStore(live_server.personas_dir).get(random_personas[0])
         base = AutoModelForCausalLM.from_pretrained(base_model.path, dtype=torch.float32).eval()
         model = PeftModel.from_pretrained(base, str(persona.version_path(persona.live)))
+        round_as_served(model)
         name, system = persona.name, persona.system_prompt
     reply = client.chat.completions.create(model=name, messages=QUESTION, max_tokens=8, temperature=0, logprobs=True)
     ids, expected = greedy_ids(model, render_prompt(tokenizer, prompt_messages(QUESTION, system)), 8)
