@@ -189,15 +189,15 @@ def engine_dtype(requested: str, cuda: bool) -> str:
 
 
 def adapter_dtype(settings: ServeSettings, cuda: bool) -> str:
-    """The dtype the engine keeps adapters in (vLLM's ``lora_dtype``): the engine's, except that a float32
-    CPU engine with the plugin's kernel keeps them in bfloat16. The kernel multiplies int8 or float16
-    copies made from them; bfloat16 keeps float32's range, so the small weights of a lightly trained
-    adapter do not underflow, and the engine's adapter cache holds twice as many adapters, each read
-    from disk and copied into a batch slot with half the bytes."""
+    """vLLM's ``lora_dtype``: ``auto`` (the engine's dtype), except that a float32 CPU engine with the
+    plugin's kernel keeps adapters in bfloat16. The kernel multiplies int8 or float16 copies made from
+    them; bfloat16 keeps float32's range, so the small weights of a lightly trained adapter do not
+    underflow, and the engine's adapter cache holds twice as many adapters, each read from disk and
+    copied into a batch slot with half the bytes."""
     dtype = engine_dtype(settings.dtype, cuda)
     if not cuda and dtype == "float32" and settings.fast_lora and settings.adapter_weights != "float32":
         return "bfloat16"
-    return dtype
+    return "auto"
 
 
 def whole_prompt_steps(settings: ServeSettings) -> dict[str, object]:
@@ -243,14 +243,13 @@ class VllmEngine:
             os.environ.update(switch)  # the setting decides, not a stale variable
             for key, value in defaults.items():
                 os.environ.setdefault(key, value)
-        lora_dtype = adapter_dtype(self.settings, cuda)
-        self.cpu_loras = cpu_lora_capacity(
-            self.settings, self.model_path, dtype_bytes=4 if lora_dtype == "float32" else 2
-        )
+        dtype, lora_dtype = engine_dtype(self.settings.dtype, cuda), adapter_dtype(self.settings, cuda)
+        kept = dtype if lora_dtype == "auto" else lora_dtype
+        self.cpu_loras = cpu_lora_capacity(self.settings, self.model_path, dtype_bytes=4 if kept == "float32" else 2)
         args = AsyncEngineArgs(
             model=str(self.model_path),
             served_model_name=[self.served_name],
-            dtype=engine_dtype(self.settings.dtype, cuda),
+            dtype=dtype,
             **({} if cuda else whole_prompt_steps(self.settings)),
             max_model_len=self.settings.max_model_len,
             enable_lora=True,
@@ -263,7 +262,7 @@ class VllmEngine:
             gpu_memory_utilization=self.settings.gpu_memory_utilization,
             disable_log_stats=True,
         )
-        log.info("keeping up to %d adapters loaded in memory, in %s", args.max_cpu_loras, lora_dtype)
+        log.info("keeping up to %d adapters loaded in memory, in %s", args.max_cpu_loras, kept)
         self._engine = AsyncLLM.from_engine_args(args)
 
     async def stop(self) -> None:

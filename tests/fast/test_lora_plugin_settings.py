@@ -32,13 +32,18 @@ def test_setting_turns_the_plugin_on_and_off(tmp_path: Path, monkeypatch) -> Non
 
 
 def test_a_float32_cpu_engine_keeps_adapters_in_bfloat16_for_the_kernel(tmp_path: Path) -> None:
-    assert adapter_dtype(ServeSettings(cache_dir=tmp_path), cuda=False) == "bfloat16"
-    for weights in ("int8", "float16"):
-        assert adapter_dtype(ServeSettings(cache_dir=tmp_path, adapter_weights=weights), cuda=False) == "bfloat16"
-    assert adapter_dtype(ServeSettings(cache_dir=tmp_path, adapter_weights="float32"), cuda=False) == "float32"
-    assert adapter_dtype(ServeSettings(cache_dir=tmp_path, fast_lora=False), cuda=False) == "float32", "vLLM's own ops"
-    assert adapter_dtype(ServeSettings(cache_dir=tmp_path), cuda=True) == "bfloat16", "a GPU engine's own dtype"
-    assert adapter_dtype(ServeSettings(cache_dir=tmp_path, dtype="float16"), cuda=True) == "float16"
+    from vllm.config import LoRAConfig
+
+    def kept(cuda: bool = False, **fields) -> str:
+        chosen = adapter_dtype(ServeSettings(cache_dir=tmp_path, **fields), cuda=cuda)
+        LoRAConfig(lora_dtype=chosen)  # an argument the engine takes
+        return chosen
+
+    assert kept() == "bfloat16"
+    assert kept(adapter_weights="float16") == "bfloat16"
+    assert kept(adapter_weights="float32") == "auto", "float32, as the engine"
+    assert kept(fast_lora=False) == "auto", "vLLM's own ops"
+    assert kept(cuda=True) == "auto", "a GPU engine's own dtype"
 
 
 def test_each_processor_gets_its_own_compiled_model(tmp_path: Path) -> None:
