@@ -131,19 +131,18 @@ def fuse_packed_slot(
 ) -> None:
     """Copy one slot's weights from vLLM's stacked tensors into ``fused``: in int8 each row of A and
     each rank row of a slice of B with a scale of its own, in float16 all scaled by one power of two."""
-    a = torch.cat([a[slot, 0] for a in a_stacked], dim=0)
-    b = torch.cat([b[slot, 0] for b in b_stacked], dim=0).t().contiguous()  # rank x sum(out_s)
     if fused.a.dtype == torch.int8:
         quantize = torch.ops.persona_lora_kernels.quantize_rows
-        a_scales = fused.row_scales[slot]
-        quantize(a, fused.a[slot], a_scales)
-        b_scales = torch.empty(fused.rank)
+        rank, scales, b_scales = fused.rank, fused.row_scales[slot], torch.empty(fused.rank)
         for s, (start, end) in enumerate(fused.slices):
-            quantize(b[:, start:end], fused.b[slot, :, start:end], b_scales)
-            a_scales[s * fused.rank : (s + 1) * fused.rank] *= b_scales
-        fused.nonzero[slot] = bool(fused.a[slot].any()) and bool(fused.b[slot].any())
+            rows = slice(s * rank, (s + 1) * rank)
+            quantize(a_stacked[s][slot, 0], fused.a[slot, rows], scales[rows])
+            quantize(b_stacked[s][slot, 0].t(), fused.b[slot, :, start:end], b_scales)  # B's columns, as rows
+            scales[rows] *= b_scales
+        fused.nonzero[slot] = bool(scales.any())  # a row of zeros has the scale 0
         return
-    a, b = a.float(), b.float()  # new tensors: scaled in place
+    a = torch.cat([a[slot, 0] for a in a_stacked], dim=0).float()  # new tensors: scaled in place
+    b = torch.cat([b[slot, 0] for b in b_stacked], dim=0).t().float()
     a_largest, b_largest = largest_magnitude(a), largest_magnitude(b)
     a_scale, b_scale = power_of_two_scale(a_largest), power_of_two_scale(b_largest)
     fused.a[slot].copy_(a.mul_(1 / a_scale))

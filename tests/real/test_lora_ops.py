@@ -229,3 +229,20 @@ def test_where_the_kernel_cannot_be_built_the_float32_copies_serve(tmp_path) -> 
 def test_the_kernel_can_be_turned_off(tmp_path) -> None:
     assert kernel.load({kernel.SWITCH: "float32", "VLLM_CACHE_ROOT": str(tmp_path)}) is None
     assert not (tmp_path / "lora-kernel").exists()
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["float32", "bfloat16"])
+def test_int8_rows_keep_each_rows_own_scale(dtype) -> None:
+    """What the kernel reads for B: its columns as rows (a strided view), each scaled by its own largest."""
+    assert kernel.load({kernel.SWITCH: "int8"}) == torch.int8
+    gen = torch.Generator().manual_seed(13)
+    b = (torch.randn(40, 6, generator=gen) * torch.logspace(-6, 0, 6)).to(dtype)  # columns 6 orders apart
+    b[:, 2] = 0
+    rows, scales = torch.empty(6, 40, dtype=torch.int8), torch.empty(6)
+    torch.ops.persona_lora_kernels.quantize_rows(b.t(), rows, scales)
+    assert scales[2] == 0 and not rows[2].any(), "a row of zeros: nothing to scale"
+    expected = b.t().float()
+    assert torch.allclose(rows.float() * scales[:, None], expected, rtol=0, atol=float(scales.max()) / 2)
+    for row in (0, 1, 3, 4, 5):  # within half a step of its own scale, however small the row
+        assert (rows[row].float() * scales[row] - expected[row]).abs().max() <= scales[row] / 2 * 1.001
+        assert rows[row].abs().max() == 127

@@ -8,6 +8,7 @@
 
 #include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
+#include <c10/util/BFloat16.h>
 #include <c10/util/Half.h>
 #include <torch/library.h>
 
@@ -191,34 +192,43 @@ void add_lora_packed(at::Tensor y, const at::Tensor& x, const at::Tensor& a, con
   }
 }
 
-// dst[r] = round(src[r] / scales[r]) with scales[r] = max |src[r]| / 127 (1 for a row of zeros), for
-// each row r of a 2-D float32 or bfloat16 `src` with contiguous rows: one pass to find the largest
-// magnitude, one to write, without temporaries.
+template <typename T>
+void quantize(const T* s, int64_t row_stride, int64_t column_stride, int64_t n_rows, int64_t n, int8_t* d,
+              int64_t d_stride, float* out_scales) {
+  at::parallel_for(0, n_rows, 16, [&](int64_t begin, int64_t end) {
+    for (int64_t r = begin; r < end; ++r) {
+      const T* row = s + r * row_stride;
+      float largest = 0.f;
+      for (int64_t k = 0; k < n; ++k) largest = std::max(largest, std::fabs(static_cast<float>(row[k * column_stride])));
+      const float inverse = largest > 0.f ? 127.f / largest : 0.f;
+      int8_t* target = d + r * d_stride;
+      for (int64_t k = 0; k < n; ++k) {
+        target[k] = static_cast<int8_t>(std::nearbyint(static_cast<float>(row[k * column_stride]) * inverse));
+      }
+      out_scales[r] = largest / 127.f;
+    }
+  });
+}
+
+// dst[r] = round(src[r] / scales[r]) with scales[r] = max |src[r]| / 127 (0 for a row of zeros), for
+// each row r of a 2-D float32 or bfloat16 `src` of any strides (B's columns are its rows here): one
+// pass to find the largest magnitude, one to write, without temporaries.
 void quantize_rows(const at::Tensor& src, at::Tensor dst, at::Tensor scales) {
   TORCH_CHECK(src.dim() == 2 && dst.dim() == 2 && src.size(0) == dst.size(0) && src.size(1) == dst.size(1),
               "src and dst must be 2-D of one shape");
-  TORCH_CHECK(src.stride(1) == 1 && dst.stride(1) == 1, "rows of src and dst must be contiguous");
+  TORCH_CHECK(dst.stride(1) == 1, "rows of dst must be contiguous");
   TORCH_CHECK(dst.scalar_type() == at::kChar && scales.scalar_type() == at::kFloat && scales.dim() == 1 &&
                   scales.size(0) == src.size(0) && scales.stride(0) == 1,
               "dst must be int8 and scales float32, one per row");
-  const at::Tensor source = src.scalar_type() == at::kFloat ? src : src.to(at::kFloat);
-  const int64_t n_rows = source.size(0), n = source.size(1);
-  const float* s = source.data_ptr<float>();
   int8_t* d = dst.data_ptr<int8_t>();
-  float* out_scales = scales.data_ptr<float>();
-  const int64_t s_stride = source.stride(0), d_stride = dst.stride(0);
-  at::parallel_for(0, n_rows, 16, [&](int64_t begin, int64_t end) {
-    for (int64_t r = begin; r < end; ++r) {
-      const float* row = s + r * s_stride;
-      float largest = 0.f;
-      for (int64_t k = 0; k < n; ++k) largest = std::max(largest, std::fabs(row[k]));
-      const float step = largest > 0.f ? largest / 127.f : 1.f;
-      const float inverse = 1.f / step;
-      int8_t* target = d + r * d_stride;
-      for (int64_t k = 0; k < n; ++k) target[k] = static_cast<int8_t>(std::nearbyint(row[k] * inverse));
-      out_scales[r] = step;
-    }
-  });
+  float* out = scales.data_ptr<float>();
+  if (src.scalar_type() == at::kFloat) {
+    quantize(src.data_ptr<float>(), src.stride(0), src.stride(1), src.size(0), src.size(1), d, dst.stride(0), out);
+  } else {
+    TORCH_CHECK(src.scalar_type() == at::kBFloat16, "src must be float32 or bfloat16");
+    quantize(src.data_ptr<c10::BFloat16>(), src.stride(0), src.stride(1), src.size(0), src.size(1), d, dst.stride(0),
+             out);
+  }
 }
 
 }  // namespace
