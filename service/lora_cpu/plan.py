@@ -14,9 +14,10 @@ import torch
 PADDING_LIMIT = 2
 """The padded (batched) form is used while padding at most doubles the rows it multiplies."""
 
-WIDE_ROWS = 16
-"""From this many tokens on, a slot's float16 weights are widened once and multiplied as matrices
-(a prompt being read); fewer tokens (decoding) go through the float16 kernel."""
+WIDE_ROWS = 48
+"""From this many tokens on, a slot's packed weights are widened once and multiplied as matrices
+(a long prompt being read); fewer tokens (decoding, short prompts) go through the kernel, which
+multiplies up to four of a slot's tokens per pass over its weights."""
 
 
 @dataclass(frozen=True)
@@ -48,7 +49,7 @@ class Padded:
 
 @dataclass(frozen=True)
 class KernelIndex:
-    """The groups of fewer than ``WIDE_ROWS`` tokens as the float16 kernel reads them.
+    """The groups of fewer than ``WIDE_ROWS`` tokens as the kernel reads them.
 
     ``groups``: one ``(slot, first, end)`` row per group, ``first:end`` indexing ``rows``, which
     lists the groups' tokens one after another.
@@ -62,7 +63,7 @@ class KernelIndex:
 class Plan:
     """The adapter groups of one step; ``padded`` is set when they are multiplied in one batch.
 
-    ``kernel`` and ``wide`` split the same groups for the float16 path: few tokens each, and many.
+    ``kernel`` and ``wide`` split the same groups for the packed path: few tokens each, and many.
     """
 
     n_tokens: int

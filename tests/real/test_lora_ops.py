@@ -41,7 +41,8 @@ BATCHES = {
     "prefill, two adapters evenly": ([8, 7], [11, 12]),
     "prefill, many adapters and the base": ([5, 17, 3, 9], [14, 0, 11, 14]),
     "prefill and decode, one busy adapter": ([30, 1, 1], [11, 14, 0]),
-    "prefills of one adapter apart": ([20, 3, 20], [11, 12, 11]),
+    "prefills of one adapter apart": ([30, 3, 30], [11, 12, 11]),
+    "a long prompt beside the base model": ([70, 1], [13, 0]),
 }
 SLICES = {"single": (48,), "q/k/v": (64, 16, 16), "gate/up": (40, 40)}
 
@@ -86,7 +87,7 @@ def test_linear_matches_vllm(batch, slices, mode) -> None:
     tokens, ids = batch
     rng = random.Random(f"{tokens} {ids} {slices}")
     gen = torch.Generator().manual_seed(rng.randrange(2**31))
-    inp, rank = rng.choice([32, 96]), rng.choice([8, 16])
+    inp, rank = rng.choice([36, 96]), rng.choice([8, 16])  # 36: a tail past the vector width
     a, b = random_stacked(gen, slices, inp, rank, stacked)
     x = torch.randn(sum(tokens), inp, generator=gen).to(dtype)
     y = torch.randn(sum(tokens), sum(slices), generator=gen).to(dtype)

@@ -80,30 +80,57 @@ constexpr int64_t kBlock = 64;  // output columns per expand task
 inline float widen(c10::Half v) { return static_cast<float>(v); }
 inline float widen(int8_t v) { return static_cast<float>(v); }
 
-template <typename W>
-float dot(const float* x, const W* a, int64_t n) {
-  Vec acc = zero();
+constexpr int kTokens = 4;  // tokens of one group multiplied together: each weight widened once for them
+
+// out[t] = x[t] . a for T tokens at once.
+template <int T, typename W>
+void dots(const float* const* x, const W* a, int64_t n, float* out) {
+  Vec acc[T];
+  for (int t = 0; t < T; ++t) acc[t] = zero();
   int64_t k = 0;
-  for (; k + kLanes <= n; k += kLanes) acc = fma(load_float(x + k), load_weights(a + k), acc);
-  float total = sum(acc);
-  for (; k < n; ++k) total += x[k] * widen(a[k]);
-  return total;
+  for (; k + kLanes <= n; k += kLanes) {
+    const Vec w = load_weights(a + k);
+    for (int t = 0; t < T; ++t) acc[t] = fma(load_float(x[t] + k), w, acc[t]);
+  }
+  for (int t = 0; t < T; ++t) {
+    float total = sum(acc[t]);
+    for (int64_t j = k; j < n; ++j) total += x[t][j] * widen(a[j]);
+    out[t] = total;
+  }
 }
 
-// y[j] += scale * sum_q h[q] * b[q * stride + j] for j in [0, n)
-template <typename W>
-void expand(float* y, const float* h, const W* b, int64_t rank, int64_t stride, int64_t n, float scale) {
-  int64_t j = 0;
+// y[t][j] += scale * sum_q h[t][q] * b[q * stride + j] for j in [0, n), for T tokens at once.
+template <int T, typename W>
+void expands(float* const* y, const float* const* h, const W* b, int64_t rank, int64_t stride, int64_t n,
+             float scale) {
   const Vec s = splat(scale);
+  int64_t j = 0;
   for (; j + kLanes <= n; j += kLanes) {
-    Vec acc = zero();
-    for (int64_t q = 0; q < rank; ++q) acc = fma(splat(h[q]), load_weights(b + q * stride + j), acc);
-    store_float(y + j, fma(acc, s, load_float(y + j)));
+    Vec acc[T];
+    for (int t = 0; t < T; ++t) acc[t] = zero();
+    for (int64_t q = 0; q < rank; ++q) {
+      const Vec w = load_weights(b + q * stride + j);
+      for (int t = 0; t < T; ++t) acc[t] = fma(splat(h[t][q]), w, acc[t]);
+    }
+    for (int t = 0; t < T; ++t) store_float(y[t] + j, fma(acc[t], s, load_float(y[t] + j)));
   }
   for (; j < n; ++j) {
-    float acc = 0.f;
-    for (int64_t q = 0; q < rank; ++q) acc += h[q] * widen(b[q * stride + j]);
-    y[j] += scale * acc;
+    for (int t = 0; t < T; ++t) {
+      float acc = 0.f;
+      for (int64_t q = 0; q < rank; ++q) acc += h[t][q] * widen(b[q * stride + j]);
+      y[t][j] += scale * acc;
+    }
+  }
+}
+
+// Calls f.template operator()<T>() with T = count (1 to kTokens).
+template <typename F>
+void with_count(int64_t count, F&& f) {
+  switch (count) {
+    case 4: f.template operator()<4>(); break;
+    case 3: f.template operator()<3>(); break;
+    case 2: f.template operator()<2>(); break;
+    default: f.template operator()<1>(); break;
   }
 }
 
@@ -123,7 +150,14 @@ void run(float* ys, int64_t y_stride, const float* xs, int64_t x_stride, const W
       const int64_t slot = gs[3 * g];
       const W* row = as + (slot * width + w) * in;
       const float f = row_scales[slot * width + w];
-      for (int64_t i = gs[3 * g + 1]; i < gs[3 * g + 2]; ++i) h[i * width + w] = f * dot(xs + rs[i] * x_stride, row, in);
+      for (int64_t i = gs[3 * g + 1]; i < gs[3 * g + 2]; i += kTokens) {
+        const int64_t count = std::min<int64_t>(kTokens, gs[3 * g + 2] - i);
+        const float* x[kTokens];
+        float out[kTokens];
+        for (int64_t t = 0; t < count; ++t) x[t] = xs + rs[i + t] * x_stride;
+        with_count(count, [&]<int T>() { dots<T>(x, row, in, out); });
+        for (int64_t t = 0; t < count; ++t) h[(i + t) * width + w] = f * out[t];
+      }
     }
   });
 
@@ -140,9 +174,15 @@ void run(float* ys, int64_t y_stride, const float* xs, int64_t x_stride, const W
       const Block& blk = blocks[k];
       const int64_t slot = gs[3 * blk.group];
       const W* bcol = bs + slot * rank * out + blk.start;
-      for (int64_t i = gs[3 * blk.group + 1]; i < gs[3 * blk.group + 2]; ++i) {
-        expand(ys + rs[i] * y_stride + blk.start, h.data() + i * width + blk.slice * rank, bcol, rank, out,
-               blk.stop - blk.start, scale);
+      for (int64_t i = gs[3 * blk.group + 1]; i < gs[3 * blk.group + 2]; i += kTokens) {
+        const int64_t count = std::min<int64_t>(kTokens, gs[3 * blk.group + 2] - i);
+        float* y[kTokens];
+        const float* hs[kTokens];
+        for (int64_t t = 0; t < count; ++t) {
+          y[t] = ys + rs[i + t] * y_stride + blk.start;
+          hs[t] = h.data() + (i + t) * width + blk.slice * rank;
+        }
+        with_count(count, [&]<int T>() { expands<T>(y, hs, bcol, rank, out, blk.stop - blk.start, scale); });
       }
     }
   });
