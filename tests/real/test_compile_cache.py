@@ -9,10 +9,10 @@ import math
 
 import pytest
 
+from bench.served_adapter import round_as_served
 from service.lora_cpu.kernel import LOADED
 from store.chat_format import prompt_messages, render_prompt
 from tests.support.greedy import greedy_ids
-from tests.support.served_adapter import round_as_served
 
 QUESTION = [{"role": "user", "content": "What do you bake on Sundays?"}]
 
