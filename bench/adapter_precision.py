@@ -23,8 +23,10 @@ sys.path.insert(0, str(REPO))
 from bench.persona_eval import train_copy  # noqa: E402
 from bench.results import RESULTS, append_section  # noqa: E402
 from bench.served_adapter import round_as_served  # noqa: E402
+from service.lora_cpu import ADAPTER_WEIGHTS  # noqa: E402
 
-WEIGHTS = ("float32", "float16", "int8")
+WEIGHTS = ("float32", *(weights for weights in ADAPTER_WEIGHTS if weights != "float32"))
+"""float32 first: the reference the others are compared with."""
 
 
 def heldout_conversations(persona, count: int) -> list:

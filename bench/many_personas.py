@@ -34,6 +34,7 @@ sys.path.insert(0, str(REPO))
 from bench.random_adapter import publish_random_adapter  # noqa: E402
 from bench.results import RESULTS, append_section, cpu_description  # noqa: E402
 from bench.serving import PROMPTS, free_port, server_env, wait_healthy  # noqa: E402
+from service.lora_cpu import ADAPTER_WEIGHTS  # noqa: E402
 
 TEMPERATURE = 0.8
 """The same on every row, whatever the cards say (and ``--top-p``, 1.0 unless asked)."""
@@ -238,8 +239,8 @@ def main() -> None:
     parser.add_argument("--distinct", type=int, default=0, help="distinct adapters (0: all); the rest are copies")
     parser.add_argument(
         "--adapter-weights",
-        choices=["int8", "float16", "float32"],
-        default="int8",
+        choices=ADAPTER_WEIGHTS,
+        default=ADAPTER_WEIGHTS[0],
         help="how the server keeps adapters for its LoRA kernel (PERSONA_ADAPTER_WEIGHTS)",
     )
     parser.add_argument("--no-append", action="store_true", help="print only, append nothing to RESULTS.md")

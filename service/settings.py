@@ -13,6 +13,8 @@ from pydantic_settings import SettingsConfigDict
 
 from store.settings import StoreSettings, WorkerSettings
 
+from .lora_cpu import AdapterWeights
+
 
 class ServeSettings(StoreSettings):
     """Everything the server needs; built once at start-up and passed to :func:`service.app.create_app`."""
@@ -60,7 +62,7 @@ class ServeSettings(StoreSettings):
         default=True,
         description="Grouped LoRA ops and a compiled model on vLLM's CPU engine (this project's vLLM plugin).",
     )
-    adapter_weights: Literal["int8", "float16", "float32"] = Field(
+    adapter_weights: AdapterWeights = Field(
         default="int8",
         description="With fast_lora and a float32 engine: how adapters are kept for the LoRA kernel built with "
         "the C++ compiler at the first start, widened in the CPU's registers; int8 (a scale per row: a quarter "

@@ -14,6 +14,7 @@ torch nor vLLM, so the server can read the switch cheaply.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Literal, get_args
 
 SWITCH = "PERSONA_FAST_LORA"
 """Environment variable that turns the plugin on in vLLM's processes ("1" on, anything else off)."""
@@ -22,8 +23,10 @@ WEIGHTS_SWITCH = "PERSONA_ADAPTER_WEIGHTS"
 """Environment variable naming how float32 layers' adapters are kept for the plugin's kernel
 (:mod:`.kernel`): one of :data:`ADAPTER_WEIGHTS` (unset: the first)."""
 
-ADAPTER_WEIGHTS = ("int8", "float16", "float32")
+AdapterWeights = Literal["int8", "float16", "float32"]
 """int8 with a scale per row, float16, or float32 copies without the kernel."""
+
+ADAPTER_WEIGHTS: tuple[str, ...] = get_args(AdapterWeights)
 
 
 def requested(environ: Mapping[str, str]) -> bool:

@@ -84,9 +84,11 @@ def build_plan(indices: Sequence[int], padding_limit: float = PADDING_LIMIT, pac
         if slot >= 0:
             by_slot.setdefault(slot, []).append(row)
     groups = tuple(_group(slot, rows, len(indices)) for slot, rows in sorted(by_slot.items()))
-    few = [(slot, rows) for slot, rows in sorted(by_slot.items()) if packed and len(rows) < WIDE_ROWS]
-    kernel = _kernel_index(few) if few else None
-    wide = tuple(group for group in groups if packed and len(by_slot[group.slot]) >= WIDE_ROWS)
+    kernel, wide = None, ()
+    if packed:
+        few = [(slot, rows) for slot, rows in sorted(by_slot.items()) if len(rows) < WIDE_ROWS]
+        kernel = _kernel_index(few) if few else None
+        wide = tuple(group for group in groups if len(by_slot[group.slot]) >= WIDE_ROWS)
     plan = Plan(n_tokens=len(indices), groups=groups, kernel=kernel, wide=wide)
     if len(groups) < 2:
         return plan
