@@ -132,14 +132,8 @@ def fuse_packed_slot(
     """Copy one slot's weights from vLLM's stacked tensors into ``fused``: in int8 each row of A and
     each rank row of a slice of B with a scale of its own, in float16 all scaled by one power of two."""
     if fused.a.dtype == torch.int8:
-        quantize = torch.ops.persona_lora_kernels.quantize_rows
-        rank, scales, b_scales = fused.rank, fused.row_scales[slot], torch.empty(fused.rank)
-        for s, (start, end) in enumerate(fused.slices):
-            rows = slice(s * rank, (s + 1) * rank)
-            quantize(a_stacked[s][slot, 0], fused.a[slot, rows], scales[rows])
-            quantize(b_stacked[s][slot, 0].t(), fused.b[slot, :, start:end], b_scales)  # B's columns, as rows
-            scales[rows] *= b_scales
-        fused.nonzero[slot] = bool(scales.any())  # a row of zeros has the scale 0
+        pack = torch.ops.persona_lora_kernels.pack_slot
+        fused.nonzero[slot] = pack(list(a_stacked), list(b_stacked), slot, fused.a, fused.b, fused.row_scales)
         return
     a = torch.cat([a[slot, 0] for a in a_stacked], dim=0).float()  # new tensors: scaled in place
     b = torch.cat([b[slot, 0] for b in b_stacked], dim=0).t().float()

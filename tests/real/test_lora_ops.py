@@ -15,6 +15,7 @@ from vllm.lora.layers import LoRAMapping
 from vllm.lora.punica_wrapper.punica_cpu import PunicaWrapperCPU
 
 from service.lora_cpu import kernel
+from service.lora_cpu.ops import fuse_packed_slot, new_packed_fused
 from service.lora_cpu.punica import PunicaWrapperGroupedCPU
 
 pytestmark = pytest.mark.real
@@ -233,17 +234,29 @@ def test_the_kernel_can_be_turned_off(tmp_path) -> None:
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["float32", "bfloat16"])
-def test_int8_rows_keep_each_rows_own_scale(dtype) -> None:
-    """What the kernel reads for B: its columns as rows (a strided view), each scaled by its own largest."""
+def test_an_int8_slot_keeps_each_rows_own_scale(dtype) -> None:
+    """A slot refresh: every row of A and every rank row of each slice of B (a column of vLLM's B)
+    quantized with a scale of its own, however far apart their magnitudes."""
     assert kernel.load({kernel.SWITCH: "int8"}) == torch.int8
     gen = torch.Generator().manual_seed(13)
-    b = (torch.randn(40, 6, generator=gen) * torch.logspace(-6, 0, 6)).to(dtype)  # columns 6 orders apart
-    b[:, 2] = 0
-    rows, scales = torch.empty(6, 40, dtype=torch.int8), torch.empty(6)
-    torch.ops.persona_lora_kernels.quantize_rows(b.t(), rows, scales)
-    assert scales[2] == 0 and not rows[2].any(), "a row of zeros: nothing to scale"
-    expected = b.t().float()
-    assert torch.allclose(rows.float() * scales[:, None], expected, rtol=0, atol=float(scales.max()) / 2)
-    for row in (0, 1, 3, 4, 5):  # within half a step of its own scale, however small the row
-        assert (rows[row].float() * scales[row] - expected[row]).abs().max() <= scales[row] / 2 * 1.001
-        assert rows[row].abs().max() == 127
+    slots, rank, inputs, outs = 3, 6, 40, (70, 8)
+    spread = torch.logspace(-6, 0, rank)  # rank rows 6 orders apart
+    a = [(torch.randn(slots, 1, rank, inputs, generator=gen) * spread[:, None]).to(dtype) for _ in outs]
+    b = [(torch.randn(slots, 1, out, rank, generator=gen) * spread).to(dtype) for out in outs]
+    b[1][1, 0, :, 2] = 0  # one rank row of one slice of B is zeros
+    for stacked in a:
+        stacked[2] = 0  # slot 2's adapter does not touch this layer
+    fused = new_packed_fused(a, b, torch.int8)
+    for slot in (1, 2):
+        fuse_packed_slot(fused, slot, a, b)
+    assert fused.nonzero[1] and not fused.nonzero[2]
+    a_wide, b_wide = fused.widened(1)
+    for s, (start, end) in enumerate(fused.slices):
+        for w in range(rank):
+            want = torch.outer(b[s][1, 0, :, w].float(), a[s][1, 0, w].float())
+            got = torch.outer(b_wide[w, start:end], a_wide[s * rank + w])
+            if s == 1 and w == 2:
+                assert fused.row_scales[1, s * rank + w] == 0 and not fused.b[1, w, start:end].any()
+                continue
+            assert (got - want).abs().max() <= 0.01 * want.abs().max(), (s, w)
+            assert fused.b[1, w, start:end].abs().max() == 127 and fused.a[1, s * rank + w].abs().max() == 127

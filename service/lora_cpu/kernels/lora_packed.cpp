@@ -232,43 +232,117 @@ void add_lora_packed(at::Tensor y, const at::Tensor& x, const at::Tensor& a, con
   }
 }
 
+// The largest magnitude among n contiguous values, in lanes the compiler can vectorize.
 template <typename T>
-void quantize(const T* s, int64_t row_stride, int64_t column_stride, int64_t n_rows, int64_t n, int8_t* d,
-              int64_t d_stride, float* out_scales) {
-  at::parallel_for(0, n_rows, 16, [&](int64_t begin, int64_t end) {
-    for (int64_t r = begin; r < end; ++r) {
-      const T* row = s + r * row_stride;
-      float largest = 0.f;
-      for (int64_t k = 0; k < n; ++k) largest = std::max(largest, std::fabs(static_cast<float>(row[k * column_stride])));
-      const float inverse = largest > 0.f ? 127.f / largest : 0.f;
-      int8_t* target = d + r * d_stride;
-      for (int64_t k = 0; k < n; ++k) {
-        target[k] = static_cast<int8_t>(std::nearbyint(static_cast<float>(row[k * column_stride]) * inverse));
-      }
-      out_scales[r] = largest / 127.f;
-    }
-  });
+float largest_magnitude(const T* p, int64_t n) {
+  constexpr int64_t kWidth = 16;
+  float lanes[kWidth] = {};
+  int64_t k = 0;
+  for (; k + kWidth <= n; k += kWidth) {
+    for (int64_t j = 0; j < kWidth; ++j) lanes[j] = std::max(lanes[j], std::fabs(static_cast<float>(p[k + j])));
+  }
+  float largest = 0.f;
+  for (; k < n; ++k) largest = std::max(largest, std::fabs(static_cast<float>(p[k])));
+  for (float lane : lanes) largest = std::max(largest, lane);
+  return largest;
 }
 
-// dst[r] = round(src[r] / scales[r]) with scales[r] = max |src[r]| / 127 (0 for a row of zeros), for
-// each row r of a 2-D float32 or bfloat16 `src` of any strides (B's columns are its rows here): one
-// pass to find the largest magnitude, one to write, without temporaries.
-void quantize_rows(const at::Tensor& src, at::Tensor dst, at::Tensor scales) {
-  TORCH_CHECK(src.dim() == 2 && dst.dim() == 2 && src.size(0) == dst.size(0) && src.size(1) == dst.size(1),
-              "src and dst must be 2-D of one shape");
-  TORCH_CHECK(dst.stride(1) == 1, "rows of dst must be contiguous");
-  TORCH_CHECK(dst.scalar_type() == at::kChar && scales.scalar_type() == at::kFloat && scales.dim() == 1 &&
-                  scales.size(0) == src.size(0) && scales.stride(0) == 1,
-              "dst must be int8 and scales float32, one per row");
-  int8_t* d = dst.data_ptr<int8_t>();
-  float* out = scales.data_ptr<float>();
-  if (src.scalar_type() == at::kFloat) {
-    quantize(src.data_ptr<float>(), src.stride(0), src.stride(1), src.size(0), src.size(1), d, dst.stride(0), out);
-  } else {
-    TORCH_CHECK(src.scalar_type() == at::kBFloat16, "src must be float32 or bfloat16");
-    quantize(src.data_ptr<c10::BFloat16>(), src.stride(0), src.stride(1), src.size(0), src.size(1), d, dst.stride(0),
-             out);
+inline float inverse_scale(float largest) { return largest > 0.f ? 127.f / largest : 0.f; }
+
+inline int8_t round_to_int8(float v) { return static_cast<int8_t>(std::nearbyint(v)); }
+
+// dst[k] = round(src[k] / scale) with scale = max |src| / 127 (0 for a row of zeros); returns scale.
+template <typename T>
+float quantize_row(const T* src, int64_t n, int8_t* dst) {
+  const float largest = largest_magnitude(src, n);
+  const float inverse = inverse_scale(largest);
+  for (int64_t k = 0; k < n; ++k) dst[k] = round_to_int8(static_cast<float>(src[k]) * inverse);
+  return largest / 127.f;
+}
+
+// The columns of a row-major n_rows x n_columns matrix (rows row_stride apart) quantized as the rows
+// of dst (n_columns x n_rows, rows d_stride apart), a scale per column: src is read in memory order,
+// a tile of rows at a time quantized in place and then written out transposed.
+template <typename T>
+void quantize_columns(const T* src, int64_t row_stride, int64_t n_rows, int64_t n_columns, int8_t* dst,
+                      int64_t d_stride, float* scales) {
+  std::vector<float> largest(n_columns, 0.f), inverse(n_columns);
+  for (int64_t r = 0; r < n_rows; ++r) {
+    const T* row = src + r * row_stride;
+    for (int64_t c = 0; c < n_columns; ++c) largest[c] = std::max(largest[c], std::fabs(static_cast<float>(row[c])));
   }
+  for (int64_t c = 0; c < n_columns; ++c) {
+    inverse[c] = inverse_scale(largest[c]);
+    scales[c] = largest[c] / 127.f;
+  }
+  constexpr int64_t kTile = 64;
+  std::vector<int8_t> tile(kTile * n_columns);
+  for (int64_t first = 0; first < n_rows; first += kTile) {
+    const int64_t count = std::min(kTile, n_rows - first);
+    for (int64_t i = 0; i < count; ++i) {
+      const T* row = src + (first + i) * row_stride;
+      int8_t* t = tile.data() + i * n_columns;
+      for (int64_t c = 0; c < n_columns; ++c) t[c] = round_to_int8(static_cast<float>(row[c]) * inverse[c]);
+    }
+    for (int64_t c = 0; c < n_columns; ++c) {
+      int8_t* target = dst + c * d_stride + first;
+      for (int64_t i = 0; i < count; ++i) target[i] = tile[i * n_columns + c];
+    }
+  }
+}
+
+template <typename T>
+bool pack(at::TensorList a_stacked, at::TensorList b_stacked, int64_t slot, int8_t* a, int8_t* b, float* scales,
+          int64_t in, int64_t rank, int64_t out) {
+  std::vector<float> b_scales(rank);
+  int64_t start = 0;
+  for (size_t s = 0; s < a_stacked.size(); ++s) {
+    const at::Tensor& as = a_stacked[s];
+    const at::Tensor& bs = b_stacked[s];
+    const T* a_rows = as.data_ptr<T>() + slot * as.stride(0);
+    for (int64_t w = 0; w < rank; ++w) {
+      scales[s * rank + w] = quantize_row(a_rows + w * as.stride(2), in, a + (s * rank + w) * in);
+    }
+    quantize_columns(bs.data_ptr<T>() + slot * bs.stride(0), bs.stride(2), bs.size(2), rank, b + start, out,
+                     b_scales.data());
+    for (int64_t w = 0; w < rank; ++w) scales[s * rank + w] *= b_scales[w];
+    start += bs.size(2);
+  }
+  return std::any_of(scales, scales + a_stacked.size() * rank, [](float v) { return v != 0.f; });
+}
+
+// Copies one slot's adapter from vLLM's stacked tensors into the int8 layout of add_lora_packed, a
+// row of A or a rank row of a slice of B at a time (a row of zeros gets the scale 0), and returns
+// whether any weight of it is nonzero.
+//   a_stacked[s]: slots x 1 x rank x in, b_stacked[s]: slots x 1 x out_s x rank, float32 or bfloat16
+//   a: slots x width x in, b: slots x rank x out, int8; row_scales: slots x width float32
+bool pack_slot(at::TensorList a_stacked, at::TensorList b_stacked, int64_t slot, at::Tensor a, at::Tensor b,
+               at::Tensor row_scales) {
+  TORCH_CHECK(!a_stacked.empty() && a_stacked.size() == b_stacked.size(), "one A and one B per slice");
+  TORCH_CHECK(a.scalar_type() == at::kChar && b.scalar_type() == at::kChar && row_scales.scalar_type() == at::kFloat,
+              "a and b must be int8 and row_scales float32");
+  TORCH_CHECK(a.is_contiguous() && b.is_contiguous() && row_scales.is_contiguous(), "a, b and row_scales must be contiguous");
+  const int64_t rank = b.size(1), in = a.size(2), out = b.size(2);
+  const auto dtype = a_stacked[0].scalar_type();
+  TORCH_CHECK(dtype == at::kFloat || dtype == at::kBFloat16, "stacked weights must be float32 or bfloat16");
+  TORCH_CHECK(a.size(1) == static_cast<int64_t>(a_stacked.size()) * rank && slot >= 0 && slot < a.size(0),
+              "a's width must be slices x rank, and slot one of its slots");
+  int64_t total = 0;
+  for (size_t s = 0; s < a_stacked.size(); ++s) {
+    const at::Tensor& as = a_stacked[s];
+    const at::Tensor& bs = b_stacked[s];
+    TORCH_CHECK(as.scalar_type() == dtype && bs.scalar_type() == dtype, "stacked weights of one dtype");
+    TORCH_CHECK(as.dim() == 4 && bs.dim() == 4 && as.size(2) == rank && as.size(3) == in && bs.size(3) == rank,
+                "stacked A must be slots x 1 x rank x in and B slots x 1 x out x rank");
+    TORCH_CHECK(as.stride(3) == 1 && bs.stride(3) == 1, "rows of the stacked weights must be contiguous");
+    total += bs.size(2);
+  }
+  TORCH_CHECK(total == out, "b's columns must be the slices' outputs side by side");
+  int8_t* a_slot = a.data_ptr<int8_t>() + slot * a.stride(0);
+  int8_t* b_slot = b.data_ptr<int8_t>() + slot * b.stride(0);
+  float* scales = row_scales.data_ptr<float>() + slot * row_scales.stride(0);
+  if (dtype == at::kFloat) return pack<float>(a_stacked, b_stacked, slot, a_slot, b_slot, scales, in, rank, out);
+  return pack<c10::BFloat16>(a_stacked, b_stacked, slot, a_slot, b_slot, scales, in, rank, out);
 }
 
 }  // namespace
@@ -277,10 +351,10 @@ TORCH_LIBRARY(persona_lora_kernels, m) {
   m.def(
       "add_lora_packed(Tensor(a!) y, Tensor x, Tensor a, Tensor b, Tensor row_scales, Tensor slice_ends, "
       "Tensor groups, Tensor rows, float scale) -> ()");
-  m.def("quantize_rows(Tensor src, Tensor(a!) dst, Tensor(b!) scales) -> ()");
+  m.def("pack_slot(Tensor[] a_stacked, Tensor[] b_stacked, int slot, Tensor(a!) a, Tensor(b!) b, Tensor(c!) row_scales) -> bool");
 }
 
 TORCH_LIBRARY_IMPL(persona_lora_kernels, CPU, m) {
   m.impl("add_lora_packed", &add_lora_packed);
-  m.impl("quantize_rows", &quantize_rows);
+  m.impl("pack_slot", &pack_slot);
 }
