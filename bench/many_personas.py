@@ -35,6 +35,7 @@ from bench.random_adapter import publish_random_adapter  # noqa: E402
 from bench.results import RESULTS, append_section, cpu_description  # noqa: E402
 from bench.serving import PROMPTS, free_port, server_env, wait_healthy  # noqa: E402
 from service.lora_cpu import ADAPTER_WEIGHTS  # noqa: E402
+from store.adapters import STORED_DTYPE  # noqa: E402
 
 TEMPERATURE = 0.8
 """The same on every row, whatever the cards say (and ``--top-p``, 1.0 unless asked)."""
@@ -83,12 +84,13 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
-def make_personas(root: Path, base, count: int, distinct: int) -> list[str]:
-    """``count`` personas with random adapters; after the first ``distinct``, weights are copied."""
+def make_personas(root: Path, base, count: int, distinct: int, float32_files: bool) -> list[str]:
+    """``count`` personas with random adapters, written as training publishes them (or in float32);
+    after the first ``distinct``, weights are copied."""
     import torch
     from safetensors.torch import load_file, save_file
 
-    from store.adapters import ADAPTER_WEIGHTS, METADATA_FILE, AdapterMetadata, new_staging_dir, publish
+    from store.adapters import ADAPTER_WEIGHTS, METADATA_FILE, AdapterMetadata, as_stored, new_staging_dir, publish
 
     names = [f"p{i:04d}" for i in range(count)]
     template: Path | None = None
@@ -99,7 +101,7 @@ def make_personas(root: Path, base, count: int, distinct: int) -> list[str]:
             f"display_name: Persona {index}\nsystem_prompt: You are a helpful assistant.\n"
         )
         if template is None:
-            version = publish_random_adapter(folder, base, seed=1000, scale=0.02, r=16)
+            version = publish_random_adapter(folder, base, seed=1000, scale=0.02, r=16, float32_file=float32_files)
             template = folder / "adapters" / f"v{version}"
             shapes = {key: tensor.shape for key, tensor in load_file(template / ADAPTER_WEIGHTS).items()}
             continue
@@ -111,6 +113,8 @@ def make_personas(root: Path, base, count: int, distinct: int) -> list[str]:
         else:
             generator = torch.Generator().manual_seed(1000 + index)
             weights = {key: torch.randn(shape, generator=generator) * 0.02 for key, shape in shapes.items()}
+            if not float32_files:
+                weights = {key: as_stored(weight) for key, weight in weights.items()}
             save_file(weights, str(staged / ADAPTER_WEIGHTS))
         meta = AdapterMetadata(base_model=base.id, base_hash=base.hash, data_hash=f"random-{index}")
         (staged / METADATA_FILE).write_text(meta.model_dump_json())
@@ -204,7 +208,8 @@ def report(rows: list[Row], args: argparse.Namespace) -> str:
         f"{os.cpu_count()} cores of {cpu_description()}; adapter cache (`--max-cpu-loras`) "
         f"{args.adapter_cache} adapters ({'set' if args.max_cpu_loras else 'sized from memory'}); "
         f"adapters in one batch (`--max-loras`) {args.max_loras or 'the default'}; adapters served "
-        f"from {args.adapter_weights} copies (`--adapter-weights`). "
+        f"from {args.adapter_weights} copies (`--adapter-weights`); adapter files in "
+        f"{'float32 (`--float32-files`)' if args.float32_files else STORED_DTYPE + ' (as training publishes them)'}. "
         "Listings are timed once a second while the clients run. Settled: the requests started after the "
         f"row's first {SETTLED_S:.0f} s (its first requests start at once, on adapters never loaded).\n",
         "| W (personas in use) | output tokens/s | first token p50 / p95 | settled p50 / p95 | `/v1/models` p50 / max "
@@ -243,6 +248,11 @@ def main() -> None:
         default=ADAPTER_WEIGHTS[0],
         help="how the server keeps adapters for its LoRA kernel (PERSONA_ADAPTER_WEIGHTS)",
     )
+    parser.add_argument(
+        "--float32-files",
+        action="store_true",
+        help="write the adapters' files in float32 (training publishes float32 weights in STORED_DTYPE)",
+    )
     parser.add_argument("--no-append", action="store_true", help="print only, append nothing to RESULTS.md")
     parser.add_argument("--keep", action="store_true", help="keep the generated personas folder")
     args = parser.parse_args()
@@ -254,7 +264,7 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="persona-many-"))
     personas = work / "personas"
     print(f"making {args.personas} personas in {personas}", flush=True)
-    names = make_personas(personas, base, args.personas, args.distinct)
+    names = make_personas(personas, base, args.personas, args.distinct, args.float32_files)
     widths = list(dict.fromkeys(len(names) if w == "all" else min(int(w), len(names)) for w in args.widths.split(",")))
 
     logs = REPO / "bench" / "out"

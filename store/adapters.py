@@ -30,6 +30,10 @@ STAGING_PREFIX = ".staging-"
 SERVABLE_MODULES: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 """Modules an adapter may target: the linear layers of a Llama-style block, which vLLM adapts.
 Training defaults to all of them and refuses any other, so a run never ends in an unservable adapter."""
+STORED_DTYPE = "bfloat16"
+"""What float32 adapter weights are written in: what the server's engine keeps adapters in (bfloat16
+models on GPUs, the CPU LoRA kernel's cache), so a load reads half of float32's bytes and converts
+nothing, with float32's range, so the small weights of a lightly trained adapter keep their magnitude."""
 
 
 class LoraShape(BaseModel):
@@ -211,6 +215,24 @@ def check_servable(path: Path, max_lora_rank: int, allowed_modules: set[str] | N
         if unknown:
             raise StoreError(f"{config_path}: field 'target_modules' has modules the server cannot adapt: {unknown}")
     return shape
+
+
+def as_stored(weight: Any) -> Any:
+    """A tensor of adapter weights as a version keeps it: float32 in :data:`STORED_DTYPE`, others as they are."""
+    import torch
+
+    return weight.to(getattr(torch, STORED_DTYPE)) if weight.dtype == torch.float32 else weight
+
+
+def store_weights(staged: Path) -> None:
+    """Rewrite a staged adapter's weights file as a version keeps it (:func:`as_stored`)."""
+    from safetensors.torch import load_file, save_file
+
+    path = staged / ADAPTER_WEIGHTS
+    weights = load_file(path)
+    stored = {name: as_stored(weight) for name, weight in weights.items()}
+    if any(stored[name] is not weights[name] for name in weights):
+        save_file(stored, str(path), metadata={"format": "pt"})
 
 
 def new_staging_dir(persona_path: Path) -> Path:

@@ -238,7 +238,8 @@ def publish_adapter(
         if config is not None and getattr(config, "modules_to_save", None):
             raise TrainingError(f"the adapter has modules_to_save {config.modules_to_save}; the server cannot load it")
         model.save_pretrained(staged, save_embedding_layers=False)
-        trained = {k: v.detach().cpu() for k, v in model.state_dict().items() if "lora_" in k}
+        adapters.store_weights(staged)
+        trained = {k: adapters.as_stored(v.detach().cpu()) for k, v in model.state_dict().items() if "lora_" in k}
         metadata = build_metadata(outcome, data_hash, extra_metadata)
         (staged / adapters.METADATA_FILE).write_text(metadata.model_dump_json(indent=2), encoding="utf-8")
         write_loss_plot(outcome, staged / LOSS_PLOT)

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from store.adapters import (
+    ADAPTER_WEIGHTS,
     LIVE_FILE,
     METADATA_FILE,
     AdapterMetadata,
@@ -18,6 +19,7 @@ from store.adapters import (
     publish,
     read_live,
     set_live,
+    store_weights,
 )
 from store.card import CardError, load_card
 from store.errors import BaseModelMismatch, InvalidName, PersonaNotFound, StoreError, VersionNotFound
@@ -43,6 +45,33 @@ def stage(persona: Path, base_hash: str = "h" * 64, r: int = 8, extra: dict | No
     (staged / "adapter_model.safetensors").write_bytes(b"weights")
     (staged / METADATA_FILE).write_text(AdapterMetadata(base_model="base", base_hash=base_hash).model_dump_json())
     return staged
+
+
+def test_float32_adapter_weights_are_stored_in_bfloat16(tmp_path: Path) -> None:
+    """Half the bytes for the server to read at each load, with float32's range: a lightly trained
+    adapter's tiny weights keep their magnitude. Weights in another dtype are kept as they are."""
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    staged = stage(tmp_path / "wren")
+    generator = torch.Generator().manual_seed(0)
+    weights = {
+        "q.lora_A.weight": torch.randn(8, 256, generator=generator),
+        "q.lora_B.weight": torch.randn(256, 8, generator=generator) * 1e-30,
+        "v.lora_A.weight": torch.randn(8, 256, generator=generator).half(),
+    }
+    save_file(weights, str(staged / ADAPTER_WEIGHTS))
+    before = (staged / ADAPTER_WEIGHTS).stat().st_size
+    store_weights(staged)
+    stored = load_file(staged / ADAPTER_WEIGHTS)
+    assert stored.keys() == weights.keys()
+    for name in ("q.lora_A.weight", "q.lora_B.weight"):
+        assert stored[name].dtype == torch.bfloat16
+        assert torch.allclose(stored[name].float(), weights[name], rtol=2**-8, atol=0)
+    assert stored["v.lora_A.weight"].dtype == torch.float16 and torch.equal(
+        stored["v.lora_A.weight"], weights["v.lora_A.weight"]
+    )
+    assert (staged / ADAPTER_WEIGHTS).stat().st_size < 0.7 * before
 
 
 def test_card_defaults_when_absent(tmp_path: Path) -> None:
