@@ -11,8 +11,8 @@ server is started once and measured on:
 - throughput: 32 concurrent chat requests of up to 64 tokens, the 8 personas mixed, then the base
   model only; output tokens/s, the median of ``--rounds`` loads;
 - latency: one user, then 8 users at once, streaming replies of up to 100 tokens from a persona (8
-  different personas for 8 users) and from the base model; the median time to first token and the
-  median output tokens/s a user sees after the first token.
+  different personas for 8 users) and from the base model, in turn for 3 rounds; the median time to
+  first token and the median output tokens/s a user sees after the first token.
 
 Servers: (a) this server (adapters in int8 for the plugin's kernel), (a16) with its adapters in
 float16 (``PERSONA_ADAPTER_WEIGHTS=float16``), (a32) in float32 (``PERSONA_ADAPTER_WEIGHTS=float32``:
@@ -65,10 +65,10 @@ class Load:
     max_tokens: int = 64
     latency_users: tuple[int, ...] = (1, 8)
     latency_tokens: int = 100
-    latency_requests: int = 3  # one-user replies per model; 8 users send one reply each
+    latency_rounds: int = 3  # rounds of replies, personas and the base model in turn; a reply per user a round
 
 
-QUICK = Load(adapters=2, requests=4, max_tokens=8, latency_users=(1, 2), latency_tokens=8, latency_requests=1)
+QUICK = Load(adapters=2, requests=4, max_tokens=8, latency_users=(1, 2), latency_tokens=8, latency_rounds=1)
 
 
 def free_port() -> int:
@@ -161,8 +161,9 @@ async def stream_one(client, model: str, prompt: str, max_tokens: int, seed: int
     return first - start, rate
 
 
-async def latency(base_url: str, models: list[str], users: int, load: Load) -> tuple[float, float]:
-    """Median time to first token and median per-user output tokens/s, ``users`` at a time."""
+async def latency_round(base_url: str, models: list[str], users: int, load: Load, round_: int) -> list[tuple]:
+    """``users`` streamed replies at once (time to first token, output tokens/s), after a short
+    request to each model so that its adapter is loaded."""
     from openai import AsyncOpenAI
 
     client = AsyncOpenAI(base_url=base_url, api_key="unused", max_retries=0, timeout=900)
@@ -172,19 +173,28 @@ async def latency(base_url: str, models: list[str], users: int, load: Load) -> t
             for m in set(models)
         )
     )
-    results = []
-    for round_ in range(load.latency_requests if users == 1 else 1):
-        results += await asyncio.gather(
-            *(
-                stream_one(
-                    client, models[u % len(models)], PROMPTS[(u + round_) % len(PROMPTS)], load.latency_tokens, u
-                )
-                for u in range(users)
-            )
+    results = await asyncio.gather(
+        *(
+            stream_one(client, models[u % len(models)], PROMPTS[(u + round_) % len(PROMPTS)], load.latency_tokens, u)
+            for u in range(users)
         )
+    )
     await client.close()
-    rates = [rate for _, rate in results if rate is not None]
-    return statistics.median(t for t, _ in results), statistics.median(rates) if rates else float("nan")
+    return list(results)
+
+
+def latency(base_url: str, personas: list[str], base_id: str, users: int, load: Load) -> dict[str, tuple]:
+    """Median time to first token and median per-user output tokens/s over ``load.latency_rounds``
+    rounds, for personas and for the base model, in turn: a slow moment of the machine hits both."""
+    results: dict[str, list[tuple]] = {"persona": [], "base model": []}
+    for round_ in range(load.latency_rounds):
+        for label, models in (("persona", personas), ("base model", [base_id])):
+            results[label] += asyncio.run(latency_round(base_url, models, users, load, round_))
+    medians = {}
+    for label, replies in results.items():
+        rates = [rate for _, rate in replies if rate is not None]
+        medians[label] = (statistics.median(t for t, _ in replies), statistics.median(rates) if rates else float("nan"))
+    return medians
 
 
 @dataclass
@@ -223,13 +233,9 @@ def run_server(
             if with_latency:
                 measured.latency = {}
                 for users in load.latency_users:
-                    for label, models in (("persona", personas), ("base model", [base_id])):
-                        measured.latency[users, label] = asyncio.run(latency(url, models, users, load))
-                        print(
-                            f"  {users} user(s), {label}: first token {measured.latency[users, label][0]:.2f}s, "
-                            f"{measured.latency[users, label][1]:.1f} tokens/s",
-                            flush=True,
-                        )
+                    for label, (ttft, rate) in latency(url, personas, base_id, users, load).items():
+                        measured.latency[users, label] = (ttft, rate)
+                        print(f"  {users} user(s), {label}: first token {ttft:.2f}s, {rate:.1f} tokens/s", flush=True)
         finally:
             process.terminate()
             try:
@@ -351,8 +357,8 @@ def report(results: dict[str, Measured], load: Load, rounds: int, dtype: str, en
     if latency_rows:
         lines += [
             "",
-            f"Latency: streamed replies of up to {load.latency_tokens} tokens; medians over the users "
-            f"(one user: {load.latency_requests} replies in turn).",
+            f"Latency: streamed replies of up to {load.latency_tokens} tokens; medians over the users' replies "
+            f"of {load.latency_rounds} rounds, personas and the base model in turn.",
             "",
             "| server | users | model | time to first token, s | output tokens/s per user |",
             "| --- | --- | --- | --- | --- |",
