@@ -111,7 +111,9 @@ def test_publish_writes_a_version_and_makes_it_live(trained, persona):
 
     with safe_open(path / "adapter_model.safetensors", "pt") as handle:
         keys = list(handle.keys())
+        dtypes = {handle.get_tensor(k).dtype for k in keys}
     assert keys and all("lora_A" in k or "lora_B" in k for k in keys)
+    assert dtypes == {torch.bfloat16}, "float32 weights are stored in bfloat16, as the server keeps them"
 
     # a second publish becomes v2 and live
     assert publish_adapter(persona, trained, data_hash="abc123", max_lora_rank=16)[0] == 2
