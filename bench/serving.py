@@ -4,13 +4,15 @@ Run by hand on quiet cores (it takes 15-25 minutes): ``make bench`` or
 ``.venv/bin/python bench/serving.py``. Results are printed and appended to ``bench/RESULTS.md``;
 ``--quick`` is a smoke run with tiny loads that appends nothing.
 
+Every reply runs to its token limit (``min_tokens``, as vLLM's own serving benchmark ignores the end
+of sequence), so a model that ends its replies early does not get a smaller batch or less work.
 Every server runs with the same engine settings (dtype, context length, whole prompts per step, batch
 limits, LoRA limits, the CPU environment of ``service.engine``); only the LoRA plugin differs. Each
 server is started once and measured on:
 
-- throughput: 32 concurrent chat requests of up to 64 tokens, the 8 personas mixed, then the base
+- throughput: 32 concurrent chat requests of 64 tokens, the 8 personas mixed, then the base
   model only; output tokens/s, the median of ``--rounds`` loads;
-- latency: one user, then 8 users at once, streaming replies of up to 100 tokens from a persona (8
+- latency: one user, then 8 users at once, streaming replies of 100 tokens from a persona (8
   different personas for 8 users) and from the base model, in turn for 3 rounds; the median time to
   first token and the median output tokens/s a user sees after the first token.
 
@@ -126,6 +128,7 @@ async def throughput(base_url: str, models: list[str], load: Load) -> tuple[int,
                 max_tokens=load.max_tokens,
                 temperature=0.8,
                 seed=i,
+                extra_body={"min_tokens": load.max_tokens},
             )
             for i in range(load.requests)
         )
@@ -145,6 +148,7 @@ async def stream_one(client, model: str, prompt: str, max_tokens: int, seed: int
         max_tokens=max_tokens,
         temperature=0.8,
         seed=seed,
+        extra_body={"min_tokens": max_tokens},
         stream=True,
         stream_options={"include_usage": True},
     )
@@ -305,7 +309,12 @@ def peft_loop(base, adapters: dict[str, Path], n_requests: int, max_tokens: int)
         torch.manual_seed(i)
         with torch.inference_mode():
             out = model.generate(
-                **ids, max_new_tokens=max_tokens, do_sample=True, temperature=0.8, pad_token_id=tokenizer.eos_token_id
+                **ids,
+                max_new_tokens=max_tokens,
+                min_new_tokens=max_tokens,
+                do_sample=True,
+                temperature=0.8,
+                pad_token_id=tokenizer.eos_token_id,
             )
         tokens += out.shape[1] - ids["input_ids"].shape[1]
     elapsed = time.perf_counter() - start
@@ -326,9 +335,10 @@ NAMES = {
 def report(results: dict[str, Measured], load: Load, rounds: int, dtype: str, env: dict[str, str]) -> str:
     lines = [
         f"\n## Serving speed, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC",
-        f"`bench/serving.py`: {load.adapters} adapters (r=16), {load.requests} concurrent chat requests of up to "
-        f"{load.max_tokens} tokens, median of {rounds} rounds per server; {os.cpu_count()} cores of "
-        f"{cpu_description()}; {dtype}; the same engine settings for every server; environment {env}.",
+        f"`bench/serving.py`: {load.adapters} adapters (r=16), {load.requests} concurrent chat requests of "
+        f"{load.max_tokens} tokens each (`min_tokens`), median of {rounds} rounds per server; "
+        f"{os.cpu_count()} cores of {cpu_description()}; {dtype}; the same engine settings for every server; "
+        f"environment {env}.",
         "",
         "| server | personas mixed, tokens/s | base model only, tokens/s | mixed / base |",
         "| --- | --- | --- | --- |",
@@ -357,7 +367,7 @@ def report(results: dict[str, Measured], load: Load, rounds: int, dtype: str, en
     if latency_rows:
         lines += [
             "",
-            f"Latency: streamed replies of up to {load.latency_tokens} tokens; medians over the users' replies "
+            f"Latency: streamed replies of {load.latency_tokens} tokens each; medians over the users' replies "
             f"of {load.latency_rounds} rounds, personas and the base model in turn.",
             "",
             "| server | users | model | time to first token, s | output tokens/s per user |",
