@@ -6,8 +6,10 @@ Run by hand on quiet cores (results are printed and appended to ``bench/RESULTS.
     .venv/bin/python bench/lora_ops.py --dtype bfloat16
     .venv/bin/python bench/lora_ops.py --layers 2 --rounds 3 --print-only   # a quick smoke run
 
-The grouped wrapper runs twice on float32: with its adapters fused in float32 and with the float16
-kernel (``service/lora_cpu/kernel.py``, built on first use). One "step" is what a forward pass of
+The grouped wrapper runs three times on float32: with its adapters fused in float32 and with the
+kernel (``service/lora_cpu/kernel.py``, built on first use) on float16 and on int8 copies; then the
+kernel's cost of a new adapter in a slot, and the base matmuls and the int8 LoRA of 8 users layer by
+layer, as the engine runs them, beside each alone. One "step" is what a forward pass of
 the model asks of the wrapper: the step's metadata, then the
 LoRA of every linear layer (q/k/v and gate/up packed, as vLLM packs them), the embedding and the
 logits, with random rank-16 adapters in every slot but the last. Like the adapters this project
@@ -191,6 +193,62 @@ def measure_batch(
     return tuple(min(times[key]) for key in cases)
 
 
+def interleaved_ms(layers: Layers, rounds: int, inner: int) -> tuple[float, float, float]:
+    """8 users decoding on 8 personas, linear layers only: the base matmuls alone, the int8 kernel's
+    LoRA alone, and both layer by layer as the engine runs them (ms per step). Apart, each finds its
+    weights where its last step left them in the caches; in turn, the base model's weights and the
+    adapters push each other out."""
+    import torch
+    from vllm.lora.layers import LoRAMapping
+
+    from service.lora_cpu.punica import PunicaWrapperGroupedCPU
+
+    ids = list(range(1, 9))
+    wrapper = PunicaWrapperGroupedCPU(4096, 256, "cpu")
+    wrapper.packed = torch.int8
+    layout = list(range(1, layers.embed_b.shape[0])) + [None]
+    shapes = layers.shapes
+    mapping = LoRAMapping(tuple(ids), tuple(ids), is_prefill=False)
+    wrapper.update_metadata(mapping, layout, len(layout) + 1, shapes.vocab)
+    xs = {size: torch.randn(len(ids), size) for size in {shapes.hidden, shapes.q, shapes.intermediate}}
+    ys = {sum(outs): torch.zeros(len(ids), sum(outs)) for _, outs, _, _, _ in layers.linear}
+
+    def base() -> None:
+        for inp, outs, _, _, weight in layers.linear:
+            torch.mm(xs[inp], weight.t(), out=ys[sum(outs)])
+
+    def lora() -> None:
+        for inp, outs, a, b, _ in layers.linear:
+            wrapper.add_lora_linear(ys[sum(outs)], xs[inp], a, b, 1.0, outs)
+
+    def both() -> None:
+        for inp, outs, a, b, weight in layers.linear:
+            torch.mm(xs[inp], weight.t(), out=ys[sum(outs)])
+            wrapper.add_lora_linear(ys[sum(outs)], xs[inp], a, b, 1.0, outs)
+
+    times: dict[str, list[float]] = {"base": [], "lora": [], "both": []}
+    for _ in range(2):
+        for key, run in (("base", base), ("lora", lora), ("both", both)):
+            times[key].append(median_ms(run, rounds, inner))
+    return min(times["base"]), min(times["lora"]), min(times["both"])
+
+
+def refresh_ms(layers: Layers, packed, rounds: int) -> float:
+    """Milliseconds to pack one slot's new adapter for the kernel (``packed``: int8 or float16) in every
+    linear layer, from stacked weights in bfloat16 as the engine keeps them: what each adapter that
+    enters a batch slot costs the step that first uses it."""
+    from service.lora_cpu.ops import fuse_packed_slot, new_packed_fused
+
+    stacked = [([w.bfloat16() for w in a], [w.bfloat16() for w in b]) for _, _, a, b, _ in layers.linear]
+    fused = [new_packed_fused(a, b, packed) for a, b in stacked]
+
+    def run() -> None:
+        for (a, b), into in zip(stacked, fused):
+            fuse_packed_slot(into, 0, a, b)
+
+    return median_ms(run, rounds, 1)
+
+
 def measure(shapes: Shapes, dtype_name: str, rounds: int, inner: int) -> list[tuple[str, float, ...]]:
     import torch
 
@@ -254,6 +312,20 @@ def main() -> None:
         f"base model with the adapters' bytes alone ({bound(mb['grouped'])} in the grouped layout, "
         f"{bound(half_mb)} with float16 weights, {bound(int8_mb)} with int8).",
     ]
+    if len(rows[0]) > 4:  # the kernel was built
+        layers = Layers(shapes, slots=9, rank=16, dtype=torch.float32)
+        half, int8 = (refresh_ms(layers, packed, args.rounds) for packed in (torch.float16, torch.int8))
+        base, lora, both = interleaved_ms(layers, args.rounds, args.inner)
+        lines += [
+            "",
+            f"An adapter entering a batch slot, packed for the kernel in every linear layer from the engine's "
+            f"bfloat16 copy: {int8:.1f} ms in int8, {half:.1f} ms in float16.",
+            "",
+            f"8 users decoding on 8 personas, linear layers only: base matmuls {base:.2f} ms and int8 LoRA "
+            f"{lora:.2f} ms a step apart ({base + lora:.2f} ms together), {both:.2f} ms layer by layer as the "
+            f"engine runs them ({both / base:.2f}x the base matmuls', where apart they make "
+            f"{(base + lora) / base:.2f}x).",
+        ]
     text = "\n".join(lines) + "\n"
     if args.print_only:
         print(text)
