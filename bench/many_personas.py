@@ -4,9 +4,10 @@ Run by hand on quiet cores: ``.venv/bin/python bench/many_personas.py`` (1,000 p
 streaming clients). It makes N personas with random rank-16 adapters (one generated with PEFT, the
 others random tensors of the same shapes, or copies of the first ``--distinct`` ones to save disk),
 starts one ``persona serve`` without training, and for each row (the base model, then requests
-spread over the first W personas) runs ``--clients`` streaming clients for ``--seconds``, each
-asking a random model of the row for a reply of ``--tokens`` tokens with the same sampling
-(temperature 0.8, top_p 1.0 or ``--top-p``, a seed per request). While the clients run, ``/v1/models`` and
+spread over the first W personas, then every persona with half the requests to the ``--pinned``
+last ones, whose cards pin them: a site's featured personas) runs ``--clients`` streaming clients
+for ``--seconds``, each asking a random model of the row for a reply of ``--tokens`` tokens with the
+same sampling (temperature 0.8, top_p 1.0 or ``--top-p``, a seed per request). While the clients run, ``/v1/models`` and
 ``/v1/personas`` are listed once a second. Results are printed and appended to
 ``bench/RESULTS.md``; ``--no-append`` only prints (a smoke run:
 ``--personas 20 --clients 2 --seconds 10 --no-append``).
@@ -58,23 +59,31 @@ class Row:
     errors: int = 0
     loads: float = 0.0
     evictions: float = 0.0
+    pinned_first_token: list[float] = field(default_factory=list)
+    """First-token times of the requests to pinned personas (the row that sends them half its requests)."""
+    other_first_token: list[float] = field(default_factory=list)
+    pinned_now: float = 0.0
 
     @property
     def rate(self) -> float:
         return self.tokens / self.seconds if self.seconds else 0.0
 
 
-def adapter_counts(base_url: str) -> tuple[float, float]:
-    """Adapter loads and evictions so far, from the server's ``/metrics``."""
+def adapter_counts(base_url: str) -> tuple[float, float, float]:
+    """Adapter loads and evictions so far and adapters pinned now, from the server's ``/metrics``."""
     import httpx
 
     text = httpx.get(base_url.removesuffix("/v1") + "/metrics", timeout=60).text
     found = {}
     for line in text.splitlines():
         name, _, value = line.partition(" ")
-        if name in ("persona_adapter_loads_total", "persona_adapter_evictions_total"):
+        if name in ("persona_adapter_loads_total", "persona_adapter_evictions_total", "persona_adapters_pinned"):
             found[name] = float(value)
-    return found.get("persona_adapter_loads_total", 0.0), found.get("persona_adapter_evictions_total", 0.0)
+    return (
+        found.get("persona_adapter_loads_total", 0.0),
+        found.get("persona_adapter_evictions_total", 0.0),
+        found.get("persona_adapters_pinned", 0.0),
+    )
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -84,9 +93,9 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
-def make_personas(root: Path, base, count: int, distinct: int, float32_files: bool) -> list[str]:
-    """``count`` personas with random adapters, written as training publishes them (or in float32);
-    after the first ``distinct``, weights are copied."""
+def make_personas(root: Path, base, count: int, distinct: int, float32_files: bool, pinned: int) -> list[str]:
+    """``count`` personas with random adapters, written as training publishes them (or in float32),
+    the last ``pinned`` of them pinned by their cards; after the first ``distinct``, weights are copied."""
     import torch
     from safetensors.torch import load_file, save_file
 
@@ -99,6 +108,7 @@ def make_personas(root: Path, base, count: int, distinct: int, float32_files: bo
         (folder / "logs").mkdir(parents=True)
         (folder / "persona.yaml").write_text(
             f"display_name: Persona {index}\nsystem_prompt: You are a helpful assistant.\n"
+            + ("serving: {pinned: true}\n" if index >= count - pinned else "")
         )
         if template is None:
             version = publish_random_adapter(folder, base, seed=1000, scale=0.02, r=16, float32_file=float32_files)
@@ -124,7 +134,9 @@ def make_personas(root: Path, base, count: int, distinct: int, float32_files: bo
     return names
 
 
-async def one_reply(client, model: str, prompt: str, tokens: int, seed: int, top_p: float, row: Row) -> None:
+async def one_reply(
+    client, model: str, prompt: str, tokens: int, seed: int, top_p: float, row: Row, pinned: bool = False
+) -> None:
     start = time.perf_counter()
     first = None
     try:
@@ -149,6 +161,7 @@ async def one_reply(client, model: str, prompt: str, tokens: int, seed: int, top
         return
     if first is not None:
         row.first_token.append(first)
+        (row.pinned_first_token if pinned else row.other_first_token).append(first)
         if start - row.began >= SETTLED_S:
             row.settled_first_token.append(first)
 
@@ -170,8 +183,17 @@ async def lister(base_url: str, row: Row, stop: asyncio.Event) -> None:
 
 
 async def measure(
-    base_url: str, label: str, models: list[str], clients: int, tokens: int, seconds: float, top_p: float
+    base_url: str,
+    label: str,
+    models: list[str],
+    clients: int,
+    tokens: int,
+    seconds: float,
+    top_p: float,
+    pinned: list[str] | None = None,
 ) -> Row:
+    """``clients`` streaming clients for ``seconds``, each request to a random one of ``models``, or
+    every other one to a random one of ``pinned`` (a site's featured personas) where given."""
     from openai import AsyncOpenAI
 
     row = Row(label)
@@ -184,7 +206,9 @@ async def measure(
         while not stop.is_set():
             seed = next(counter)
             prompt = PROMPTS[seed % len(PROMPTS)]
-            await one_reply(client, chooser.choice(models), prompt, tokens, seed, top_p, row)
+            featured = bool(pinned) and seed % 2 == 0
+            model = chooser.choice(pinned if featured else models)
+            await one_reply(client, model, prompt, tokens, seed, top_p, row, pinned=featured)
 
     listing = asyncio.create_task(lister(base_url, row, stop))
     row.began = time.perf_counter()
@@ -226,6 +250,14 @@ def report(rows: list[Row], args: argparse.Namespace) -> str:
             f"{max(personas, default=float('nan')) * 1000:.0f} ms | {row.loads:.0f} / {row.evictions:.0f} "
             f"| {row.errors} |"
         )
+    for row in rows:
+        if row.pinned_first_token:
+            lines.append(
+                f'\nRow "{row.label}": {row.pinned_now:.0f} adapters pinned (`persona_adapters_pinned`); first '
+                f"token of the requests to pinned personas p50 / p95 {percentile(row.pinned_first_token, 0.5):.2f} / "
+                f"{percentile(row.pinned_first_token, 0.95):.2f} s, of the others "
+                f"{percentile(row.other_first_token, 0.5):.2f} / {percentile(row.other_first_token, 0.95):.2f} s."
+            )
     return "\n".join(lines) + "\n"
 
 
@@ -242,6 +274,12 @@ def main() -> None:
     )
     parser.add_argument("--max-loras", type=int, default=0, help="adapters in one batch (0: the server's default)")
     parser.add_argument("--distinct", type=int, default=0, help="distinct adapters (0: all); the rest are copies")
+    parser.add_argument(
+        "--pinned",
+        type=int,
+        default=4,
+        help="personas whose cards pin them (the last ones), sent half the requests of a last row (0: no such row)",
+    )
     parser.add_argument(
         "--adapter-weights",
         choices=ADAPTER_WEIGHTS,
@@ -264,7 +302,7 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="persona-many-"))
     personas = work / "personas"
     print(f"making {args.personas} personas in {personas}", flush=True)
-    names = make_personas(personas, base, args.personas, args.distinct, args.float32_files)
+    names = make_personas(personas, base, args.personas, args.distinct, args.float32_files, args.pinned)
     widths = list(dict.fromkeys(len(names) if w == "all" else min(int(w), len(names)) for w in args.widths.split(",")))
 
     logs = REPO / "bench" / "out"
@@ -288,12 +326,17 @@ def main() -> None:
             wait_healthy(f"http://127.0.0.1:{port}/health", process)
             found = re.search(r"keeping up to (\d+) adapters", (logs / "many-personas.log").read_text(errors="replace"))
             args.adapter_cache = found.group(1) if found else "?"
-            for label, models in [("base model only", [base.id])] + [(str(w), names[:w]) for w in widths]:
+            plan = [("base model only", [base.id], None)] + [(str(w), names[:w], None) for w in widths]
+            if args.pinned:
+                plan.append((f"{len(names)}, half to {args.pinned} pinned", names, names[-args.pinned :]))
+            for label, models, pinned in plan:
                 print(f"row {label}", flush=True)
                 before = adapter_counts(url)
-                row = asyncio.run(measure(url, label, models, args.clients, args.tokens, args.seconds, args.top_p))
+                row = asyncio.run(
+                    measure(url, label, models, args.clients, args.tokens, args.seconds, args.top_p, pinned)
+                )
                 after = adapter_counts(url)
-                row.loads, row.evictions = after[0] - before[0], after[1] - before[1]
+                row.loads, row.evictions, row.pinned_now = after[0] - before[0], after[1] - before[1], after[2]
                 print(f"  {row.rate:.1f} tokens/s, {len(row.first_token)} replies, {row.errors} errors", flush=True)
                 rows.append(row)
         finally:
