@@ -4,8 +4,8 @@ Run by hand on quiet cores: ``.venv/bin/python bench/many_personas.py`` (1,000 p
 streaming clients). It makes N personas with random rank-16 adapters (one generated with PEFT, the
 others random tensors of the same shapes, or copies of the first ``--distinct`` ones to save disk),
 starts one ``persona serve`` without training, and for each row (the base model, then requests
-spread over the first W personas, then every persona with half the requests to the ``--pinned``
-last ones, whose cards pin them: a site's featured personas) runs ``--clients`` streaming clients
+spread over the first W personas, then, with ``--pinned N``, every persona with half the requests
+to the last N, whose cards pin them: a site's featured personas) runs ``--clients`` streaming clients
 for ``--seconds``, each asking a random model of the row for a reply of ``--tokens`` tokens with the
 same sampling (temperature 0.8, top_p 1.0 or ``--top-p``, a seed per request). While the clients run, ``/v1/models`` and
 ``/v1/personas`` are listed once a second. Results are printed and appended to
@@ -277,8 +277,8 @@ def main() -> None:
     parser.add_argument(
         "--pinned",
         type=int,
-        default=4,
-        help="personas whose cards pin them (the last ones), sent half the requests of a last row (0: no such row)",
+        default=0,
+        help="personas whose cards pin them (the last ones), sent half the requests of a last row (0: none)",
     )
     parser.add_argument(
         "--adapter-weights",
