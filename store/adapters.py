@@ -225,14 +225,17 @@ def as_stored(weight: Any) -> Any:
 
 
 def store_weights(staged: Path) -> None:
-    """Rewrite a staged adapter's weights file as a version keeps it (:func:`as_stored`)."""
+    """Rewrite a staged adapter's weights file as a version keeps it (:func:`as_stored`); the new file
+    replaces the old by rename, never written over the one its tensors were read from."""
     from safetensors.torch import load_file, save_file
 
     path = staged / ADAPTER_WEIGHTS
     weights = load_file(path)
     stored = {name: as_stored(weight) for name, weight in weights.items()}
     if any(stored[name] is not weights[name] for name in weights):
-        save_file(stored, str(path), metadata={"format": "pt"})
+        written = path.with_name(path.name + ".stored")
+        save_file(stored, str(written), metadata={"format": "pt"})
+        os.replace(written, path)
 
 
 def new_staging_dir(persona_path: Path) -> Path:
