@@ -277,7 +277,7 @@ def main() -> None:
     parser.add_argument(
         "--pinned",
         type=int,
-        default=0,
+        default=4,
         help="personas whose cards pin them (the last ones), sent half the requests of a last row (0: none)",
     )
     parser.add_argument(

@@ -57,7 +57,7 @@ def create_app(settings: ServeSettings, engine_factory: EngineFactory = vllm_eng
         resolver = ModelResolver(store, base, settings.max_lora_rank)
         app.state.resolver = resolver
         load = ServingLoad(busy_file(settings.cache_dir)) if settings.train else None
-        pins = AdapterPins(engine, metrics, limit=max(settings.max_loras - 1, 0))
+        pins = AdapterPins(engine, metrics)
         app.state.pins = pins
         app.state.chat = ChatService(engine, resolver, tokenizer, metrics, settings.strict_parameters, load, pins)
         await pins.pin_all(resolver, app.state.catalog)

@@ -16,6 +16,7 @@ from typing import Any, Protocol
 
 from .lora_cpu import SWITCH as FAST_LORA_SWITCH
 from .lora_cpu import WEIGHTS_SWITCH
+from .engine_worker import PersonaWorkerCalls
 from .lora_memory import cpu_lora_capacity
 from .settings import ServeSettings
 
@@ -226,6 +227,7 @@ class VllmEngine:
         self.max_model_len = settings.max_model_len
         self.cpu_loras: int | None = None
         """Adapters the engine keeps loaded in memory, once started."""
+        self._pinned: set[int] = set()
         self._engine = None
 
     async def start(self) -> None:
@@ -261,6 +263,7 @@ class VllmEngine:
             tensor_parallel_size=self.settings.tensor_parallel_size,
             gpu_memory_utilization=self.settings.gpu_memory_utilization,
             disable_log_stats=True,
+            worker_extension_cls=f"{PersonaWorkerCalls.__module__}.{PersonaWorkerCalls.__qualname__}",
         )
         log.info("keeping up to %d adapters loaded in memory, in %s", args.max_cpu_loras, kept)
         self._engine = AsyncLLM.from_engine_args(args)
@@ -271,13 +274,21 @@ class VllmEngine:
             self._engine = None
 
     async def pin(self, adapter: AdapterRef) -> bool:
-        """Load the adapter now and keep it loaded (vLLM's LoRA manager never evicts a pinned one)."""
+        """Load the adapter now and keep it in memory for good (:mod:`.engine_worker` says why not in a
+        batch slot too). False when pinning more would leave no room in memory for a full batch of
+        other adapters beside the pinned ones."""
         from vllm.lora.request import LoRARequest
 
-        if self._engine is None:
+        if self._engine is None or self.cpu_loras is None:
             raise RuntimeError("engine not started")
+        if adapter.lora_id in self._pinned:
+            return True
+        if len(self._pinned) >= self.cpu_loras - self.settings.max_loras:
+            return False
         await self._engine.add_lora(LoRARequest(adapter.name, adapter.lora_id, str(adapter.path)))
-        return await self._engine.pin_lora(adapter.lora_id)
+        await self._engine.collective_rpc("pin_adapter_in_memory", args=(adapter.lora_id,))
+        self._pinned.add(adapter.lora_id)
+        return True
 
     async def loaded_adapters(self) -> set[int]:
         """The LoRA ids the engine holds now (its CPU cache of adapters)."""

@@ -4,9 +4,9 @@ A card with ``serving: {pinned: true}`` has its live adapter loaded and pinned w
 and again when a new version is first asked for, so the personas a site features are never evicted
 by quieter ones. Loads and evictions are what the engine reports holding, compared between
 observations (each ``/metrics`` scrape and each pin): an adapter loaded and evicted between two
-observations is not seen. A pinned adapter holds one of the engine's ``max_loras`` slots, so at most
-``limit`` are pinned (one slot always stays free for the others); later ones are served unpinned.
-An engine without ``pin`` or ``loaded_adapters`` (the fake one in tests
+observations is not seen. A pinned adapter stays in the engine's memory but takes a batch slot only
+while its requests run; the engine refuses a pin (``pin`` returns False) that would leave no room in
+memory for a full batch of others, and that persona is served unpinned. An engine without ``pin`` or ``loaded_adapters`` (the fake one in tests
 may have neither) is simply not pinned or counted.
 """
 
@@ -26,12 +26,13 @@ log = logging.getLogger("persona.pinning")
 
 
 class AdapterPins:
-    def __init__(self, engine: Any, metrics: Metrics, limit: int) -> None:
+    def __init__(self, engine: Any, metrics: Metrics) -> None:
         self.engine = engine
-        self.limit = limit
         self.metrics = metrics
         self.pinned: dict[int, str] = {}
         """LoRA id to the adapter's name, for every adapter pinned in this server's life."""
+        self.refused: set[int] = set()
+        """Adapters the engine had no room to pin: served unpinned, not asked again."""
         self._seen: set[int] | None = None
         self._lock = asyncio.Lock()
 
@@ -41,18 +42,23 @@ class AdapterPins:
         if adapter is None or target.persona is None or not target.persona.card.serving.pinned:
             return
         pin = getattr(self.engine, "pin", None)
-        if pin is None or adapter.lora_id in self.pinned:
+        if pin is None or adapter.lora_id in self.pinned or adapter.lora_id in self.refused:
             return
         async with self._lock:
-            if adapter.lora_id in self.pinned:
-                return
-            if len(self.pinned) >= self.limit:
-                log.warning("not pinning %s: %d adapters are pinned already", adapter.name, len(self.pinned))
+            if adapter.lora_id in self.pinned or adapter.lora_id in self.refused:
                 return
             try:
-                await pin(adapter)
+                pinned = await pin(adapter)
             except Exception:  # a pin is a speed-up: the request is served without it
                 log.exception("pinning adapter %s failed", adapter.name)
+                return
+            if not pinned:
+                self.refused.add(adapter.lora_id)
+                log.warning(
+                    "not pinning %s: %d pinned adapters leave no room for more in the engine's memory",
+                    adapter.name,
+                    len(self.pinned),
+                )
                 return
             self.pinned[adapter.lora_id] = adapter.name
             self.metrics.adapters_pinned.set(len(self.pinned))

@@ -20,12 +20,18 @@ from .fake_store import write_version
 class PinningEngine(FakeEngine):
     """The fake engine holding the adapters it ran or was asked to pin, as vLLM's LoRA cache does."""
 
-    def __init__(self) -> None:
+    def __init__(self, room: int = 8) -> None:
         super().__init__()
+        self.room = room
+        """How many adapters the engine will pin (vLLM's: its adapter memory less a batch of others)."""
+        self.asked: list[str] = []
         self.pins: list[str] = []
         self.loaded: set[int] = set()
 
     async def pin(self, adapter: AdapterRef) -> bool:
+        self.asked.append(adapter.name)
+        if len(self.pins) >= self.room:
+            return False
         self.pins.append(adapter.name)
         self.loaded.add(adapter.lora_id)
         return True
@@ -126,10 +132,16 @@ def test_a_bad_serving_section_is_refused_naming_the_field(
     assert listed["quiet"]["status"] == "invalid card" and field in listed["quiet"]["error"]
 
 
-def test_pins_leave_an_engine_slot_free(personas: Path, cache_dir: Path, engine: PinningEngine, base_model) -> None:
+def test_a_pin_the_engine_has_no_room_for_is_served_unpinned_and_not_asked_again(
+    personas: Path, cache_dir: Path, base_model, caplog: pytest.LogCaptureFixture
+) -> None:
+    engine = PinningEngine(room=0)
     settings = ServeSettings(
-        personas_dir=personas, cache_dir=cache_dir, base_model=str(base_model.path), ui=False, max_loras=1, **SERVE_ONLY
+        personas_dir=personas, cache_dir=cache_dir, base_model=str(base_model.path), ui=False, **SERVE_ONLY
     )
     with TestClient(create_app(settings, engine_factory=lambda s, b: engine)) as client:
         assert chat(client, "star").status_code == 200
-    assert engine.pins == []
+        assert chat(client, "star").status_code == 200
+        assert metric(client.get("/metrics").text, "persona_adapters_pinned") == 0
+    assert engine.pins == [] and len(engine.asked) == 1
+    assert "not pinning star@v1" in caplog.text
