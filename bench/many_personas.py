@@ -24,6 +24,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -166,20 +167,19 @@ async def one_reply(
             row.settled_first_token.append(first)
 
 
-async def lister(base_url: str, row: Row, stop: asyncio.Event) -> None:
+def lister(base_url: str, row: Row, stop: threading.Event) -> None:
+    """Lists both once a second, in a thread of its own: the clients' event loop, busy with their
+    streams, must not add its own delays to the listing times."""
     import httpx
 
-    async with httpx.AsyncClient(timeout=120) as http:
+    with httpx.Client(timeout=120) as http:
         while not stop.is_set():
             for key in ("models", "personas"):
                 start = time.perf_counter()
-                response = await http.get(f"{base_url}/{key}")
+                response = http.get(f"{base_url}/{key}")
                 response.raise_for_status()
                 row.listings[key].append(time.perf_counter() - start)
-            try:
-                await asyncio.wait_for(stop.wait(), timeout=1.0)
-            except TimeoutError:
-                pass
+            stop.wait(1.0)
 
 
 async def measure(
@@ -210,14 +210,17 @@ async def measure(
             model = chooser.choice(pinned if featured else models)
             await one_reply(client, model, prompt, tokens, seed, top_p, row, pinned=featured)
 
-    listing = asyncio.create_task(lister(base_url, row, stop))
+    listing_stop = threading.Event()
+    listing = threading.Thread(target=lister, args=(base_url, row, listing_stop), daemon=True)
+    listing.start()
     row.began = time.perf_counter()
     users = [asyncio.create_task(user(i)) for i in range(clients)]
     await asyncio.sleep(seconds)
     stop.set()
     await asyncio.gather(*users)  # replies in flight finish and count
     row.seconds = time.perf_counter() - row.began
-    await listing
+    listing_stop.set()
+    await asyncio.to_thread(listing.join)
     await client.close()
     return row
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -41,6 +42,14 @@ def vllm_engine(settings: ServeSettings, base: BaseModel) -> Engine:
     return VllmEngine(settings, base.path, base.id)
 
 
+def freeze_start_up_heap() -> None:
+    """Hide what start-up made (torch, the engine's client, the tokenizer, the page) from the garbage
+    collector, as vLLM's engine core does with its own: a full collection otherwise walks the best part
+    of a million objects, and the server answers nothing meanwhile (listings, streams)."""
+    gc.collect()
+    gc.freeze()
+
+
 def create_app(settings: ServeSettings, engine_factory: EngineFactory = vllm_engine) -> FastAPI:
     """Build the app; the base model and engine load in its start-up, never at import."""
     metrics = Metrics()
@@ -67,9 +76,11 @@ def create_app(settings: ServeSettings, engine_factory: EngineFactory = vllm_eng
         app.state.changes.watcher = training.watcher
         ready = asyncio.create_task(asyncio.to_thread(prebuild_statuses, store, app.state.statuses))
         log.info("serving %s with personas from %s", base.id, settings.personas_dir)
+        freeze_start_up_heap()
         try:
             yield
         finally:
+            gc.unfreeze()
             await asyncio.gather(ready, return_exceptions=True)
             app.state.chat = None
             app.state.pins = None

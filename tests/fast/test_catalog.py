@@ -4,6 +4,7 @@ stream in flight (a real HTTP server on a loopback port, the fake engine streami
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import os
 import socket
@@ -14,6 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 import uvicorn
+from fastapi.testclient import TestClient
 
 from service.app import create_app
 from service.engine import AdapterRef, Chunk, GenerationParams
@@ -273,3 +275,19 @@ def test_a_listing_with_nothing_changed_checks_no_folder_and_an_api_change_is_li
     response = httpx.put(url + "/v1/personas/p0001/pin", json={"pinned": True}, timeout=30)
     assert response.status_code == 200, response.text
     assert _names(url)[1]["p0001"]["pinned"] is True
+
+
+def test_while_serving_the_garbage_collector_does_not_walk_what_start_up_made(tmp_path: Path, base_model) -> None:
+    """A full collection walks every object it tracks, and start-up leaves most of a million in a real
+    server (torch, the engine's client, the page): each one paused every request and stream for a
+    third of a second, once every few hundred listings of a thousand personas."""
+    root = tmp_path / "personas"
+    make_personas(root, 50)
+    settings = ServeSettings(
+        personas_dir=root, cache_dir=tmp_path / "cache", base_model=str(base_model.path), ui=False, **SERVE_ONLY
+    )
+    with TestClient(create_app(settings, engine_factory=lambda s, b: FakeEngine())) as client:
+        for _ in range(20):
+            assert len(client.get("/v1/models").json()["data"]) > 50
+        assert gc.get_freeze_count() > 2 * len(gc.get_objects())
+    assert gc.get_freeze_count() == 0, "a stopped server left objects hidden from the collector"
