@@ -14,9 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from .engine_worker import PersonaWorkerCalls
 from .lora_cpu import SWITCH as FAST_LORA_SWITCH
 from .lora_cpu import WEIGHTS_SWITCH
-from .engine_worker import PersonaWorkerCalls
 from .lora_memory import cpu_lora_capacity
 from .settings import ServeSettings
 

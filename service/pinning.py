@@ -6,8 +6,8 @@ by quieter ones. Loads and evictions are what the engine reports holding, compar
 observations (each ``/metrics`` scrape and each pin): an adapter loaded and evicted between two
 observations is not seen. A pinned adapter stays in the engine's memory but takes a batch slot only
 while its requests run; the engine refuses a pin (``pin`` returns False) that would leave no room in
-memory for a full batch of others, and that persona is served unpinned. An engine without ``pin`` or ``loaded_adapters`` (the fake one in tests
-may have neither) is simply not pinned or counted.
+memory for a full batch of others, and that persona is served unpinned. An engine without ``pin``
+or ``loaded_adapters`` (the fake one in tests may have neither) is simply not pinned or counted.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ class AdapterPins:
         self.pinned: dict[int, str] = {}
         """LoRA id to the adapter's name, for every adapter pinned in this server's life."""
         self.refused: set[int] = set()
-        """Adapters the engine had no room to pin: served unpinned, not asked again."""
+        """Adapters the engine had no room for or failed to pin: served unpinned, not asked again."""
         self._seen: set[int] | None = None
         self._lock = asyncio.Lock()
 
@@ -50,6 +50,7 @@ class AdapterPins:
             try:
                 pinned = await pin(adapter)
             except Exception:  # a pin is a speed-up: the request is served without it
+                self.refused.add(adapter.lora_id)
                 log.exception("pinning adapter %s failed", adapter.name)
                 return
             if not pinned:

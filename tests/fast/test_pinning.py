@@ -20,9 +20,10 @@ from .fake_store import write_version
 class PinningEngine(FakeEngine):
     """The fake engine holding the adapters it ran or was asked to pin, as vLLM's LoRA cache does."""
 
-    def __init__(self, room: int = 8) -> None:
+    def __init__(self, room: int = 8, fails: bool = False) -> None:
         super().__init__()
         self.room = room
+        self.fails = fails
         """How many adapters the engine will pin (vLLM's: its adapter memory less a batch of others)."""
         self.asked: list[str] = []
         self.pins: list[str] = []
@@ -30,6 +31,8 @@ class PinningEngine(FakeEngine):
 
     async def pin(self, adapter: AdapterRef) -> bool:
         self.asked.append(adapter.name)
+        if self.fails:
+            raise RuntimeError("the engine's workers did not answer")
         if len(self.pins) >= self.room:
             return False
         self.pins.append(adapter.name)
@@ -132,10 +135,13 @@ def test_a_bad_serving_section_is_refused_naming_the_field(
     assert listed["quiet"]["status"] == "invalid card" and field in listed["quiet"]["error"]
 
 
-def test_a_pin_the_engine_has_no_room_for_is_served_unpinned_and_not_asked_again(
-    personas: Path, cache_dir: Path, base_model, caplog: pytest.LogCaptureFixture
+@pytest.mark.parametrize(
+    ("engine_says", "logged"), [("no room", "not pinning star@v1"), ("fails", "pinning adapter star@v1")]
+)
+def test_a_pin_the_engine_refuses_is_served_unpinned_and_not_asked_again(
+    personas: Path, cache_dir: Path, base_model, caplog: pytest.LogCaptureFixture, engine_says: str, logged: str
 ) -> None:
-    engine = PinningEngine(room=0)
+    engine = PinningEngine(room=0, fails=engine_says == "fails")
     settings = ServeSettings(
         personas_dir=personas, cache_dir=cache_dir, base_model=str(base_model.path), ui=False, **SERVE_ONLY
     )
@@ -144,4 +150,4 @@ def test_a_pin_the_engine_has_no_room_for_is_served_unpinned_and_not_asked_again
         assert chat(client, "star").status_code == 200
         assert metric(client.get("/metrics").text, "persona_adapters_pinned") == 0
     assert engine.pins == [] and len(engine.asked) == 1
-    assert "not pinning star@v1" in caplog.text
+    assert logged in caplog.text
