@@ -44,8 +44,8 @@ def vllm_engine(settings: ServeSettings, base: BaseModel) -> Engine:
 
 def freeze_start_up_heap() -> None:
     """Hide what start-up made (torch, the engine's client, the tokenizer, the page) from the garbage
-    collector, as vLLM's engine core does with its own: a full collection otherwise walks the best part
-    of a million objects, and the server answers nothing meanwhile (listings, streams)."""
+    collector, as vLLM's engine core does with its own: a full collection otherwise walks all of it
+    again, and the server answers nothing meanwhile (listings, streams)."""
     gc.collect()
     gc.freeze()
 

@@ -278,9 +278,8 @@ def test_a_listing_with_nothing_changed_checks_no_folder_and_an_api_change_is_li
 
 
 def test_while_serving_the_garbage_collector_does_not_walk_what_start_up_made(tmp_path: Path, base_model) -> None:
-    """A full collection walks every object it tracks, and start-up leaves most of a million in a real
-    server (torch, the engine's client, the page): each one paused every request and stream for a
-    third of a second, once every few hundred listings of a thousand personas."""
+    """A full collection walks every object it tracks, and a real server's start-up leaves a great many
+    (torch, the engine's client, the page): while it walks them, no request or stream is served."""
     root = tmp_path / "personas"
     make_personas(root, 50)
     settings = ServeSettings(

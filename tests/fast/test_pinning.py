@@ -23,8 +23,8 @@ class PinningEngine(FakeEngine):
     def __init__(self, room: int = 8, fails: bool = False) -> None:
         super().__init__()
         self.room = room
-        self.fails = fails
         """How many adapters the engine will pin (vLLM's: its adapter memory less a batch of others)."""
+        self.fails = fails
         self.asked: list[str] = []
         self.pins: list[str] = []
         self.loaded: set[int] = set()
