@@ -10,15 +10,12 @@ import pytest
 
 from bench.random_adapter import publish_random_adapter
 from service.settings import ServeSettings
+from tests.support.greedy import opening
 from tests.support.polling import wait_until
 
 pytestmark = pytest.mark.real
 
 QUESTION = [{"role": "user", "content": "Tell me about your favourite place."}]
-
-
-def opening(text: str, words: int = 6) -> str:
-    return " ".join(text.split()[:words])
 
 
 def test_a_pinned_persona_and_a_full_batch_of_others_are_all_served(

@@ -10,16 +10,13 @@ import openai
 import pytest
 
 from bench.random_adapter import publish_random_adapter
+from tests.support.greedy import opening
 from tests.support.polling import wait_until
 
 pytestmark = pytest.mark.real
 
 BASE = "SmolLM2-135M-Instruct"
 QUESTION = [{"role": "user", "content": "Tell me about your favourite place."}]
-
-
-def opening(text: str, words: int = 6) -> str:
-    return " ".join(text.split()[:words])
 
 
 def ask(client, model: str, messages=QUESTION, **params) -> str:

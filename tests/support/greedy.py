@@ -14,3 +14,9 @@ def greedy_ids(model, prompt_ids: list[int], count: int) -> tuple[list[int], lis
             ids.append(int(step.argmax()))
             logprobs.append(float(step[ids[-1]]))
     return ids[len(prompt_ids) :], logprobs
+
+
+def opening(text: str, words: int = 6) -> str:
+    """A reply's first words: what two greedy replies of one adapter share even where a batch's
+    arithmetic makes their later tokens drift apart."""
+    return " ".join(text.split()[:words])
