@@ -54,7 +54,7 @@ endif
 # starts reuse that, so the server answers soon after the set-up. A changed CPU LoRA plugin (its ops,
 # its kernel) warms the engine again.
 WARMED := $(PERSONA_CACHE_DIR)/.engine-warmed
-PLUGIN_SOURCES := $(wildcard service/lora_cpu/*.py service/lora_cpu/kernels/*.cpp)
+PLUGIN_SOURCES := $(wildcard service/lora_cpu/*.py service/lora_cpu/kernels/*.cpp service/lora_cpu/kernels/*.h)
 
 run: setup $(WARMED)
 	$(VENV)/bin/persona serve

@@ -1,4 +1,4 @@
-"""Builds and loads the packed LoRA kernel (``kernels/lora_packed.cpp``) once per processor.
+"""Builds and loads the packed LoRA kernel (``kernels/``) once per processor.
 
 A decoding step reads every adapter in use, and on the CPU those reads are most of what LoRA costs:
 kept in int8 (a scale per row) or float16 and widened in registers, an adapter costs a quarter or
@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger("vllm.plugins.persona_lora_cpu")
 
 NAME = "persona_lora_kernels"
-SOURCE = Path(__file__).parent / "kernels" / "lora_packed.cpp"
+SOURCES = [Path(__file__).parent / "kernels" / name for name in ("lora_packed.cpp", "lora_step.cpp")]
 
 STALE_LOCK_S = 300
 """A build lock older than this was left by a start stopped mid-build: torch's builder would wait on
@@ -79,7 +79,7 @@ def _build_and_load(directory: Path, weights: str) -> bool:
         _remove_stale_lock(directory / "lock")
         load_extension(
             name=NAME,
-            sources=[str(SOURCE)],
+            sources=[str(source) for source in SOURCES],
             extra_cflags=["-O3", "-march=native"],
             build_directory=str(directory),
             is_python_module=False,

@@ -15,7 +15,7 @@ changes, in one of two layouts:
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from itertools import accumulate
 
@@ -153,9 +153,19 @@ class FusedCache:
     announces the new slot layout, and never changes the weights of a loaded adapter id.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, on_packed: Callable[[torch.Tensor, int, PackedFused], None] | None = None) -> None:
         self.layout: tuple = ()
+        self.version = 0
+        """Counts the slot layouts: weights are published to the kernel's op with the one they hold."""
+        self.on_packed = on_packed
+        """Called with a layer's first stacked tensor, the version and its packed weights when they change."""
         self._entries: dict[tuple, Fused] = {}
+
+    def set_layout(self, layout: tuple) -> None:
+        """The slots now hold the adapters ``layout`` names (vLLM has written their weights)."""
+        if layout != self.layout:
+            self.layout = layout  # a new object: cached weights compare by identity first
+            self.version += 1
 
     def get(
         self, a_stacked: Sequence[torch.Tensor] | None, b_stacked: Sequence[torch.Tensor], dtype: torch.dtype
@@ -187,6 +197,8 @@ class FusedCache:
             for slot in changed:
                 fuse(fused, slot, a_stacked, b_stacked)
         fused.layout = self.layout
+        if packed and self.on_packed is not None:
+            self.on_packed(first, self.version, fused)
         return fused
 
 

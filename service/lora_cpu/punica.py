@@ -4,17 +4,20 @@ It keeps vLLM's own metadata (other code reads it) and adds, once per step, a pl
 and one for the sampled rows. The linear, embedding and logits paths then cost a fixed number of
 tensor calls each; the shrink/expand entry points used only by tensor-parallel sharded layers are
 vLLM's own. Linear layers in float32 keep their adapters in int8 or float16 for the kernel of :mod:`.kernel`
-(int8 by default) where it could be built.
+(int8 by default) where it could be built, and then call the kernel's own op, which a decoding step
+reaches without Python (:mod:`.published`).
 """
 
 from __future__ import annotations
 
+import weakref
+from functools import partial
 from typing import Any
 
 import torch
 from vllm.lora.punica_wrapper.punica_cpu import PunicaWrapperCPU
 
-from . import custom_op, kernel
+from . import custom_op, kernel, published
 from .ops import FusedCache, add_lora, add_lora_packed
 from .plan import NO_ADAPTER, Plan, build_plan
 
@@ -24,22 +27,25 @@ class PunicaWrapperGroupedCPU(PunicaWrapperCPU):
 
     def __init__(self, max_num_batched_tokens: int, max_batches: int, device: torch.device | str, **kwargs: Any):
         super().__init__(max_num_batched_tokens, max_batches, device, **kwargs)
-        self.cache = FusedCache()
         self.token_plan: Plan = NO_ADAPTER
         self.sampler_plan: Plan = NO_ADAPTER
         self.key = custom_op.register_wrapper(self)
         self.packed = kernel.load()
         """The dtype float32 linear layers keep their adapters in for the kernel (None: float32 copies)."""
+        self.cache = FusedCache()
+        if self.packed is not None:
+            self.cache.on_packed = partial(published.publish_layer, self.key)
+            weakref.finalize(self, published.forget, self.key)
 
     def update_metadata(
         self, mapping, lora_index_to_id: list[int | None], max_loras: int, vocab_size: int, **kwargs: Any
     ) -> None:
         super().update_metadata(mapping, lora_index_to_id, max_loras, vocab_size, **kwargs)
-        layout = tuple(lora_index_to_id)
-        if layout != self.cache.layout:
-            self.cache.layout = layout  # a new object: cached weights compare by identity first
+        self.cache.set_layout(tuple(lora_index_to_id))
         self.token_plan = build_plan(self.token_lora_indices.tolist(), packed=self.packed is not None)
         self.sampler_plan = build_plan(self.sampler_indices.tolist())
+        if self.packed is not None:
+            published.publish_step(self.key, self.token_plan, self.cache.version)
 
     def add_lora_linear(
         self,
@@ -53,7 +59,11 @@ class PunicaWrapperGroupedCPU(PunicaWrapperCPU):
         buffer=None,
         **kwargs: Any,
     ) -> None:
-        custom_op.lora_linear(self.key, y, x.view(-1, x.shape[-1]), list(lora_a_stacked), list(lora_b_stacked), scale)
+        x = x.view(-1, x.shape[-1])
+        if self.packed is not None:  # the kernel's own op: Python only where it needs the wrapper
+            torch.ops.persona_lora_kernels.linear(self.key, y, x, list(lora_a_stacked), list(lora_b_stacked), scale)
+        else:
+            custom_op.lora_linear(self.key, y, x, list(lora_a_stacked), list(lora_b_stacked), scale)
 
     def add_lora_embedding(
         self, y: torch.Tensor, x: torch.Tensor, lora_b_stacked: torch.Tensor, add_inputs: bool = True, **kwargs: Any

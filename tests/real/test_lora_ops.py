@@ -16,6 +16,7 @@ from vllm.lora.punica_wrapper.punica_cpu import PunicaWrapperCPU
 
 from service.lora_cpu import kernel
 from service.lora_cpu.ops import fuse_packed_slot, new_packed_fused
+from service.lora_cpu.plan import WIDE_ROWS
 from service.lora_cpu.punica import PunicaWrapperGroupedCPU
 
 pytestmark = pytest.mark.real
@@ -102,6 +103,35 @@ def test_linear_matches_vllm(batch, slices, mode) -> None:
     assert torch.equal(got[base_rows], y[base_rows])  # the base model's tokens are left alone
     if any(ids):
         assert not torch.equal(got, y)
+
+
+@pytest.mark.parametrize("batch", BATCHES.values(), ids=BATCHES.keys())
+def test_once_packed_a_step_of_few_tokens_per_adapter_reaches_the_kernel_without_python(batch, monkeypatch) -> None:
+    """The compiled model calls the kernel's own op: after a layer's first call has packed its weights,
+    a step whose adapters each have fewer tokens than a prompt's matrix products need is served in C++,
+    with the same result; a long prompt still goes through the wrapper's Python."""
+    tokens, ids = batch
+    gen = torch.Generator().manual_seed(13)
+    slices = SLICES["q/k/v"]
+    a, b = random_stacked(gen, slices, 96, 16, torch.float32)
+    x = torch.randn(sum(tokens), 96, generator=gen)
+    y = torch.randn(sum(tokens), sum(slices), generator=gen)
+    theirs, ours = both_wrappers(tokens, ids, packed=torch.int8)
+    expected = y.clone()
+    theirs.add_lora_linear(expected, x, a, b, 0.5, slices)
+    python_calls = []
+    run_linear = ours.run_linear
+    monkeypatch.setattr(ours, "run_linear", lambda *args: python_calls.append(1) or run_linear(*args))
+    first, second = y.clone(), y.clone()
+    ours.add_lora_linear(first, x, a, b, 0.5, slices)
+    calls_to_pack = len(python_calls)
+    ours.add_lora_linear(second, x, a, b, 0.5, slices)
+    assert_close(first, expected, y, torch.int8, torch.float32)
+    assert torch.equal(second, first)
+    per_adapter = {i: sum(n for n, j in zip(tokens, ids) if j == i) for i in set(ids) if i}
+    long_prompt = any(count >= WIDE_ROWS for count in per_adapter.values())
+    assert calls_to_pack == (1 if per_adapter else 0)
+    assert len(python_calls) - calls_to_pack == (1 if long_prompt else 0)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["float32", "bfloat16"])

@@ -12,6 +12,8 @@
 #include <c10/util/Half.h>
 #include <torch/library.h>
 
+#include "lora_packed.h"
+
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -188,6 +190,10 @@ void run(float* ys, int64_t y_stride, const float* xs, int64_t x_stride, const W
   });
 }
 
+}  // namespace
+
+namespace persona_lora {
+
 // y[t] += scale * B[slot] (A[slot] x[t]) for the tokens of each group, weights widened from a and b.
 //   y: tokens x >=out float32, x: tokens x in float32 (rows contiguous)
 //   a: slots x width x in, b: slots x rank x out, both int8 or both float16 (width = slices * rank)
@@ -231,6 +237,10 @@ void add_lora_packed(at::Tensor y, const at::Tensor& x, const at::Tensor& a, con
         n_groups, rs, n_rows, width, in, rank, out, f);
   }
 }
+
+}  // namespace persona_lora
+
+namespace {
 
 // The largest magnitude among n contiguous values, in lanes the compiler can vectorize.
 template <typename T>
@@ -355,6 +365,6 @@ TORCH_LIBRARY(persona_lora_kernels, m) {
 }
 
 TORCH_LIBRARY_IMPL(persona_lora_kernels, CPU, m) {
-  m.impl("add_lora_packed", &add_lora_packed);
+  m.impl("add_lora_packed", &persona_lora::add_lora_packed);
   m.impl("pack_slot", &pack_slot);
 }
