@@ -80,7 +80,8 @@ def _build_and_load(directory: Path, weights: str) -> bool:
         load_extension(
             name=NAME,
             sources=[str(source) for source in SOURCES],
-            extra_cflags=["-O3", "-march=native"],
+            extra_cflags=["-O3", "-march=native", "-fopenmp"],
+            extra_ldflags=["-fopenmp"],
             build_directory=str(directory),
             is_python_module=False,
         )

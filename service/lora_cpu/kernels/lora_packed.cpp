@@ -35,6 +35,7 @@ inline void store_float(float* p, Vec v) { _mm512_storeu_ps(p, v); }
 inline Vec zero() { return _mm512_setzero_ps(); }
 inline Vec splat(float v) { return _mm512_set1_ps(v); }
 inline Vec fma(Vec a, Vec b, Vec c) { return _mm512_fmadd_ps(a, b, c); }
+inline Vec add(Vec a, Vec b) { return _mm512_add_ps(a, b); }
 inline float sum(Vec v) { return _mm512_reduce_add_ps(v); }
 }  // namespace
 #elif defined(__AVX2__) && defined(__F16C__) && defined(__FMA__)
@@ -53,6 +54,7 @@ inline void store_float(float* p, Vec v) { _mm256_storeu_ps(p, v); }
 inline Vec zero() { return _mm256_setzero_ps(); }
 inline Vec splat(float v) { return _mm256_set1_ps(v); }
 inline Vec fma(Vec a, Vec b, Vec c) { return _mm256_fmadd_ps(a, b, c); }
+inline Vec add(Vec a, Vec b) { return _mm256_add_ps(a, b); }
 inline float sum(Vec v) {
   __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
   s = _mm_hadd_ps(s, s);
@@ -71,6 +73,7 @@ inline void store_float(float* p, Vec v) { *p = v; }
 inline Vec zero() { return 0.f; }
 inline Vec splat(float v) { return v; }
 inline Vec fma(Vec a, Vec b, Vec c) { return a * b + c; }
+inline Vec add(Vec a, Vec b) { return a + b; }
 inline float sum(Vec v) { return v; }
 }  // namespace
 #endif
@@ -84,18 +87,33 @@ inline float widen(int8_t v) { return static_cast<float>(v); }
 
 constexpr int kTokens = 4;  // tokens of one group multiplied together: each weight widened once for them
 
+// Independent sums a token keeps in dots() and expands(): an FMA waits for the one before it on the
+// same sum, so with one or two tokens a single sum per token would leave the FMA units idle.
+template <int T>
+constexpr int kChains = T == 1 ? 4 : (T == 2 ? 2 : 1);
+
 // out[t] = x[t] . a for T tokens at once.
 template <int T, typename W>
 void dots(const float* const* x, const W* a, int64_t n, float* out) {
-  Vec acc[T];
-  for (int t = 0; t < T; ++t) acc[t] = zero();
+  constexpr int U = kChains<T>;
+  Vec acc[T][U];
+  for (int t = 0; t < T; ++t)
+    for (int u = 0; u < U; ++u) acc[t][u] = zero();
   int64_t k = 0;
+  for (; k + U * kLanes <= n; k += U * kLanes) {
+    for (int u = 0; u < U; ++u) {
+      const Vec w = load_weights(a + k + u * kLanes);
+      for (int t = 0; t < T; ++t) acc[t][u] = fma(load_float(x[t] + k + u * kLanes), w, acc[t][u]);
+    }
+  }
   for (; k + kLanes <= n; k += kLanes) {
     const Vec w = load_weights(a + k);
-    for (int t = 0; t < T; ++t) acc[t] = fma(load_float(x[t] + k), w, acc[t]);
+    for (int t = 0; t < T; ++t) acc[t][0] = fma(load_float(x[t] + k), w, acc[t][0]);
   }
   for (int t = 0; t < T; ++t) {
-    float total = sum(acc[t]);
+    Vec all = acc[t][0];
+    for (int u = 1; u < U; ++u) all = add(all, acc[t][u]);
+    float total = sum(all);
     for (int64_t j = k; j < n; ++j) total += x[t][j] * widen(a[j]);
     out[t] = total;
   }
@@ -105,8 +123,27 @@ void dots(const float* const* x, const W* a, int64_t n, float* out) {
 template <int T, typename W>
 void expands(float* const* y, const float* const* h, const W* b, int64_t rank, int64_t stride, int64_t n,
              float scale) {
+  constexpr int C = T <= 2 ? 4 : 2;  // column vectors per pass: T * C independent sums
   const Vec s = splat(scale);
   int64_t j = 0;
+  for (; j + C * kLanes <= n; j += C * kLanes) {
+    Vec acc[T][C];
+    for (int t = 0; t < T; ++t)
+      for (int c = 0; c < C; ++c) acc[t][c] = zero();
+    for (int64_t q = 0; q < rank; ++q) {
+      Vec w[C];
+      for (int c = 0; c < C; ++c) w[c] = load_weights(b + q * stride + j + c * kLanes);
+      for (int t = 0; t < T; ++t) {
+        const Vec hq = splat(h[t][q]);
+        for (int c = 0; c < C; ++c) acc[t][c] = fma(hq, w[c], acc[t][c]);
+      }
+    }
+    for (int t = 0; t < T; ++t)
+      for (int c = 0; c < C; ++c) {
+        float* out = y[t] + j + c * kLanes;
+        store_float(out, fma(acc[t][c], s, load_float(out)));
+      }
+  }
   for (; j + kLanes <= n; j += kLanes) {
     Vec acc[T];
     for (int t = 0; t < T; ++t) acc[t] = zero();
