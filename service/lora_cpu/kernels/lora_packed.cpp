@@ -87,10 +87,18 @@ inline float widen(int8_t v) { return static_cast<float>(v); }
 
 constexpr int kTokens = 4;  // tokens of one group multiplied together: each weight widened once for them
 
-// Independent sums a token keeps in dots() and expands(): an FMA waits for the one before it on the
-// same sum, so with one or two tokens a single sum per token would leave the FMA units idle.
+// Independent sums a token keeps in dots(): an FMA waits for the one before it on the same sum, so
+// with few tokens a single sum per token would leave the FMA units idle.
 template <int T>
-constexpr int kChains = T == 1 ? 4 : (T == 2 ? 2 : 1);
+constexpr int kChains = T == 1 ? 4 : 2;
+
+// How far ahead of its reads a loop asks for the weights (bytes): a step reads each adapter once, from
+// memory the base model's weights have just passed through, and the hardware's own prefetching
+// does not run far enough ahead of short rows.
+constexpr int64_t kAheadA = 512;  // along a row of A
+constexpr int64_t kAheadB = 128;  // along a rank row of B, past this block's columns
+
+inline void prefetch(const void* p, int64_t ahead) { __builtin_prefetch(static_cast<const char*>(p) + ahead, 0, 3); }
 
 // out[t] = x[t] . a for T tokens at once.
 template <int T, typename W>
@@ -101,6 +109,7 @@ void dots(const float* const* x, const W* a, int64_t n, float* out) {
     for (int u = 0; u < U; ++u) acc[t][u] = zero();
   int64_t k = 0;
   for (; k + U * kLanes <= n; k += U * kLanes) {
+    prefetch(a + k, kAheadA);
     for (int u = 0; u < U; ++u) {
       const Vec w = load_weights(a + k + u * kLanes);
       for (int t = 0; t < T; ++t) acc[t][u] = fma(load_float(x[t] + k + u * kLanes), w, acc[t][u]);
@@ -123,7 +132,7 @@ void dots(const float* const* x, const W* a, int64_t n, float* out) {
 template <int T, typename W>
 void expands(float* const* y, const float* const* h, const W* b, int64_t rank, int64_t stride, int64_t n,
              float scale) {
-  constexpr int C = T <= 2 ? 4 : 2;  // column vectors per pass: T * C independent sums
+  constexpr int C = 4;  // column vectors per pass: T * C independent sums
   const Vec s = splat(scale);
   int64_t j = 0;
   for (; j + C * kLanes <= n; j += C * kLanes) {
@@ -131,6 +140,7 @@ void expands(float* const* y, const float* const* h, const W* b, int64_t rank, i
     for (int t = 0; t < T; ++t)
       for (int c = 0; c < C; ++c) acc[t][c] = zero();
     for (int64_t q = 0; q < rank; ++q) {
+      prefetch(b + q * stride + j, kAheadB);
       Vec w[C];
       for (int c = 0; c < C; ++c) w[c] = load_weights(b + q * stride + j + c * kLanes);
       for (int t = 0; t < T; ++t) {
