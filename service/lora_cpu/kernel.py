@@ -5,6 +5,8 @@ kept in int8 (a scale per row) or float16 and widened in registers, an adapter c
 half the bytes of its float32 copy, without the zero blocks of the fused float32 layout. The kernel
 is compiled for the machine's own instructions (``-march=native``) by the C++ compiler that vLLM's
 CPU engine needs anyway, into the engine's cache folder (one per processor); a later start loads it.
+It is compiled with OpenMP: ATen's parallel loops are inline templates, which run on one thread in
+code compiled without it.
 Where it cannot be built, the LoRA ops keep their float32 copies and say so in the engine's log.
 """
 
