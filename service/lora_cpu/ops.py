@@ -246,32 +246,3 @@ def add_lora(y: torch.Tensor, x: torch.Tensor, fused: Fused, plan: Plan, scale: 
             if fused.a is not None:
                 h = torch.mm(h, fused.a[group.slot].t())
             target.index_add_(0, group.rows, torch.mm(h, b), alpha=scale)
-
-
-def add_lora_packed(y: torch.Tensor, x: torch.Tensor, fused: PackedFused, plan: Plan, scale: float = 1.0) -> None:
-    """:func:`add_lora` for float32 ``y`` and ``x`` with int8 or float16 weights: decoding tokens through
-    the kernel, which reads each weight once a step; a prompt's many tokens widen their slot's weights
-    once and multiply them as matrices."""
-    if plan.kernel is not None:
-        index = plan.kernel
-        x = x if x.stride(-1) == 1 else x.contiguous()
-        torch.ops.persona_lora_kernels.add_lora_packed(
-            y, x, fused.a, fused.b, fused.row_scales, fused.ends, index.groups, index.rows, scale
-        )
-    for group in plan.wide:
-        slot = group.slot
-        if not fused.nonzero[slot]:
-            continue
-        rows = x[group.start : group.stop] if group.rows is None else x.index_select(0, group.rows)
-        a, b = fused.widened(slot)
-        h = torch.mm(rows, a.t())
-        parts = [
-            (h[:, s * fused.rank : (s + 1) * fused.rank], start, end) for s, (start, end) in enumerate(fused.slices)
-        ]
-        if group.rows is None:
-            target = y[group.start : group.stop]
-            for part, start, end in parts:
-                target[:, start:end].addmm_(part, b[:, start:end], alpha=scale)
-        else:
-            out = torch.cat([torch.mm(part, b[:, start:end]) for part, start, end in parts], dim=1)
-            y[:, : out.shape[1]].index_add_(0, group.rows, out, alpha=scale)

@@ -48,12 +48,10 @@ class Padded:
 
 
 @dataclass(frozen=True)
-class KernelIndex:
-    """The groups of fewer than ``WIDE_ROWS`` tokens as the kernel reads them.
-
-    ``groups``: one ``(slot, first, end)`` row per group, ``first:end`` indexing ``rows``, which
-    lists the groups' tokens one after another.
-    """
+class GroupIndex:
+    """Groups as the native op reads them (:mod:`.published`): one ``(slot, first, end)`` row per
+    group in ``groups``, ``first:end`` indexing ``rows``, which lists the groups' tokens one after
+    another."""
 
     groups: torch.Tensor
     rows: torch.Tensor
@@ -63,14 +61,15 @@ class KernelIndex:
 class Plan:
     """The adapter groups of one step; ``padded`` is set when they are multiplied in one batch.
 
-    ``kernel`` and ``wide`` split the same groups for the packed path: few tokens each, and many.
+    ``kernel`` and ``wide`` split the same groups for the packed path: fewer than ``WIDE_ROWS`` tokens
+    each (the kernel), and more (matrix products).
     """
 
     n_tokens: int
     groups: tuple[Group, ...]
     padded: Padded | None = None
-    kernel: KernelIndex | None = None
-    wide: tuple[Group, ...] = ()
+    kernel: GroupIndex | None = None
+    wide: GroupIndex | None = None
 
 
 NO_ADAPTER = Plan(n_tokens=0, groups=())
@@ -84,11 +83,12 @@ def build_plan(indices: Sequence[int], padding_limit: float = PADDING_LIMIT, pac
         if slot >= 0:
             by_slot.setdefault(slot, []).append(row)
     groups = tuple(_group(slot, rows, len(indices)) for slot, rows in sorted(by_slot.items()))
-    kernel, wide = None, ()
+    kernel = wide = None
     if packed:
         few = [(slot, rows) for slot, rows in sorted(by_slot.items()) if len(rows) < WIDE_ROWS]
-        kernel = _kernel_index(few) if few else None
-        wide = tuple(group for group in groups if len(by_slot[group.slot]) >= WIDE_ROWS)
+        many = [(slot, rows) for slot, rows in sorted(by_slot.items()) if len(rows) >= WIDE_ROWS]
+        kernel = _group_index(few) if few else None
+        wide = _group_index(many) if many else None
     plan = Plan(n_tokens=len(indices), groups=groups, kernel=kernel, wide=wide)
     if len(groups) < 2:
         return plan
@@ -115,13 +115,13 @@ def build_plan(indices: Sequence[int], padding_limit: float = PADDING_LIMIT, pac
     return Plan(n_tokens=len(indices), groups=groups, padded=padded, kernel=kernel, wide=wide)
 
 
-def _kernel_index(by_slot: list[tuple[int, list[int]]]) -> KernelIndex:
+def _group_index(by_slot: list[tuple[int, list[int]]]) -> GroupIndex:
     table: list[int] = []
     rows: list[int] = []
     for slot, tokens in by_slot:
         table += [slot, len(rows), len(rows) + len(tokens)]
         rows += tokens
-    return KernelIndex(
+    return GroupIndex(
         groups=torch.tensor(table, dtype=torch.long).view(-1, 3), rows=torch.tensor(rows, dtype=torch.long)
     )
 

@@ -18,7 +18,7 @@ import torch
 from vllm.lora.punica_wrapper.punica_cpu import PunicaWrapperCPU
 
 from . import custom_op, kernel, published
-from .ops import FusedCache, add_lora, add_lora_packed
+from .ops import FusedCache, add_lora
 from .plan import NO_ADAPTER, Plan, build_plan
 
 
@@ -94,7 +94,8 @@ class PunicaWrapperGroupedCPU(PunicaWrapperCPU):
             return
         y2 = y.view(-1, y.shape[-1])
         if self.packed is not None and y.dtype == torch.float32:
-            add_lora_packed(y2, x.to(y.dtype), self.cache.get_packed(a_stacked, b_stacked, self.packed), plan, scale)
+            self.cache.get_packed(a_stacked, b_stacked, self.packed)  # packed for this layout, and published
+            published.apply(self.key, y2, x.to(y.dtype), a_stacked[0], scale)
         else:
             add_lora(y2, x, self.cache.get(a_stacked, b_stacked, y.dtype), plan, scale)
 
