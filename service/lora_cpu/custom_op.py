@@ -5,9 +5,10 @@ changes every step. As opaque ops that read their wrapper's current plan when th
 products stay correct in a graph that is traced once. Run eagerly, the wrapper is called directly:
 dispatching through the op registry costs more than the products themselves for one token.
 
-Where the kernel is built, linear layers call the kernel's own op instead (``kernels/lora_step.cpp``,
-:mod:`.published`), which calls :func:`_linear` through ``persona_lora.linear`` only for what needs the
-wrapper's Python.
+Where the kernel is built, linear layers call the kernel library's own op instead
+(``kernels/lora_step.cpp``, :mod:`.published`), which calls :func:`_linear` through
+``persona_lora.linear`` only to pack a layer's weights for a new slot layout, or for a layer in
+another dtype.
 """
 
 from __future__ import annotations

@@ -88,14 +88,6 @@ class PackedFused:
     nonzero: list[bool]
     layout: tuple = field(default=())
 
-    def __post_init__(self) -> None:
-        self.rank = self.b.shape[1]
-        self.slices = list(zip([0, *self.ends.tolist()], self.ends.tolist()))
-
-    def widened(self, slot: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """A and B of ``slot`` in float32, the row scales folded into A (as the kernel does)."""
-        return self.a[slot].float().mul_(self.row_scales[slot, :, None]), self.b[slot].float()
-
 
 def new_packed_fused(
     a_stacked: Sequence[torch.Tensor], b_stacked: Sequence[torch.Tensor], dtype: torch.dtype

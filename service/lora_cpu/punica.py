@@ -4,8 +4,8 @@ It keeps vLLM's own metadata (other code reads it) and adds, once per step, a pl
 and one for the sampled rows. The linear, embedding and logits paths then cost a fixed number of
 tensor calls each; the shrink/expand entry points used only by tensor-parallel sharded layers are
 vLLM's own. Linear layers in float32 keep their adapters in int8 or float16 for the kernel of :mod:`.kernel`
-(int8 by default) where it could be built, and then call the kernel's own op, which a decoding step
-reaches without Python (:mod:`.published`).
+(int8 by default) where it could be built, and then call the kernel library's own op, which serves a
+step without Python once the layer's weights are packed for its slot layout (:mod:`.published`).
 """
 
 from __future__ import annotations
