@@ -17,8 +17,8 @@
 #include <torch/library.h>
 
 #include <cstdint>
-#include <utility>
 #include <unordered_map>
+#include <utility>
 #include <vector>
 
 #include "lora_packed.h"
@@ -64,6 +64,7 @@ void set_layer(int64_t key, const at::Tensor& first_a, int64_t version, const at
 
 void forget(int64_t key) { registry().erase(key); }
 
+// The wrapper's Python op: packs and publishes the layer's weights, then calls apply().
 void python_linear(int64_t key, const at::Tensor& y, const at::Tensor& x, at::TensorList a_stacked,
                    at::TensorList b_stacked, double scale) {
   static const c10::OperatorHandle op = c10::Dispatcher::singleton().findSchemaOrThrow("persona_lora::linear", "");
