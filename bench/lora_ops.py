@@ -196,7 +196,7 @@ def measure_batch(
 def interleaved_ms(layers: Layers, rounds: int, inner: int) -> tuple[float, float, float, float]:
     """8 users decoding on 8 personas, linear layers only: the base matmuls alone, the int8 kernel's
     LoRA alone, and both layer by layer as the engine runs them (ms per step); and the kernel's own
-    calls without the wrapper's Python around them. Apart, each finds its weights where its last step
+    calls without the op dispatch and lookups around them. Apart, each finds its weights where its last step
     left them in the caches; in turn, the base model's weights and the adapters push each other out."""
     import torch
     from vllm.lora.layers import LoRAMapping
@@ -336,7 +336,8 @@ def main() -> None:
             f"{lora:.2f} ms a step apart ({base + lora:.2f} ms together), {both:.2f} ms layer by layer as the "
             f"engine runs them ({both / base:.2f}x the base matmuls', where apart they make "
             f"{(base + lora) / base:.2f}x). Of the LoRA's {lora:.2f} ms, the kernel's own calls take "
-            f"{kernel_alone:.2f} ms; the rest is the wrapper's Python around {len(layers.linear)} calls a step.",
+            f"{kernel_alone:.2f} ms; the rest is reaching it: op dispatch and lookups, "
+            f"{len(layers.linear)} calls a step.",
         ]
     text = "\n".join(lines) + "\n"
     if args.print_only:

@@ -32,9 +32,9 @@ class PunicaWrapperGroupedCPU(PunicaWrapperCPU):
         self.key = custom_op.register_wrapper(self)
         self.packed = kernel.load()
         """The dtype float32 linear layers keep their adapters in for the kernel (None: float32 copies)."""
-        self.cache = FusedCache()
+        on_packed = None if self.packed is None else partial(published.publish_layer, self.key)
+        self.cache = FusedCache(on_packed)
         if self.packed is not None:
-            self.cache.on_packed = partial(published.publish_layer, self.key)
             weakref.finalize(self, published.forget, self.key)
 
     def update_metadata(
